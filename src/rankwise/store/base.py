@@ -1,0 +1,79 @@
+"""The Store contract every backend implements (embedded LanceDB, Milvus).
+
+A store keeps products: an ``id`` (string primary key), a ``title``, a ``text``
+(description, may be empty), scalar metadata fields (str, int, float, bool) and one dense
+vector per product. It knows nothing about models: callers hand it vectors.
+
+Scores in :class:`Hit` are "higher is better": cosine similarity for dense search
+(vectors are L2-normalised by the embedder), BM25 for lexical search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rankwise.store.filters import Filter
+
+#: Columns every store has; everything else in a record is metadata.
+RESERVED_FIELDS = ("id", "title", "text", "vector")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One first-stage result: product id, score (higher is better), stored fields."""
+
+    id: str
+    score: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What ``search.py``, ``Catalog`` and the server rely on.
+
+    ``capabilities`` tells callers what the backend does natively: ``"dense"`` always;
+    ``"lexical"`` when :meth:`lexical_search` works; ``"filters"`` when filters are
+    pushed down (prefiltered). A missing capability raises
+    :class:`rankwise.errors.UnsupportedFeature` with a message naming the backend.
+    """
+
+    uri: str
+    capabilities: frozenset[str]
+
+    @property
+    def dim(self) -> int | None:
+        """Vector dimension, or None for a store that holds nothing yet."""
+
+    def upsert(self, records: Sequence[dict[str, Any]], vectors: np.ndarray) -> int:
+        """Insert or replace records by ``id``. ``vectors``: float32 (n, dim). Returns n.
+
+        Atomic per call: after a crash the store shows either the old or the new state.
+        """
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete by id; returns how many existed."""
+
+    def count(self, filters: Filter | None = None) -> int: ...
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Records (without vectors) for the ids that exist, in the order asked."""
+
+    def dense_search(
+        self, vector: np.ndarray, k: int, filters: Filter | None = None
+    ) -> list[Hit]:
+        """Top-k by cosine similarity, filters applied before the top-k cut."""
+
+    def lexical_search(self, query: str, k: int, filters: Filter | None = None) -> list[Hit]:
+        """Top-k by BM25, filters applied before the top-k cut."""
+
+    def iter_records(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterable[list[dict[str, Any]]]:
+        """All records in batches (used by migrate, evaluation and mining)."""
+
+    def info(self) -> dict[str, Any]:
+        """Backend name, uri, count, dim, index parameters: for ``rankwise store info``."""
+
+    def close(self) -> None: ...

