@@ -1,0 +1,257 @@
+"""Catalog: a store plus the embedder that fills it.
+
+``Catalog.ingest`` streams a catalog file into the store in batches (embed, then upsert):
+
+1. **Validate first.** The whole file is read once and validated (cheap next to
+   embedding); a bad line aborts before anything is written, unless ``skip_invalid``
+   is set, in which case bad lines are skipped and listed in the report.
+2. **Embed and upsert per batch**, with a progress bar and throughput.
+3. **Resume.** After each committed batch a checkpoint records the source file's
+   identity and how many records are done; a rerun of the same command skips them.
+   Upserts are idempotent by id, so a batch that was written but not yet checkpointed
+   when the process died is simply written again: no duplicates, nothing lost.
+4. **Per-batch failures** (a store write that fails) are retried once, then reported
+   and the run continues; the checkpoint does not advance past a failed batch, so a
+   rerun retries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from rankwise.data import FieldMapping, Record, document_text, read_catalog
+from rankwise.errors import RankwiseError, StoreError
+from rankwise.store import Store, open_store
+
+if TYPE_CHECKING:
+    from rankwise.models import Embedder
+
+
+@dataclass
+class IngestReport:
+    count: int = 0  # records written in this run
+    skipped_done: int = 0  # records skipped because a checkpoint said they were done
+    invalid: list[str] = field(default_factory=list)  # messages of skipped bad rows
+    failed_batches: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    total_in_store: int = 0
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "skipped_done": self.skipped_done,
+            "invalid": self.invalid,
+            "failed_batches": self.failed_batches,
+            "seconds": round(self.seconds, 3),
+            "docs_per_s": round(self.docs_per_s, 1),
+            "total_in_store": self.total_in_store,
+        }
+
+
+class Catalog:
+    """A store and its embedder. ``Catalog.open("./index", embedder)`` to start."""
+
+    def __init__(self, store: Store, embedder: Embedder):
+        self.store = store
+        self.embedder = embedder
+        self._check_embedder()
+
+    @classmethod
+    def open(
+        cls, uri: str, embedder: Embedder, *, create: bool = True, **store_options: Any
+    ) -> Catalog:
+        return cls(open_store(uri, create=create, **store_options), embedder)
+
+    # -- embedder bookkeeping: an index embedded with one model must not be searched with another
+    def _meta_path(self) -> Path | None:
+        p = Path(self.store.uri)
+        return p / "rankwise-embedder.json" if p.is_dir() else None
+
+    def _check_embedder(self) -> None:
+        mp = self._meta_path()
+        dim = self.store.dim
+        if dim is not None and dim != self.embedder.dim:
+            raise StoreError(
+                f"index {self.store.uri} holds {dim}-dim vectors but embedder "
+                f"{self.embedder.model_id} makes {self.embedder.dim}-dim vectors; "
+                "use the embedder the index was built with, or re-index into a new directory"
+            )
+        if mp is not None and mp.exists():
+            meta = json.loads(mp.read_text())
+            if meta.get("version") != self.embedder.version:
+                import warnings
+
+                warnings.warn(
+                    f"index {self.store.uri} was built with {meta.get('model')} "
+                    f"(version {meta.get('version')}); searching with {self.embedder.model_id} "
+                    f"(version {self.embedder.version}). Re-index for consistent results.",
+                    stacklevel=3,
+                )
+
+    def _write_meta(self) -> None:
+        mp = self._meta_path()
+        if mp is not None:
+            tmp = mp.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "model": self.embedder.model_id,
+                        "version": self.embedder.version,
+                        "dim": self.embedder.dim,
+                    }
+                )
+            )
+            os.replace(tmp, mp)
+
+    # -- writes
+    def upsert(self, records: Sequence[Record]) -> int:
+        """Embed and upsert already-validated records."""
+        if not records:
+            return 0
+        vectors = self.embedder.encode_documents([document_text(r) for r in records])
+        n = self.store.upsert(list(records), vectors)
+        self._write_meta()
+        return n
+
+    def add(
+        self, products: Iterable[Mapping[str, Any]], mapping: FieldMapping | None = None
+    ) -> int:
+        """Validate and upsert products given as dicts."""
+        return self.upsert([r for _, r in read_catalog(products, mapping)])
+
+    def delete(self, ids: Iterable[str]) -> int:
+        return self.store.delete(list(ids))
+
+    def ingest(
+        self,
+        source: str | Path | Iterable[Mapping[str, Any]],
+        mapping: FieldMapping | None = None,
+        *,
+        batch_size: int = 256,
+        show_progress: bool = True,
+        skip_invalid: bool = False,
+        resume: bool = True,
+        checkpoint: str | Path | None = None,
+    ) -> IngestReport:
+        """Stream ``source`` into the store; see the module docstring for the guarantees."""
+        report = IngestReport()
+        t0 = time.perf_counter()
+        # Pass 1: validate everything before writing anything (strict) or collect skips.
+        total = sum(
+            1
+            for _ in read_catalog(source, mapping, skip_invalid=skip_invalid, errors=report.invalid)
+        )
+        ckpt = _Checkpoint.for_source(source, self.store.uri, checkpoint) if resume else None
+        done = ckpt.load() if ckpt else 0
+        done = min(done, total)
+        report.skipped_done = done
+        bar = tqdm(
+            total=total,
+            initial=done,
+            unit="doc",
+            desc="index",
+            disable=not show_progress,
+            smoothing=0.1,
+        )
+        batch: list[Record] = []
+        position = 0
+
+        def flush() -> None:
+            nonlocal batch
+            for attempt in (1, 2):
+                try:
+                    report.count += self.upsert(batch)
+                    break
+                except RankwiseError:
+                    raise
+                except Exception as e:  # a store/IO failure: retry once, then report the batch
+                    if attempt == 2:
+                        report.failed_batches.append(
+                            f"records {position - len(batch) + 1}-{position}: {type(e).__name__}: {e}"
+                        )
+                        batch = []
+                        return
+            if ckpt and not report.failed_batches:
+                ckpt.save(position)
+            bar.update(len(batch))
+            batch = []
+
+        for _, record in read_catalog(source, mapping, skip_invalid=skip_invalid):
+            position += 1
+            if position <= done:
+                continue
+            batch.append(record)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        bar.close()
+        if ckpt and not report.failed_batches:
+            ckpt.clear()
+        report.seconds = time.perf_counter() - t0
+        report.total_in_store = self.store.count()
+        return report
+
+
+class _Checkpoint:
+    """How many validated records of one source file are committed to one store."""
+
+    def __init__(self, path: Path, identity: dict[str, Any]):
+        self.path = path
+        self.identity = identity
+
+    @classmethod
+    def for_source(
+        cls, source: Any, store_uri: str, explicit: str | Path | None
+    ) -> _Checkpoint | None:
+        if not isinstance(source, str | Path):
+            return None  # an in-memory iterable cannot be resumed
+        src = Path(source).resolve()
+        st = src.stat()
+        identity = {
+            "source": str(src),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "store": store_uri,
+        }
+        if explicit is not None:
+            return cls(Path(explicit), identity)
+        key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        store_dir = Path(store_uri)
+        base = (
+            store_dir
+            if store_dir.is_dir()
+            else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rankwise"
+        )
+        return cls(base / f"ingest-{key}.json", identity)
+
+    def load(self) -> int:
+        if not self.path.exists():
+            return 0
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return 0
+        return int(data.get("done", 0)) if data.get("identity") == self.identity else 0
+
+    def save(self, done: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"identity": self.identity, "done": done}))
+        os.replace(tmp, self.path)  # atomic: a kill leaves the old or the new checkpoint
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

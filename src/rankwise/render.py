@@ -1,0 +1,84 @@
+"""Rich tables for the CLI and the demo (presentation only; no search logic here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+from rankwise.search import SearchResponse
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def results_table(resp: SearchResponse, *, title: str | None = None) -> Table:
+    """One row per result: rank, id, title, recall score/rank, rerank logit and 0..1 relevance."""
+    status = (
+        "reranked" if resp.reranked else f"not reranked ({resp.skipped_reason or 'rerank off'})"
+    )
+    ms = resp.timings.get("total", 0.0) * 1000
+    t = Table(
+        title=title or f"{resp.query!r} · {resp.mode} · {status} · {ms:.0f} ms",
+        title_justify="left",
+    )
+    for col, kw in [
+        ("#", {"justify": "right"}),
+        ("id", {}),
+        ("title", {"overflow": "fold"}),
+        ("recall", {"justify": "right"}),
+        ("recall #", {"justify": "right"}),
+        ("logit", {"justify": "right"}),
+        ("relevance", {"justify": "right"}),
+    ]:
+        t.add_column(col, **kw)
+    for r in resp.results:
+        t.add_row(
+            str(r.rank),
+            r.id,
+            str(r.record.get("title", "")),
+            _fmt(r.recall_score, 4),
+            str(r.recall_rank),
+            _fmt(r.rerank_score, 2),
+            _fmt(r.relevance),
+        )
+    return t
+
+
+def rerank_table(query: str, rows: Sequence[dict[str, Any]]) -> Table:
+    t = Table(title=f"rerank: {query!r}", title_justify="left")
+    for col in ("#", "input #", "logit", "relevance", "document"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(
+            str(r["rank"]),
+            str(r["index"]),
+            _fmt(r["score"], 2),
+            _fmt(r["relevance"]),
+            r["document"],
+        )
+    return t
+
+
+def side_by_side(
+    query: str, first: SearchResponse, second: SearchResponse | None, unavailable: str | None
+) -> Table:
+    """Demo view: first-stage results beside reranked results for one query."""
+    t = Table(title=f"query: {query}", title_justify="left", show_lines=False)
+    t.add_column("#", justify="right")
+    t.add_column(f"first stage ({first.mode})", overflow="fold")
+    t.add_column("score", justify="right")
+    t.add_column("reranked (cross-encoder)", overflow="fold")
+    t.add_column("relevance", justify="right")
+    n = len(first.results)
+    for i in range(n):
+        a = first.results[i]
+        if second is not None and i < len(second.results):
+            b = second.results[i]
+            right, rel = str(b.record.get("title", "")), _fmt(b.relevance)
+        else:
+            right, rel = (unavailable or "-") if i == 0 else "", ""
+        t.add_row(str(i + 1), str(a.record.get("title", "")), _fmt(a.recall_score, 4), right, rel)
+    return t

@@ -1,0 +1,374 @@
+"""Searcher: recall → (skip rule) → rerank → threshold → Top-N, with an optional cache.
+
+Recall modes:
+
+* ``dense``: cosine similarity of the query vector against product vectors.
+* ``lexical``: BM25 over title + description.
+* ``hybrid`` (default): both lists (each Top-K) fused, by reciprocal-rank fusion
+  (``score = Σ 1 / (rrf_k + rank)``, ``rrf_k=60`` as in Cormack et al.) or by a weighted
+  sum of min-max normalised scores (``fusion="weighted"``, ``weights=(dense, lexical)``).
+
+Filters are handed to the store, which applies them *before* its Top-K cut, so a filtered
+search returns K matching products rather than the matching part of an unfiltered K.
+
+Reranking scores the fused Top-K with the cross-encoder (raw fp32 logits, and
+``relevance = sigmoid(logit)`` in 0..1), keeps those with ``relevance >= threshold`` and
+returns the Top-N. The skip rule may decide the first stage is already sure (see
+:class:`SkipRule`); the response then says ``reranked=False`` and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from rankwise.catalog import Catalog
+from rankwise.data import document_text
+from rankwise.errors import InvalidRequest
+from rankwise.store import Hit
+from rankwise.store.filters import Filter, build_filter
+
+if TYPE_CHECKING:
+    from rankwise.models import Reranker
+
+Mode = Literal["dense", "lexical", "hybrid"]
+MODES = ("dense", "lexical", "hybrid")
+
+
+@dataclass
+class SearchResult:
+    """One product in a response. ``rerank_score`` is the raw logit, ``relevance`` its sigmoid."""
+
+    id: str
+    rank: int
+    recall_score: float
+    recall_rank: int
+    rerank_score: float | None = None
+    relevance: float | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResponse:
+    query: str
+    mode: str
+    results: list[SearchResult]
+    reranked: bool
+    skipped_reason: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SearchResponse:
+        d = dict(d)
+        d["results"] = [SearchResult(**r) for r in d["results"]]
+        return cls(**d)
+
+
+class Cache(Protocol):
+    """What the Searcher needs from a cache (in-process LRU or Redis, see ``cache.py``)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class SkipRule:
+    """When the first stage is sure, skip the cross-encoder.
+
+    * ``exact_title``: the top recall hit's title equals the query (case- and
+      space-insensitive): a shopper typed the product's name.
+    * ``min_margin``: in ``dense`` mode, the top-1 cosine exceeds the top-2 by at least
+      this much. Calibrate it on judged queries (``rankwise eval``) rather than guessing:
+      the default ``None`` never skips on margin.
+    """
+
+    exact_title: bool = True
+    min_margin: float | None = None
+
+    def reason(self, query: str, hits: Sequence[Hit], mode: str) -> str | None:
+        if not hits:
+            return "no candidates"
+        if self.exact_title:
+            norm = " ".join(query.lower().split())
+            if norm and " ".join(str(hits[0].record.get("title", "")).lower().split()) == norm:
+                return "exact title match"
+        if self.min_margin is not None and mode == "dense" and len(hits) > 1:
+            margin = hits[0].score - hits[1].score
+            if margin >= self.min_margin:
+                return f"top-1 margin {margin:.3f} >= {self.min_margin}"
+        return None
+
+
+def rrf_fuse(
+    lists: Sequence[Sequence[Hit]], k: int = 60, weights: Sequence[float] | None = None
+) -> list[Hit]:
+    """Reciprocal-rank fusion; ties broken by first appearance. Returns fused hits."""
+    scores: dict[str, float] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for li, hits in enumerate(lists):
+        w = 1.0 if weights is None else weights[li]
+        for rank, h in enumerate(hits, 1):
+            scores[h.id] = scores.get(h.id, 0.0) + w / (k + rank)
+            records.setdefault(h.id, h.record)
+    order = sorted(scores, key=lambda i: -scores[i])  # sorted() is stable: first seen wins ties
+    return [Hit(i, scores[i], records[i]) for i in order]
+
+
+def weighted_fuse(lists: Sequence[Sequence[Hit]], weights: Sequence[float]) -> list[Hit]:
+    """Weighted sum of per-list min-max normalised scores (a missing hit contributes 0)."""
+    scores: dict[str, float] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for hits, w in zip(lists, weights, strict=True):
+        if not hits:
+            continue
+        vals = np.array([h.score for h in hits], dtype=np.float64)
+        lo, hi = float(vals.min()), float(vals.max())
+        span = hi - lo
+        for h, v in zip(hits, vals, strict=True):
+            norm = (v - lo) / span if span > 0 else 1.0
+            scores[h.id] = scores.get(h.id, 0.0) + w * norm
+            records.setdefault(h.id, h.record)
+    order = sorted(scores, key=lambda i: -scores[i])
+    return [Hit(i, scores[i], records[i]) for i in order]
+
+
+class Searcher:
+    """Two-stage search over a :class:`Catalog`.
+
+    >>> searcher = Searcher(catalog, reranker=Reranker())
+    >>> searcher.search("summer running shoes", filters={"price": {"lt": 100}}).results[0].id
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        reranker: Reranker | None = None,
+        *,
+        top_k: int = 50,
+        top_n: int = 10,
+        mode: Mode = "hybrid",
+        fusion: Literal["rrf", "weighted"] = "rrf",
+        rrf_k: int = 60,
+        weights: tuple[float, float] = (0.5, 0.5),
+        threshold: float | None = None,
+        skip_rule: SkipRule | None = None,
+        cache: Cache | None = None,
+        rerank_max_chars: int | None = 2000,
+    ):
+        if fusion not in ("rrf", "weighted"):
+            raise InvalidRequest(f"unknown fusion {fusion!r}; use 'rrf' or 'weighted'")
+        self.catalog = catalog
+        self.reranker = reranker
+        self.top_k, self.top_n, self.mode = top_k, top_n, self._check_mode(mode)
+        self.fusion, self.rrf_k, self.weights = fusion, rrf_k, weights
+        self.threshold = threshold
+        self.skip_rule = skip_rule
+        self.cache = cache
+        self.rerank_max_chars = rerank_max_chars
+
+    @property
+    def store(self):
+        return self.catalog.store
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise InvalidRequest(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        return mode
+
+    # ------------------------------------------------------------------ first stage
+    def recall(
+        self,
+        query: str,
+        *,
+        mode: str | None = None,
+        top_k: int | None = None,
+        filters: Filter | Mapping[str, Any] | Sequence[str] | None = None,
+        query_vector: np.ndarray | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        """First-stage candidates, best first (fused in hybrid mode)."""
+        mode = self._check_mode(mode or self.mode)
+        k = top_k or self.top_k
+        flt = build_filter(filters)
+        timings = timings if timings is not None else {}
+        lists: list[list[Hit]] = []
+        if mode in ("dense", "hybrid"):
+            t = time.perf_counter()
+            if query_vector is None:
+                query_vector = self.catalog.embedder.encode_queries([query])[0]
+            timings["embed"] = time.perf_counter() - t
+            t = time.perf_counter()
+            lists.append(
+                self.store.dense_search(np.asarray(query_vector, dtype=np.float32), k, flt)
+            )
+            timings["dense"] = time.perf_counter() - t
+        if mode in ("lexical", "hybrid"):
+            t = time.perf_counter()
+            lists.append(self.store.lexical_search(query, k, flt))
+            timings["lexical"] = time.perf_counter() - t
+        if mode != "hybrid":
+            hits = lists[0]
+        elif self.fusion == "rrf":
+            hits = rrf_fuse(lists, self.rrf_k, self.weights)
+        else:
+            hits = weighted_fuse(lists, self.weights)
+        timings["recall"] = (
+            timings.get("dense", 0.0) + timings.get("lexical", 0.0) + timings.get("embed", 0.0)
+        )
+        return hits[:k]
+
+    # ------------------------------------------------------------------ second stage
+    def rerank(
+        self,
+        query: str,
+        hits: Sequence[Hit],
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> list[SearchResult]:
+        """Score ``hits`` with the cross-encoder; keep relevance ≥ threshold; Top-N."""
+        if self.reranker is None:
+            raise InvalidRequest("no reranker is configured; search with rerank=False")
+        n = top_n or self.top_n
+        thr = self.threshold if threshold is None else threshold
+        docs = [document_text(h.record, self.rerank_max_chars) for h in hits]
+        logits = (
+            np.asarray(self.reranker.score(query, docs), dtype=np.float32)
+            if docs
+            else np.zeros(0, np.float32)
+        )
+        rel = _sigmoid(logits)
+        order = sorted(range(len(hits)), key=lambda i: (-logits[i], i))
+        out: list[SearchResult] = []
+        for i in order:
+            if thr is not None and rel[i] < thr:
+                continue
+            h = hits[i]
+            out.append(
+                SearchResult(
+                    id=h.id,
+                    rank=len(out) + 1,
+                    recall_score=float(h.score),
+                    recall_rank=i + 1,
+                    rerank_score=float(logits[i]),
+                    relevance=float(rel[i]),
+                    record=dict(h.record),
+                )
+            )
+            if len(out) >= n:
+                break
+        return out
+
+    # ------------------------------------------------------------------ both
+    def search(
+        self,
+        query: str,
+        *,
+        mode: str | None = None,
+        top_k: int | None = None,
+        top_n: int | None = None,
+        filters: Filter | Mapping[str, Any] | Sequence[str] | None = None,
+        rerank: bool = True,
+        threshold: float | None = None,
+        query_vector: np.ndarray | None = None,
+    ) -> SearchResponse:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequest("query must be a non-empty string")
+        mode = self._check_mode(mode or self.mode)
+        top_k, top_n = top_k or self.top_k, top_n or self.top_n
+        if top_k < 1 or top_n < 1:
+            raise InvalidRequest("top_k and top_n must be at least 1")
+        flt = build_filter(filters)
+        do_rerank = rerank and self.reranker is not None
+        key = (
+            self._cache_key(query, mode, top_k, top_n, flt, do_rerank, threshold)
+            if self.cache
+            else None
+        )
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                resp = SearchResponse.from_dict(json.loads(hit))
+                resp.cached = True
+                return resp
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        hits = self.recall(
+            query, mode=mode, top_k=top_k, filters=flt, query_vector=query_vector, timings=timings
+        )
+        skipped = None
+        if do_rerank and self.skip_rule is not None:
+            skipped = self.skip_rule.reason(query, hits, mode)
+        if do_rerank and skipped is None:
+            t = time.perf_counter()
+            results = self.rerank(query, hits, top_n=top_n, threshold=threshold)
+            timings["rerank"] = time.perf_counter() - t
+        else:
+            results = [
+                SearchResult(
+                    id=h.id,
+                    rank=i,
+                    recall_score=float(h.score),
+                    recall_rank=i,
+                    record=dict(h.record),
+                )
+                for i, h in enumerate(hits[:top_n], 1)
+            ]
+            if rerank and self.reranker is None:
+                skipped = "no reranker configured"
+        timings["total"] = time.perf_counter() - t0
+        resp = SearchResponse(
+            query,
+            mode,
+            results,
+            reranked=do_rerank and skipped is None,
+            skipped_reason=skipped,
+            timings=timings,
+        )
+        if key is not None:
+            self.cache.set(key, json.dumps(resp.to_dict()).encode())
+        return resp
+
+    def _cache_key(self, query, mode, top_k, top_n, flt, rerank, threshold) -> str:
+        parts = {
+            "q": query,
+            "m": mode,
+            "k": top_k,
+            "n": top_n,
+            "f": [list(map(str, (c.field, c.op, c.value))) for c in flt.conditions]
+            if flt
+            else None,
+            "r": rerank,
+            "t": self.threshold if threshold is None else threshold,
+            "fu": [self.fusion, self.rrf_k, list(self.weights)],
+            "e": self.catalog.embedder.version,
+            "x": self.reranker.version if (rerank and self.reranker is not None) else None,
+            "s": self.catalog.store.uri,
+        }
+        return (
+            "rankwise:search:"
+            + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Local copy of the numerically stable sigmoid to avoid importing torch-backed models here.
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
