@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rankwise.errors import ConfigError
 
@@ -45,6 +45,26 @@ class Settings(BaseSettings):
     cache_url: str | None = None
     cache_ttl: int = Field(300, ge=0)
     cache_size: int = Field(10_000, ge=0)
+    # server (`rankwise serve`; see server/settings docs in server/__init__.py)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # "k1,k2"
+    max_documents: int = Field(1000, ge=1)  # per rerank call (more → 413)
+    max_inputs: int = Field(2048, ge=1)  # per embeddings call (more → 413)
+    max_chars: int = Field(100_000, ge=1)  # per document / input text (longer → 413)
+    max_payload_bytes: int = Field(4_000_000, ge=1024)  # request body (larger → 413)
+    truncate: bool = True  # inputs over the model's max tokens: truncate, or 413 when False
+    max_queue: int = Field(256, ge=1)  # requests waiting per model (more → 429)
+    batching: bool = True  # cross-request batching (False: one request per model call)
+    batch_wait_ms: float = Field(5.0, ge=0.0)  # wait for more requests once one is queued
+    batch_tokens: int = Field(32_768, ge=1)  # token budget of one cross-request batch
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
 
 
 def _toml_values(path: Path) -> dict[str, Any]:
