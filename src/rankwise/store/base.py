@@ -62,15 +62,15 @@ class Store(Protocol):
     def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Records (without vectors) for the ids that exist, in the order asked."""
 
-    def dense_search(
-        self, vector: np.ndarray, k: int, filters: Filter | None = None
-    ) -> list[Hit]:
+    def dense_search(self, vector: np.ndarray, k: int, filters: Filter | None = None) -> list[Hit]:
         """Top-k by cosine similarity, filters applied before the top-k cut."""
 
     def lexical_search(self, query: str, k: int, filters: Filter | None = None) -> list[Hit]:
         """Top-k by BM25, filters applied before the top-k cut."""
 
-    def iter_records(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterable[list[dict[str, Any]]]:
+    def iter_records(
+        self, batch_size: int = 1000, with_vectors: bool = False
+    ) -> Iterable[list[dict[str, Any]]]:
         """All records in batches (used by migrate, evaluation and mining)."""
 
     def info(self) -> dict[str, Any]:

@@ -80,9 +80,7 @@ def _check_scalar(field: str, value: Any) -> Scalar:
         if isinstance(value, float) and value != value:  # NaN
             raise FilterError(f"filter on '{field}': NaN is not a valid value")
         return value
-    raise FilterError(
-        f"filter on '{field}': value {value!r} must be a string, number or boolean"
-    )
+    raise FilterError(f"filter on '{field}': value {value!r} must be a string, number or boolean")
 
 
 def _coerce(text: str) -> Scalar:
