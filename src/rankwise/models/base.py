@@ -1,0 +1,205 @@
+"""What Embedder and Reranker share: locate the model, pick device and backend, cap the length,
+tokenise, and run token-budget batches with the original order restored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rankwise.errors import ConfigError, InvalidRequest
+from rankwise.models.batching import token_budget_batches
+from rankwise.models.device import resolve_device
+from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
+from rankwise.models.runners import Runner, TorchRunner
+from rankwise.models.specs import Kind, ModelSpec, Pooling
+from rankwise.models.tokens import Encoded, TokenEncoder
+
+BACKENDS = ("torch", "onnx")
+QUANTIZE = (None, "int8")
+# RoBERTa-family models number positions from pad_token_id + 1, so they fit two fewer tokens.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
+
+
+def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
+    """``texts`` as a list of str; InvalidRequest for a bare string or a non-string item."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidRequest(f"{what} must be a list of strings, not a single string.")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InvalidRequest(f"{what}[{i}] must be a string, got {type(t).__name__}.")
+    return out
+
+
+def pad_batch(
+    items: Sequence[Encoded], input_names: Sequence[str], pad_id: int
+) -> dict[str, np.ndarray]:
+    """Right-pad ``items`` into int64 arrays (batch, longest) named as the runner expects."""
+    width = max(len(ids) for ids, _ in items)
+    ids = np.full((len(items), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    types = np.zeros((len(items), width), dtype=np.int64)
+    for row, (tok, typ) in enumerate(items):
+        ids[row, : len(tok)] = tok
+        mask[row, : len(tok)] = 1
+        types[row, : len(typ)] = typ
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {k: arrays[k] for k in input_names}
+
+
+class BaseModel:
+    """Shared machinery; see :class:`~rankwise.models.Embedder` and :class:`~rankwise.models.Reranker`."""
+
+    kind: Kind
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        spec: ModelSpec,
+        revision: str | None,
+        device: str | None,
+        backend: str,
+        quantize: str | None,
+        max_length: int | None,
+        batch_size: int,
+        token_budget: int | None,
+        local_files_only: bool | None,
+        token_cache_size: int = 0,
+    ):
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
+        if quantize not in QUANTIZE:
+            raise ConfigError(f"Unknown quantize '{quantize}'. Use None or 'int8'.")
+        if quantize and backend != "onnx":
+            raise ConfigError(
+                "quantize='int8' needs backend='onnx' (dynamic int8 runs in ONNX Runtime)."
+            )
+        if batch_size < 1 or (token_budget is not None and token_budget < 1):
+            raise ConfigError("batch_size and token_budget must be positive.")
+        self.model_id = model
+        self.backend, self.quantize = backend, quantize
+        self.batch_size, self.token_budget = batch_size, token_budget
+        self.local_files_only = offline_mode(local_files_only)
+        self.revision = revision or spec.revision
+        self.resolved: ResolvedModel = resolve_model(
+            model, kind=self.kind, revision=self.revision, local_files_only=self.local_files_only
+        )
+        if backend == "onnx" and device is not None and not device.startswith("cpu"):
+            raise ConfigError("backend='onnx' runs on the CPU; use backend='torch' for GPUs.")
+        self.device = "cpu" if backend == "onnx" else resolve_device(device)
+        self.spec = self._refine_spec(spec)
+        self.max_length = self._cap_length(max_length)
+        cfg = self.resolved.config
+        self.tokens = TokenEncoder(
+            self.resolved.path,
+            model_id=model,
+            pad_id=cfg.get("pad_token_id"),
+            cache_size=token_cache_size,
+            cache_cap=self.max_length,
+        )
+        self.runner: Runner = self._build_runner()
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _refine_spec(self, spec: ModelSpec) -> ModelSpec:
+        """Hook: adjust the table's spec with what the model folder declares."""
+        return spec
+
+    def _default_length(self) -> int:
+        return self.spec.max_length
+
+    def _position_limit(self) -> int | None:
+        cfg = self.resolved.config
+        limit = cfg.get("max_position_embeddings")
+        if limit and cfg.get("model_type") in _OFFSET_POSITIONS:
+            limit -= (cfg.get("pad_token_id") or 1) + 1
+        return limit
+
+    def _cap_length(self, requested: int | None) -> int:
+        limit = self._position_limit()
+        if requested is not None:
+            if requested < 8:
+                raise ConfigError(f"max_length must be at least 8 tokens, got {requested}.")
+            if limit and requested > limit:
+                raise ConfigError(
+                    f"max_length {requested} exceeds what '{self.model_id}' supports ({limit} tokens)."
+                )
+            return requested
+        default = self._default_length()
+        return min(default, limit) if limit else default
+
+    def _pooling(self) -> Pooling:
+        return self.spec.pooling
+
+    def _build_runner(self) -> Runner:
+        if self.backend == "onnx":
+            from rankwise.models.onnx import OnnxRunner
+
+            return OnnxRunner(
+                self.resolved,
+                kind=self.kind,
+                pooling=self._pooling(),
+                quantize=self.quantize,
+                revision=self.revision,
+            )
+        return TorchRunner(
+            self.resolved, kind=self.kind, pooling=self._pooling(), device=self.device
+        )
+
+    def _version_parts(self) -> tuple[Any, ...]:
+        return ()
+
+    @property
+    def version(self) -> str:
+        """Stable short hash of the weights (hub commit or local files), revision, backend,
+        quantisation and everything else that changes outputs. Use it in cache keys."""
+        return short_hash(
+            self.resolved.fingerprint(),
+            self.revision,
+            self.backend,
+            self.quantize,
+            self.max_length,
+            *self._version_parts(),
+        )
+
+    # -- inference ------------------------------------------------------------------------------
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated token count of each text, special tokens included."""
+        return self.tokens.count(check_texts(texts))
+
+    def _infer(
+        self, encoded: Sequence[Encoded], width: int | None, show_progress: bool = False
+    ) -> np.ndarray:
+        """Run ``encoded`` in length-sorted token-budget batches; rows come back in input order.
+
+        Returns float32 (n, width), or (n,) when ``width`` is None.
+        """
+        shape = (len(encoded),) if width is None else (len(encoded), width)
+        out = np.zeros(shape, dtype=np.float32)
+        if not encoded:
+            return out
+        batches = token_budget_batches(
+            [len(ids) for ids, _ in encoded],
+            max_batch_size=self.batch_size,
+            token_budget=self.token_budget,
+        )
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=len(encoded), disable=not show_progress, unit="text", desc=self.kind
+        ) as bar:
+            for idx in batches:
+                feed = pad_batch(
+                    [encoded[i] for i in idx], self.runner.input_names, self.tokens.pad_id
+                )
+                out[idx] = self.runner(feed)
+                bar.update(len(idx))
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.model_id!r}, backend={self.backend!r}, quantize={self.quantize!r}, "
+            f"device={self.device!r}, max_length={self.max_length})"
+        )

@@ -1,0 +1,58 @@
+"""Device and dtype choice: cuda, then mps, then cpu; fp16 on GPUs, fp32 on CPU."""
+
+from __future__ import annotations
+
+import os
+
+from rankwise.errors import ConfigError
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``device`` checked for availability, or the best available one when ``None``.
+
+    Returns a torch device string (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``).
+    Raises ConfigError when the requested device is not usable here.
+    """
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = device.split(":", 1)[0]
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }
+    if kind not in available:
+        raise ConfigError(
+            f"Unknown device '{device}'. Use cpu, cuda, cuda:N, mps, or leave it unset (auto)."
+        )
+    if not available[kind]:
+        raise ConfigError(
+            f"Device '{device}' is not available on this machine. Fix: leave device unset (auto) or use cpu."
+        )
+    return device
+
+
+def torch_dtype(device: str):
+    """fp16 on GPUs (cuda, mps), fp32 on CPU (CPU fp16 matmuls are slower, not faster)."""
+    import torch
+
+    return torch.float32 if device.startswith("cpu") else torch.float16
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads do not add matmul throughput)."""
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except ImportError:  # psutil is optional: fall back to logical CPUs
+        cores = None
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or logical or 1, logical or 1))

@@ -1,0 +1,126 @@
+"""Embedder: dense, L2-normalised vectors for queries and documents (bi-encoder)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+import numpy as np
+
+from rankwise.errors import InvalidRequest, ModelLoadError
+from rankwise.models.base import BaseModel, check_texts
+from rankwise.models.specs import DEFAULT_SPECS, ModelSpec, spec_for
+
+DEFAULT_EMBEDDER = "BAAI/bge-m3"
+
+
+class Embedder(BaseModel):
+    """Encode texts into float32 unit vectors.
+
+    Args:
+        model: hub id (``BAAI/bge-m3``) or local folder (plain transformers or sentence-transformers).
+        revision: pinned hub revision (branch, tag or commit); default from the spec table.
+        device: ``None`` = auto (cuda, then mps, then cpu); fp16 on GPUs, fp32 on CPU.
+        backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime on CPU, exported once and cached).
+        quantize: ``None`` or ``"int8"`` (dynamic int8, ONNX backend only).
+        max_length: token cap per text; default from the spec (bge-m3: 1024), the folder's
+            ``sentence_bert_config.json``, or 512; never above the model's position limit.
+        batch_size: most texts per forward pass (default 64).
+        token_budget: most padded tokens per forward pass (``None``: no cap).
+        query_instruction: prefix for queries; ``None`` = from the spec (e.g. the BGE zh
+            instruction), ``""`` = none.
+        local_files_only: never touch the network; ``None`` = honour ``HF_HUB_OFFLINE``.
+
+    Pooling comes from the folder's sentence-transformers ``1_Pooling`` config when present,
+    else the spec table (BGE: CLS). Vectors are always L2-normalised, so dot product = cosine.
+    """
+
+    kind = "embedder"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDER,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 64,
+        token_budget: int | None = None,
+        query_instruction: str | None = None,
+        local_files_only: bool | None = None,
+    ):
+        self._query_instruction = query_instruction
+        super().__init__(
+            model,
+            spec=spec_for(model, "embedder"),
+            revision=revision,
+            device=device,
+            backend=backend,
+            quantize=quantize,
+            max_length=max_length,
+            batch_size=batch_size,
+            token_budget=token_budget,
+            local_files_only=local_files_only,
+        )
+        cfg = self.resolved.config
+        if not (cfg.get("hidden_size") or cfg.get("d_model")):
+            raise ModelLoadError(
+                f"Cannot load embedder '{model}': its config.json gives no hidden_size."
+            )
+        self.dim: int = int(cfg.get("hidden_size") or cfg["d_model"])
+
+    def _refine_spec(self, spec: ModelSpec) -> ModelSpec:
+        """The folder's sentence-transformers files decide pooling; for models the table does
+        not know they also give the length and the prompts."""
+        changes: dict[str, Any] = {}
+        st = self.resolved.st
+        known = spec is not DEFAULT_SPECS["embedder"]
+        if st is not None:
+            if st.pooling:
+                changes["pooling"] = st.pooling
+            if not known and st.max_seq_length:
+                changes["max_length"] = int(st.max_seq_length)
+            if not known and st.prompts:
+                changes["query_instruction"] = st.prompts.get("query")
+                changes["document_instruction"] = st.prompts.get("document") or st.prompts.get(
+                    "passage"
+                )
+        if self._query_instruction is not None:
+            changes["query_instruction"] = self._query_instruction or None
+        return replace(spec, **changes)
+
+    def _version_parts(self) -> tuple[Any, ...]:
+        return (self.spec.pooling, self.spec.query_instruction, self.spec.document_instruction)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        input_type: Literal["query", "document"] = "document",
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Vectors for ``texts``: float32 (n, dim), L2-normalised, in input order.
+
+        ``input_type="query"`` prepends the spec's query instruction; ``"document"`` the
+        document instruction (none for BGE).
+        """
+        texts = check_texts(texts)
+        if input_type not in ("query", "document"):
+            raise InvalidRequest(f"input_type must be 'query' or 'document', got {input_type!r}.")
+        prefix = (
+            self.spec.query_instruction if input_type == "query" else self.spec.document_instruction
+        )
+        if prefix:
+            texts = [prefix + t for t in texts]
+        encoded = self.tokens.encode_single(texts, self.max_length)
+        return self._infer(encoded, self.dim, show_progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors (instruction applied): float32 (n, dim)."""
+        return self.encode(texts, "query")
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Document vectors: float32 (n, dim); ``show_progress`` draws a progress bar."""
+        return self.encode(texts, "document", show_progress=show_progress)

@@ -1,0 +1,115 @@
+"""Reranker: a cross-encoder scoring (query, document) pairs with one raw logit each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rankwise.errors import ConfigError, InvalidRequest
+from rankwise.models.base import BaseModel, check_texts
+from rankwise.models.results import RankedResults
+from rankwise.models.specs import spec_for
+
+DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
+
+
+class Reranker(BaseModel):
+    """Score and rank documents for a query with a cross-encoder.
+
+    Args:
+        model: hub id (``BAAI/bge-reranker-v2-m3``) or local folder of a
+            ``*ForSequenceClassification`` model with one label.
+        revision, device, backend, quantize, local_files_only: as for :class:`Embedder`.
+        max_length: token cap per (query, document) pair (default from the spec: 512).
+        query_max_share: the query keeps at most ``int(max_length * share)`` tokens
+            (default 0.5); the document fills the rest.
+        batch_size: most pairs per forward pass (default 32).
+        token_budget: most padded tokens per forward pass (``None``: no cap).
+        token_cache_size: documents whose token ids are kept between calls (LRU, default
+            20,000) so catalog products reranked again are not re-tokenised; 0 disables.
+
+    Scores are raw logits in float32 whatever the compute dtype; ``relevance`` is their sigmoid.
+    Identical pairs within one call are scored once.
+    """
+
+    kind = "reranker"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_RERANKER,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        max_length: int | None = None,
+        query_max_share: float = 0.5,
+        batch_size: int = 32,
+        token_budget: int | None = None,
+        local_files_only: bool | None = None,
+        token_cache_size: int = 20_000,
+    ):
+        if not 0.0 < query_max_share < 1.0:
+            raise ConfigError(
+                f"query_max_share must be between 0 and 1 (exclusive), got {query_max_share}."
+            )
+        self.query_max_share = float(query_max_share)
+        super().__init__(
+            model,
+            spec=spec_for(model, "reranker"),
+            revision=revision,
+            device=device,
+            backend=backend,
+            quantize=quantize,
+            max_length=max_length,
+            batch_size=batch_size,
+            token_budget=token_budget,
+            local_files_only=local_files_only,
+            token_cache_size=token_cache_size,
+        )
+
+    def _version_parts(self) -> tuple[Any, ...]:
+        return (self.query_max_share,)
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """Raw logits for ``query`` against each document: float32 (n,), input order."""
+        if not isinstance(query, str):
+            raise InvalidRequest(f"query must be a string, got {type(query).__name__}.")
+        return self.score_pairs([(query, d) for d in check_texts(documents, "documents")])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Raw logits for (query, document) pairs: float32 (n,), input order.
+
+        Pairs from many queries may be mixed (the server batches across requests); identical
+        pairs are scored once.
+        """
+        if isinstance(pairs, (str, bytes)):
+            raise InvalidRequest("pairs must be a list of (query, document) pairs.")
+        clean: list[tuple[str, str]] = []
+        for i, p in enumerate(pairs):
+            if isinstance(p, (str, bytes)) or len(p) != 2 or not all(isinstance(x, str) for x in p):
+                raise InvalidRequest(f"pairs[{i}] must be a (query, document) pair of strings.")
+            clean.append((p[0], p[1]))
+        unique = list(dict.fromkeys(clean))
+        where = {p: i for i, p in enumerate(unique)}
+        encoded = self.tokens.encode_pairs(unique, self.max_length, self.query_max_share)
+        scores = self._infer(encoded, None)
+        return scores[np.array([where[p] for p in clean], dtype=np.int64)] if clean else scores
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> RankedResults:
+        """Documents sorted best first (ties keep input order), those with
+        ``relevance >= threshold`` only, cut to ``top_n``."""
+        if top_n is not None and top_n < 0:
+            raise InvalidRequest(f"top_n must be >= 0, got {top_n}.")
+        docs = check_texts(documents, "documents")
+        return RankedResults.from_scores(
+            query, docs, self.score(query, docs), top_n=top_n, threshold=threshold
+        )
