@@ -1,0 +1,165 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rankwise import __version__
+from rankwise.config import Settings, load_settings
+from rankwise.server.errors import install_error_handlers
+from rankwise.server.metrics import Metrics
+from rankwise.server.routes import models, ops, search
+from rankwise.server.routes.common import dumps
+from rankwise.server.state import Components, ServerState
+
+
+class BodyLimitMiddleware:
+    """413 ``payload_too_large`` (JSON body) for requests over ``max_bytes``.
+
+    Hand-written rather than FastAPI's ``max_body_size`` because Starlette's limiter
+    replaces the response with a plain-text 413, breaking the ``{error, error_type}``
+    contract. Checks ``Content-Length`` first, then counts streamed (chunked) bytes.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send: Send) -> None:
+        body = dumps(
+            {
+                "error": f"request body is larger than the limit of {self.max_bytes:,} bytes",
+                "error_type": "payload_too_large",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def track_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, track_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class MetricsMiddleware:
+    """Counts requests and times them per route template (``/v1/rerank``, never raw paths,
+    so unknown URLs cannot blow up label cardinality)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+def create_app(
+    settings: Settings | None = None,
+    components: Components | None = None,
+    *,
+    background_load: bool = True,
+) -> FastAPI:
+    """Build the rankwise HTTP app.
+
+    Args:
+        settings: server and model settings (default: :func:`rankwise.config.load_settings`,
+            i.e. ``rankwise.toml`` and ``RANKWISE_*`` environment variables).
+        components: ready-made models / catalog / searcher / cache to serve instead of
+            loading them from the settings (tests, embedding rankwise in another process).
+        background_load: load models in a thread after startup (``/ready`` is 503 until
+            done); False loads them during startup, before the first request is accepted.
+
+    Endpoints: ``POST /v1/embeddings`` (OpenAI), ``POST /v1/rerank`` and ``/v2/rerank``
+    (Cohere / Jina), ``POST /rerank`` (TEI), ``POST /weaviate/rerank`` (Weaviate module),
+    ``POST /v1/search``, ``PUT|DELETE /v1/products``, ``GET /health``, ``/ready``,
+    ``/metrics``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
+    """
+    settings = settings or load_settings()
+    state = ServerState(settings, components)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.start(background=background_load)
+        try:
+            yield
+        finally:
+            state.stop()
+
+    app = FastAPI(
+        title="rankwise",
+        version=__version__,
+        summary="Two-stage product search: embeddings, reranking and search over HTTP.",
+        lifespan=lifespan,
+    )
+    app.state.rankwise = state
+    install_error_handlers(app)
+    app.include_router(models.router)
+    app.include_router(models.weaviate)
+    app.include_router(search.router)
+    app.include_router(ops.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

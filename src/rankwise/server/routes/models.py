@@ -1,0 +1,266 @@
+"""Model endpoints: OpenAI embeddings, Cohere/Jina rerank, TEI and Weaviate rerank aliases.
+
+Every path runs through the same pieces: limits (count, characters, tokens), the model's
+cross-request batcher, and (for rerank) the hot-query cache keyed by the reranker version,
+the query, the documents and every parameter that changes the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Response
+from fastapi.concurrency import run_in_threadpool
+
+from rankwise.errors import InvalidRequest
+from rankwise.models import sigmoid
+from rankwise.server.auth import require_api_key
+from rankwise.server.errors import ERROR_RESPONSES
+from rankwise.server.routes.common import cached_json, check_texts, check_tokens, dumps, get_state
+from rankwise.server.routing import StrictJSONRoute
+from rankwise.server.schemas import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    RerankRequest,
+    RerankResponse,
+    TEIRank,
+    TEIRerankRequest,
+    WeaviateRerankRequest,
+    WeaviateRerankResponse,
+)
+from rankwise.server.state import ServerState
+
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    dependencies=[Depends(require_api_key)],
+    responses=ERROR_RESPONSES,
+)
+
+
+# ----------------------------------------------------------------------------- scoring core
+async def score_documents(
+    state: ServerState, query: str, texts: Sequence[str], truncate: bool | None
+) -> tuple[np.ndarray, int]:
+    """Raw logits (float32, input order) for ``query`` against ``texts``, and tokens billed.
+
+    Raises 413 (too many documents, a document too long, or over max tokens without
+    truncation), 429 (queue full), 503 (models not loaded).
+    """
+    reranker, batcher = state.require_reranker()
+    check_texts(state, texts, "documents", state.settings.max_documents)
+    counts = await run_in_threadpool(reranker.count_tokens, [query, *texts])
+    tokens = [counts[0] + c for c in counts[1:]]  # one pair = query + document
+    do_truncate = state.settings.truncate if truncate is None else truncate
+    billed = check_tokens(tokens, reranker.max_length, "documents", do_truncate)
+    scores = await batcher.run([(query, t) for t in texts], billed)
+    return np.asarray(scores, dtype=np.float32), billed
+
+
+def _best_first(scores: np.ndarray, top_n: int | None) -> np.ndarray:
+    """Indices by descending score; ties keep input order (as ``Reranker.rank`` does)."""
+    order = np.argsort(-scores, kind="stable")
+    return order if top_n is None else order[:top_n]
+
+
+def _document_text(doc: str | dict[str, Any], i: int, rank_fields: list[str] | None) -> str:
+    if isinstance(doc, str):
+        return doc
+    if rank_fields:
+        missing = [f for f in rank_fields if f not in doc]
+        if missing:
+            raise InvalidRequest(f"documents[{i}] lacks the rank_fields {missing}")
+        return "\n".join(f"{f}: {doc[f]}" for f in rank_fields)
+    text = doc.get("text")
+    if not isinstance(text, str):
+        raise InvalidRequest(
+            f"documents[{i}] must be a string or an object with a string 'text' field"
+        )
+    return text
+
+
+# ----------------------------------------------------------------------------- Cohere / Jina
+@router.post(
+    "/v1/rerank",
+    summary="Rerank documents (Cohere / Jina shape)",
+    responses={200: {"model": RerankResponse}},
+)
+@router.post(
+    "/v2/rerank",
+    summary="Rerank documents (Cohere v2 client path)",
+    responses={200: {"model": RerankResponse}},
+)
+async def rerank(req: RerankRequest, state: ServerState = Depends(get_state)) -> Response:
+    """Score every document against the query and return them best first.
+
+    ``relevance_score`` is sigmoid(logit) in 0..1 (the raw logit with ``raw_scores``);
+    ``index`` is always the document's position in the request.
+    """
+    reranker, _ = state.require_reranker()
+    texts = [_document_text(d, i, req.rank_fields) for i, d in enumerate(req.documents)]
+
+    async def build() -> dict[str, Any]:
+        scores, billed = await score_documents(state, req.query, texts, req.truncate)
+        shown = scores if req.raw_scores else sigmoid(scores)
+        results = []
+        for i in _best_first(scores, req.top_n):
+            item: dict[str, Any] = {"index": int(i), "relevance_score": float(shown[i])}
+            if req.return_documents:
+                d = req.documents[i]
+                item["document"] = {"text": d} if isinstance(d, str) else d
+            results.append(item)
+        return {
+            "id": uuid.uuid4().hex,
+            "results": results,
+            "model": reranker.model_id,
+            "usage": {"prompt_tokens": billed, "total_tokens": billed},
+        }
+
+    params = {
+        "top_n": req.top_n,
+        "raw": req.raw_scores,
+        "docs": req.return_documents,
+        "fields": req.rank_fields,
+        "truncate": req.truncate,
+    }
+    return await cached_json(
+        state, "rerank", reranker.version, req.query, req.documents, params, build
+    )
+
+
+# ----------------------------------------------------------------------------- TEI alias
+@router.post(
+    "/rerank",
+    summary="Rerank (text-embeddings-inference shape)",
+    responses={200: {"model": list[TEIRank]}},
+)
+async def tei_rerank(req: TEIRerankRequest, state: ServerState = Depends(get_state)) -> Response:
+    """TEI's ``/rerank``: ``{query, texts}`` → a bare array ``[{index, score, text?}]``, best first."""
+    reranker, _ = state.require_reranker()
+
+    async def build() -> list[dict[str, Any]]:
+        scores, _ = await score_documents(state, req.query, req.texts, req.truncate)
+        shown = scores if req.raw_scores else sigmoid(scores)
+        out = []
+        for i in _best_first(scores, None):
+            item: dict[str, Any] = {"index": int(i), "score": float(shown[i])}
+            if req.return_text:
+                item["text"] = req.texts[i]
+            out.append(item)
+        return out
+
+    params = {"raw": req.raw_scores, "text": req.return_text, "truncate": req.truncate}
+    return await cached_json(
+        state, "rerank-tei", reranker.version, req.query, req.texts, params, build
+    )
+
+
+# ----------------------------------------------------------------------------- Weaviate
+weaviate = APIRouter(
+    prefix="/weaviate",
+    tags=["weaviate"],
+    route_class=StrictJSONRoute,
+    responses=ERROR_RESPONSES,
+)
+
+
+@weaviate.post(
+    "/rerank",
+    summary="Rerank for Weaviate's reranker-transformers module",
+    response_model=WeaviateRerankResponse,
+    response_model_exclude_none=True,
+    dependencies=[Depends(require_api_key)],
+)
+async def weaviate_rerank(
+    req: WeaviateRerankRequest, state: ServerState = Depends(get_state)
+) -> dict[str, Any]:
+    """The inference-container contract of Weaviate's ``reranker-transformers`` module.
+
+    Point Weaviate at rankwise with ``RERANKER_INFERENCE_API=http://<rankwise>/weaviate``:
+    it POSTs ``{query, documents}`` here and reads ``{scores: [{document, score}]}`` (input
+    order, score = sigmoid(logit) like the module's own sentence-transformers container).
+    The legacy ``{query, property}`` form returns ``{score}`` for the one text.
+    """
+    if req.documents is None and req.property is None:
+        raise InvalidRequest("send 'documents' (a list of texts) or 'property' (one text)")
+    texts = req.documents if req.documents is not None else [req.property or ""]
+    if not texts:
+        return {"query": req.query, "scores": []}
+    scores, _ = await score_documents(state, req.query, texts, None)
+    rel = sigmoid(scores)
+    if req.documents is None:
+        return {"query": req.query, "property": req.property, "score": float(rel[0])}
+    return {
+        "query": req.query,
+        "scores": [{"document": d, "score": float(s)} for d, s in zip(texts, rel, strict=True)],
+    }
+
+
+@weaviate.get("/.well-known/live", status_code=204, summary="Weaviate liveness probe")
+async def weaviate_live() -> Response:
+    return Response(status_code=204)
+
+
+@weaviate.get("/.well-known/ready", status_code=204, summary="Weaviate readiness probe")
+async def weaviate_ready(state: ServerState = Depends(get_state)) -> Response:
+    state.require_reranker()
+    return Response(status_code=204)
+
+
+@weaviate.get("/meta", summary="Model metadata (Weaviate module contract)")
+async def weaviate_meta(state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    reranker, _ = state.require_reranker()
+    return {"model": {"name": reranker.model_id, "version": reranker.version}}
+
+
+# ----------------------------------------------------------------------------- embeddings
+@router.post(
+    "/v1/embeddings",
+    summary="Create embeddings (OpenAI shape)",
+    responses={200: {"model": EmbeddingResponse}},
+)
+async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_state)) -> Response:
+    """OpenAI's embeddings API. Vectors are L2-normalised float32; ``base64`` is their
+    little-endian bytes. ``dimensions`` keeps the first N and re-normalises. ``input_type``
+    ("query" | "document", default "document") applies the model's query instruction."""
+    embedder, batcher = state.require_embedder()
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    if req.dimensions is not None and req.dimensions > embedder.dim:
+        raise InvalidRequest(
+            f"dimensions={req.dimensions} but {embedder.model_id} makes {embedder.dim}-dim vectors"
+        )
+    check_texts(state, texts, "input", state.settings.max_inputs)
+    counts = await run_in_threadpool(embedder.count_tokens, texts)
+    do_truncate = state.settings.truncate if req.truncate is None else req.truncate
+    billed = check_tokens(counts, embedder.max_length, "input", do_truncate)
+    vectors = np.asarray(
+        await batcher.run([(t, req.input_type) for t in texts], billed), dtype=np.float32
+    )
+    if req.dimensions is not None and req.dimensions < embedder.dim:
+        vectors = vectors[:, : req.dimensions]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, np.float32(1e-12))
+    if req.encoding_format == "base64":
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode(),
+            }
+            for i, v in enumerate(vectors)
+        ]
+    else:
+        data = [
+            {"object": "embedding", "index": i, "embedding": v.tolist()}
+            for i, v in enumerate(vectors)
+        ]
+    body = {
+        "object": "list",
+        "data": data,
+        "model": embedder.model_id,
+        "usage": {"prompt_tokens": billed, "total_tokens": billed},
+    }
+    return Response(dumps(body), media_type="application/json")

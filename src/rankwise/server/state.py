@@ -1,0 +1,340 @@
+"""What one running server holds: settings, models, catalog, searcher, cache, batchers.
+
+Models load in a background thread after the server starts listening, so ``/health``
+answers at once and ``/ready`` turns 200 only once every model is loaded and a probe
+inference through the batchers succeeded (the truth an orchestrator needs).
+
+The searcher and catalog are given *batched* views of the models
+(:class:`BatchedReranker`, :class:`BatchedEmbedder`), so search traffic and direct
+``/v1/rerank`` / ``/v1/embeddings`` traffic share one queue per model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from rankwise.cache import Cache, make_cache
+from rankwise.config import Settings
+from rankwise.errors import ModelLoadError, NotReady, RankwiseError, UnsupportedFeature
+from rankwise.server.batcher import Batcher
+from rankwise.server.metrics import Metrics
+
+if TYPE_CHECKING:
+    from rankwise.catalog import Catalog
+    from rankwise.models import Embedder, Reranker
+    from rankwise.search import Searcher
+
+log = logging.getLogger(__name__)
+
+InputType = Literal["query", "document"]
+
+
+@dataclass
+class Components:
+    """Ready-made parts for :func:`~rankwise.server.create_app` (tests, embedding apps).
+
+    When components are given, the server serves exactly those (nothing is loaded from
+    the settings' model names; a ``searcher`` is built over a given ``catalog``). Without
+    components, everything comes from the settings. The cache always comes from
+    ``cache`` or else the settings' ``cache_url``.
+    """
+
+    embedder: Embedder | None = None
+    reranker: Reranker | None = None
+    catalog: Catalog | None = None
+    searcher: Searcher | None = None
+    cache: Cache | None = None
+
+
+# ----------------------------------------------------------------------------- batched views
+class BatchedReranker:
+    """A Reranker whose scoring goes through the server's cross-request batcher.
+
+    Everything but ``score`` / ``score_pairs`` is the wrapped model's own attribute.
+    """
+
+    def __init__(self, model: Reranker, batcher: Batcher):
+        self._model = model
+        self._batcher = batcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def pair_tokens(self, query: str, documents: Sequence[str]) -> list[int]:
+        """Tokens of each (query, document) pair before truncation (query + document counts)."""
+        counts = self._model.count_tokens([query, *documents])
+        return [counts[0] + c for c in counts[1:]]
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        docs = list(documents)
+        tokens = self.pair_tokens(query, docs)
+        return self._batcher.run_sync([(query, d) for d in docs], self.billed(tokens))
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        pairs = list(pairs)
+        counts = self._model.count_tokens([t for p in pairs for t in p])
+        tokens = [counts[2 * i] + counts[2 * i + 1] for i in range(len(pairs))]
+        return self._batcher.run_sync(pairs, self.billed(tokens))
+
+    def billed(self, tokens: Sequence[int]) -> int:
+        """Tokens the model actually runs (each pair capped at max_length)."""
+        return int(sum(min(t, self._model.max_length) for t in tokens))
+
+
+class BatchedEmbedder:
+    """An Embedder whose encoding goes through the server's cross-request batcher."""
+
+    def __init__(self, model: Embedder, batcher: Batcher):
+        self._model = model
+        self._batcher = batcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode(
+        self, texts: Sequence[str], input_type: InputType = "document", show_progress: bool = False
+    ) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self._model.dim), dtype=np.float32)
+        counts = self._model.count_tokens(texts)
+        tokens = int(sum(min(c, self._model.max_length) for c in counts))
+        return self._batcher.run_sync([(t, input_type) for t in texts], tokens)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts, "query")
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.encode(texts, "document")
+
+
+def _embed_fn(model: Embedder):
+    """Model call for the embed batcher: items are (text, input_type); mixed types allowed."""
+
+    def run(items: list[tuple[str, InputType]]) -> np.ndarray:
+        out = np.zeros((len(items), model.dim), dtype=np.float32)
+        for kind in ("query", "document"):
+            idx = [i for i, (_, t) in enumerate(items) if t == kind]
+            if idx:
+                out[idx] = model.encode([items[i][0] for i in idx], input_type=kind)
+        return out
+
+    return run
+
+
+# ----------------------------------------------------------------------------- state
+class ServerState:
+    """Everything the routes use; one per app (``app.state.rankwise``)."""
+
+    def __init__(self, settings: Settings, components: Components | None = None):
+        self.settings = settings
+        self.from_settings = components is None
+        self.given = components or Components()
+        self.metrics = Metrics()
+        self.cache: Cache | None = None
+        self.embedder: Embedder | None = None
+        self.reranker: Reranker | None = None
+        self.catalog: Catalog | None = None
+        self.searcher: Searcher | None = None
+        self.embed_batcher: Batcher | None = None
+        self.rerank_batcher: Batcher | None = None
+        self.ready = False
+        self.error: str | None = None
+        self.started_at = time.time()
+        self._loader: threading.Thread | None = None
+        self._loaded = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Load (in a thread unless ``background=False``), start batchers, run the probe."""
+        if background:
+            self._loader = threading.Thread(target=self._load, name="rankwise-loader", daemon=True)
+            self._loader.start()
+        else:
+            self._load()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until loading finished (ok or not); True when ready."""
+        self._loaded.wait(timeout)
+        return self.ready
+
+    def stop(self) -> None:
+        for b in (self.embed_batcher, self.rerank_batcher):
+            if b is not None:
+                b.stop()
+        if self.cache is not None:
+            self.cache.close()
+
+    def _load(self) -> None:
+        try:
+            self._build()
+            self._probe()
+            self.ready = True
+            log.info("rankwise server ready (%s)", self.describe())
+        except RankwiseError as e:
+            self.error = str(e)
+            log.error("rankwise server failed to start: %s", e)
+        except Exception as e:  # noqa: BLE001 - reported by /ready, the server keeps running
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("rankwise server failed to start")
+        finally:
+            self._loaded.set()
+
+    def _build(self) -> None:
+        s, g = self.settings, self.given
+        self.cache = (
+            g.cache
+            if g.cache is not None
+            else make_cache(s.cache_url, ttl=s.cache_ttl, max_entries=s.cache_size)
+        )
+        self.metrics.watch_cache(self.cache)
+        embedder = g.embedder or (g.catalog.embedder if g.catalog is not None else None)
+        if embedder is None and g.searcher is not None:
+            embedder = g.searcher.catalog.embedder
+        if embedder is None and self.from_settings and s.embedder:
+            embedder = self._load_embedder()
+        reranker = g.reranker or (g.searcher.reranker if g.searcher is not None else None)
+        if reranker is None and self.from_settings and s.reranker:
+            reranker = self._load_reranker()
+        self.embedder, self.reranker = embedder, reranker
+        if embedder is not None:
+            self.embed_batcher = self._batcher("embed", _embed_fn(embedder))
+        if reranker is not None:
+            self.rerank_batcher = self._batcher("rerank", reranker.score_pairs)
+        self._build_search()
+
+    def _batcher(self, name: str, fn) -> Batcher:
+        s = self.settings
+        b = Batcher(
+            name,
+            fn,
+            max_tokens=s.batch_tokens,
+            max_wait_ms=s.batch_wait_ms,
+            max_queue=s.max_queue,
+            enabled=s.batching,
+            on_batch=self.metrics.observe_batch,
+            on_wait=self.metrics.stage.labels("queue_wait").observe,
+        ).start()
+        self.metrics.watch_queue(name, lambda: b.depth)
+        return b
+
+    def _load_embedder(self) -> Embedder:
+        from rankwise.models import Embedder
+
+        s = self.settings
+        return Embedder(
+            s.embedder,
+            revision=s.embedder_revision,
+            device=s.device,
+            backend=s.backend,
+            quantize=s.quantize,
+        )
+
+    def _load_reranker(self) -> Reranker:
+        from rankwise.models import Reranker
+
+        s = self.settings
+        return Reranker(
+            s.reranker,
+            revision=s.reranker_revision,
+            device=s.device,
+            backend=s.backend,
+            quantize=s.quantize,
+        )
+
+    def _build_search(self) -> None:
+        """Searcher and catalog over the batched model views (shallow copies of given ones)."""
+        from rankwise.catalog import Catalog
+        from rankwise.search import Searcher, SkipRule
+
+        s, g = self.settings, self.given
+        emb = BatchedEmbedder(self.embedder, self.embed_batcher) if self.embed_batcher else None
+        rr = BatchedReranker(self.reranker, self.rerank_batcher) if self.rerank_batcher else None
+        if g.searcher is not None:
+            searcher = copy.copy(g.searcher)
+            searcher.catalog = copy.copy(g.searcher.catalog)
+        else:
+            catalog = g.catalog
+            if catalog is None and self.from_settings and s.index and emb is not None:
+                catalog = Catalog.open(s.index, self.embedder, create=True)
+            if catalog is None:
+                return
+            searcher = Searcher(
+                copy.copy(catalog),
+                None,
+                top_k=s.top_k,
+                top_n=s.top_n,
+                mode=s.mode,
+                fusion=s.fusion,
+                threshold=s.threshold,
+                skip_rule=SkipRule(min_margin=s.skip_margin),
+            )
+        if emb is not None:
+            searcher.catalog.embedder = emb
+        searcher.reranker = rr
+        if searcher.cache is None:
+            searcher.cache = self.cache
+        self.searcher, self.catalog = searcher, searcher.catalog
+
+    def _probe(self) -> None:
+        """One real inference per model through its batcher (what ``/ready`` vouches for)."""
+        if self.embed_batcher is not None:
+            vec = self.embed_batcher.run_sync([("rankwise readiness probe", "query")], 8)
+            if vec.shape != (1, self.embedder.dim) or not np.isfinite(vec).all():
+                raise ModelLoadError(f"embedder probe returned {vec.shape} / non-finite values")
+        if self.rerank_batcher is not None:
+            score = self.rerank_batcher.run_sync([("readiness probe", "rankwise probe")], 8)
+            if score.shape != (1,) or not np.isfinite(score).all():
+                raise ModelLoadError("reranker probe returned a non-finite score")
+
+    # -- access from routes ------------------------------------------------------------------
+    def check_ready(self) -> None:
+        if self.error is not None:
+            raise ModelLoadError(f"the server failed to load its models: {self.error}")
+        if not self.ready:
+            raise NotReady("models are still loading; retry shortly (see GET /ready)")
+
+    def require_reranker(self) -> tuple[Reranker, Batcher]:
+        self.check_ready()
+        if self.reranker is None or self.rerank_batcher is None:
+            raise UnsupportedFeature("this server runs no reranker (start it with --reranker)")
+        return self.reranker, self.rerank_batcher
+
+    def require_embedder(self) -> tuple[Embedder, Batcher]:
+        self.check_ready()
+        if self.embedder is None or self.embed_batcher is None:
+            raise UnsupportedFeature("this server runs no embedder (start it with --embedder)")
+        return self.embedder, self.embed_batcher
+
+    def require_searcher(self) -> Searcher:
+        self.check_ready()
+        if self.searcher is None:
+            raise UnsupportedFeature("this server has no index (start it with --index)")
+        return self.searcher
+
+    def describe(self) -> dict[str, Any]:
+        """Model ids/versions, index, cache and limits: for ``/ready`` and logs."""
+        s = self.settings
+        return {
+            "embedder": None
+            if self.embedder is None
+            else {
+                "model": self.embedder.model_id,
+                "version": self.embedder.version,
+                "dim": self.embedder.dim,
+            },
+            "reranker": None
+            if self.reranker is None
+            else {"model": self.reranker.model_id, "version": self.reranker.version},
+            "index": None if self.catalog is None else self.catalog.store.uri,
+            "cache": None if self.cache is None else self.cache.describe(),
+            "batching": s.batching,
+        }
