@@ -60,7 +60,7 @@ def write_run(run: Run, path: str | Path, tag: str = "rankwise") -> Path:
         for qid in sorted(run):
             scores = run[qid]
             for rank, doc_id in enumerate(rank_documents(scores), 1):
-                fh.write(f"{qid} Q0 {doc_id} {rank} {float(scores[doc_id]):.8g} {tag}\n")
+                fh.write(f"{qid} Q0 {doc_id} {rank} {float(scores[doc_id])!r} {tag}\n")
     return p
 
 

@@ -1,0 +1,339 @@
+"""Run the systems of an evaluation over a BEIR dataset and score them.
+
+Systems (``--systems``), each evaluated on every requested pool (see ``pools.py``):
+
+* ``lexical``, ``dense``, ``hybrid``: first stage only; the run holds the Top-K
+  candidates with their recall scores.
+* ``<mode>+rerank``: the same Top-K reranked by the cross-encoder; the run holds the
+  Top-N a user would see (raw logits as scores), so metrics at ``k > top_n`` only count
+  those N documents.
+* ``rerank-only``: the cross-encoder scores each query's judged documents (the classic
+  reranking benchmark; pool ``judged``). Its scores also feed the reranker's separation
+  and the threshold calibration.
+* external TREC runs (``runs=``), pool ``external``.
+
+Queries are embedded in one batched call and handed to the :class:`Searcher` as
+``query_vector``; the per-query embedding time reported is that batch's time divided by
+the number of queries. Latencies of the other stages come from
+``SearchResponse.timings``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rankwise.data import BeirDataset, document_text, load_beir
+from rankwise.errors import InvalidRequest
+from rankwise.evaluate.calibration import ThresholdChoice, calibrate_threshold
+from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
+from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
+from rankwise.evaluate.pools import POOLS, union_of_judged
+from rankwise.evaluate.report import EvaluationReport, SystemResult
+from rankwise.evaluate.runs import check_run_ids, read_run
+from rankwise.evaluate.separation import Separation, sample_negatives, separation
+from rankwise.evaluate.significance import compare
+
+if TYPE_CHECKING:
+    from rankwise.models import Embedder, Reranker
+
+RECALL_MODES = ("lexical", "dense", "hybrid")
+SYSTEMS = (*RECALL_MODES, *(f"{m}+rerank" for m in RECALL_MODES), "rerank-only")
+NO_RERANKER = "not run: no cross-encoder given (pass --reranker; none is available offline here)"
+
+
+def parse_systems(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """``"lexical,dense,hybrid+rerank"`` → validated tuple, order kept, duplicates dropped."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = tuple(dict.fromkeys(s.strip() for s in items if s.strip()))
+    bad = [s for s in out if s not in SYSTEMS]
+    if bad:
+        raise InvalidRequest(f"unknown system {bad[0]!r}; choose from {', '.join(SYSTEMS)}")
+    return out
+
+
+def _default_index_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "rankwise" / "eval"
+
+
+@dataclass
+class _Collected:
+    """A system's run and per-query stage latencies in seconds."""
+
+    run: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency: dict[str, list[float]] = field(default_factory=dict)
+
+    def add_timings(self, timings: Mapping[str, float]) -> None:
+        for stage, sec in timings.items():
+            self.latency.setdefault(stage, []).append(float(sec))
+
+
+def evaluate(
+    data: str | Path | BeirDataset,
+    *,
+    split: str = "test",
+    systems: str | Sequence[str] = ("lexical", "dense", "hybrid"),
+    embedder: Embedder | str | None = None,
+    reranker: Reranker | str | None = None,
+    top_k: int = 50,
+    top_n: int = 10,
+    ks: str | Sequence[int] = (1, 5, 10, 50),
+    pools: Sequence[str] = POOLS,
+    threshold: int = 1,
+    index_dir: str | Path | None = None,
+    runs: Mapping[str, str | Path | Run] | None = None,
+    significance: str = "randomization",
+    min_precision: float | None = None,
+    negatives_per_query: int = 2,
+    max_queries: int | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> EvaluationReport:
+    """Evaluate ``systems`` (and external ``runs``) on the judged queries of ``split``.
+
+    Args:
+        data: a BEIR folder or a loaded :class:`BeirDataset`.
+        systems: names from :data:`SYSTEMS`, as a list or ``"lexical,dense"``.
+        embedder, reranker: model instances or names/paths (loaded here).
+        top_k: first-stage candidates; top_n: results after rerank.
+        ks: metric cut-offs. pools: ``"test"`` and/or ``"global"``.
+        threshold: smallest grade that counts as relevant for binary metrics.
+        index_dir: cache for vectors and indexes (default ``~/.cache/rankwise/eval``).
+        runs: extra systems as TREC run files or ``{qid: {doc: score}}`` dicts.
+        significance: ``"randomization"`` or ``"ttest"``.
+        min_precision: also calibrate the rerank threshold for this precision floor.
+        negatives_per_query: random corpus documents added as negatives for separation.
+        max_queries: evaluate only the first N queries (sorted ids), for quick checks.
+
+    Returns:
+        :class:`EvaluationReport` (``.to_markdown()``, ``.to_dict()``, ``.save(dir)``).
+    """
+    t_start = time.perf_counter()
+    say = log or (lambda msg: None)
+    systems = parse_systems(systems)
+    ks = parse_ks(ks)
+    if top_k < 1 or top_n < 1:
+        raise InvalidRequest("top_k and top_n must be at least 1")
+    bad_pools = [p for p in pools if p not in POOLS]
+    if bad_pools:
+        raise InvalidRequest(f"unknown pool {bad_pools[0]!r}; choose from {', '.join(POOLS)}")
+    ds = data if isinstance(data, BeirDataset) else load_beir(data, split)
+    qrels = ds.qrels
+    if max_queries is not None:
+        qrels = {q: qrels[q] for q in sorted(qrels)[:max_queries]}
+    qids = sorted(qrels)
+    queries = [ds.queries[q] for q in qids]
+
+    def score(run: Run) -> QueryMetrics:
+        return compute_metrics(run, qrels, ks, threshold=threshold)
+
+    results: list[SystemResult] = []
+    notes: list[str] = []
+    separations: list[Separation] = []
+    calibration: list[ThresholdChoice] = []
+    searched = [s for s in systems if s != "rerank-only"]
+    emb = _load_embedder(embedder) if searched else None
+    rr = _load_reranker(reranker) if reranker is not None else None
+    if searched and emb is None:
+        raise InvalidRequest(f"systems {', '.join(searched)} need an embedder (--embedder)")
+
+    neg = sample_negatives(qrels, sorted(ds.corpus), negatives_per_query, seed=0)
+    pairs = {q: sorted(set(qrels[q]) | set(neg[q])) for q in qids}
+
+    if emb is not None:
+        root = dataset_root(index_dir or _default_index_dir(), ds.path.name, ds.corpus, emb)
+        ids, vectors = corpus_vectors(ds.corpus, emb, root, show_progress=show_progress, log=say)
+        t = time.perf_counter()
+        qvecs = np.asarray(emb.encode_queries(queries), dtype=np.float32)
+        embed_per_query = (time.perf_counter() - t) / max(1, len(qids))
+        row = {d: i for i, d in enumerate(ids)}
+        dense_pairs = {
+            q: {d: float(vectors[row[d]] @ qvecs[i]) for d in pairs[q]} for i, q in enumerate(qids)
+        }
+        separations.append(separation(dense_pairs, qrels, threshold=threshold, model=emb.model_id))
+
+        from rankwise.search import Searcher
+
+        for pool in pools:
+            doc_ids = None if pool == "global" else sorted(union_of_judged(qrels))
+            name = "global" if pool == "global" else "test-" + split
+            cat = pool_catalog(
+                ds.corpus, doc_ids, emb, root, name, ids=ids, vectors=vectors, log=say
+            )
+            searcher = Searcher(cat, rr, top_k=top_k, top_n=top_n)
+            for system in searched:
+                mode, _, rerank = system.partition("+")
+                if rerank and rr is None:
+                    results.append(SystemResult(system, pool, None, {}, {}, note=NO_RERANKER))
+                    continue
+                col = _run_searcher(
+                    searcher, qids, queries, qvecs, mode, bool(rerank), top_k, top_n,
+                    desc=f"{system} [{pool}]", show_progress=show_progress,
+                )  # fmt: skip
+                if mode != "lexical":
+                    col.latency["embed"] = [embed_per_query] * len(qids)
+                results.append(SystemResult(system, pool, score(col.run), col.run, col.latency))
+
+    if "rerank-only" in systems:
+        if rr is None:
+            results.append(SystemResult("rerank-only", "judged", None, {}, {}, note=NO_RERANKER))
+        else:
+            col, rel = _rerank_judged(rr, ds, qids, queries, qrels, pairs, show_progress)
+            results.append(
+                SystemResult("rerank-only", "judged", score(col.run), col.run, col.latency)
+            )
+            separations.append(separation(rel, qrels, threshold=threshold, model=rr.model_id))
+            judged_rel = {q: {d: rel[q][d] for d in qrels[q]} for q in qids}
+            calibration.append(calibrate_threshold(judged_rel, qrels, grade_threshold=threshold))
+            if min_precision is not None:
+                calibration.append(
+                    calibrate_threshold(
+                        judged_rel,
+                        qrels,
+                        grade_threshold=threshold,
+                        objective="precision",
+                        min_precision=min_precision,
+                    )
+                )
+
+    for name, source in (runs or {}).items():
+        run = read_run(source) if isinstance(source, str | Path) else source
+        check_run_ids(run, ds.corpus, source=f"run {name!r}")
+        results.append(SystemResult(name, "external", score(run), dict(run), {}))
+
+    primary = f"ndcg@{top_n}" if top_n in ks else f"ndcg@{ks[-1]}"
+    comparisons = _significance(results, primary, significance)
+    if max_queries is not None:
+        notes.append(f"only the first {len(qids)} queries (sorted ids) were evaluated")
+    return EvaluationReport(
+        dataset=ds.path.name,
+        split=split,
+        config={
+            "systems": list(systems),
+            "pools": list(pools),
+            "embedder": getattr(emb, "model_id", None),
+            "embedder_version": getattr(emb, "version", None),
+            "reranker": getattr(rr, "model_id", None),
+            "reranker_version": getattr(rr, "version", None),
+            "top_k": top_k,
+            "top_n": top_n,
+            "ks": list(ks),
+            "threshold": threshold,
+            "significance": significance,
+            "primary_metric": primary,
+            "n_queries": len(qids),
+            "n_corpus": len(ds.corpus),
+            "n_test_pool": len(union_of_judged(qrels)),
+        },
+        results=results,
+        comparisons=comparisons,
+        separation=separations,
+        calibration=calibration,
+        notes=notes,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _load_embedder(embedder: Embedder | str | None) -> Embedder | None:
+    if embedder is None or not isinstance(embedder, str):
+        return embedder
+    from rankwise.models import Embedder
+
+    return Embedder(embedder)
+
+
+def _load_reranker(reranker: Reranker | str) -> Reranker:
+    if not isinstance(reranker, str):
+        return reranker
+    from rankwise.models import Reranker
+
+    return Reranker(reranker)
+
+
+def _run_searcher(
+    searcher: Any,
+    qids: Sequence[str],
+    queries: Sequence[str],
+    qvecs: np.ndarray,
+    mode: str,
+    rerank: bool,
+    top_k: int,
+    top_n: int,
+    *,
+    desc: str,
+    show_progress: bool,
+) -> _Collected:
+    """One system over all queries: the run (Top-K recall, or reranked Top-N) and timings."""
+    col = _Collected()
+    for i, (qid, query) in enumerate(
+        tqdm(list(zip(qids, queries, strict=True)), desc=desc, disable=not show_progress)
+    ):
+        resp = searcher.search(
+            query,
+            mode=mode,
+            top_k=top_k,
+            top_n=top_n if rerank else top_k,
+            rerank=rerank,
+            query_vector=None if mode == "lexical" else qvecs[i],
+        )
+        col.run[qid] = {
+            r.id: float(r.rerank_score if rerank else r.recall_score) for r in resp.results
+        }
+        col.add_timings({k: v for k, v in resp.timings.items() if k != "embed"})
+    return col
+
+
+def _rerank_judged(
+    reranker: Reranker,
+    ds: BeirDataset,
+    qids: Sequence[str],
+    queries: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    pairs: Mapping[str, Sequence[str]],
+    show_progress: bool,
+) -> tuple[_Collected, dict[str, dict[str, float]]]:
+    """Cross-encoder scores for each query's judged documents (the run, raw logits) plus
+    the sampled negatives (``relevance`` 0..1 for separation and calibration)."""
+    from rankwise.search import _sigmoid
+
+    col = _Collected()
+    relevance: dict[str, dict[str, float]] = {}
+    for qid, query in tqdm(
+        list(zip(qids, queries, strict=True)),
+        desc="rerank-only [judged]",
+        disable=not show_progress,
+    ):
+        docs = list(pairs[qid])
+        t = time.perf_counter()
+        logits = np.asarray(
+            reranker.score(query, [document_text(ds.corpus[d]) for d in docs]), dtype=np.float32
+        )
+        sec = time.perf_counter() - t
+        col.add_timings({"rerank": sec, "total": sec})
+        col.run[qid] = {d: float(s) for d, s in zip(docs, logits, strict=True) if d in qrels[qid]}
+        relevance[qid] = dict(zip(docs, _sigmoid(logits).tolist(), strict=True))
+    return col, relevance
+
+
+def _significance(results: Sequence[SystemResult], metric: str, test: str) -> list:
+    """Each ``X+rerank`` against ``X`` and every system against the first of its pool."""
+    by_pool: dict[str, dict[str, np.ndarray]] = {}
+    for r in results:
+        if r.metrics is not None and metric in r.metrics.values:
+            by_pool.setdefault(r.pool, {})[r.system] = r.metrics.values[metric]
+    out = []
+    for pool, values in by_pool.items():
+        names = list(values)
+        pairs = [(s, s.split("+")[0]) for s in names if "+" in s and s.split("+")[0] in values]
+        pairs += [(s, names[0]) for s in names[1:] if (s, names[0]) not in pairs]
+        for c in compare(values, metric, pairs, test=test):
+            out.append({"pool": pool, **c.to_dict()})
+    return out
