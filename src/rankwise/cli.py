@@ -292,6 +292,95 @@ def demo(
     run_demo(index, embedder=embedder, reranker=reranker, console=console)
 
 
+# ----------------------------------------------------------------------------- eval (issue 3)
+@app.command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Option("--data", help="BEIR folder (corpus, queries, qrels/).")],
+    split: Annotated[
+        str, typer.Option(help="qrels split to evaluate: qrels/<split>.tsv.")
+    ] = "test",
+    systems: Annotated[
+        str,
+        typer.Option(
+            help="Comma list: lexical, dense, hybrid, <mode>+rerank, rerank-only "
+            "(empty with --run to score external runs only)."
+        ),
+    ] = "lexical,dense,hybrid",
+    embedder: EmbedderOpt = None,
+    reranker: RerankerOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Recall candidates.")] = 50,
+    top_n: Annotated[int, typer.Option("--top-n", min=1, help="Results after rerank.")] = 10,
+    k: Annotated[str, typer.Option("--k", help="Metric cut-offs, e.g. 1,5,10,50.")] = "1,5,10,50",
+    pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
+    threshold: Annotated[
+        int, typer.Option(help="Smallest grade counted as relevant (binary metrics).")
+    ] = 1,
+    run: Annotated[
+        list[str] | None,
+        typer.Option("--run", help="External TREC run to score, NAME=FILE or FILE; repeatable."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write report.md/.json/.png (and runs) here.")
+    ] = None,
+    save_run: Annotated[bool, typer.Option("--save-run", help="Write TREC runs to --out.")] = False,
+    index_dir: Annotated[
+        Path | None,
+        typer.Option(help="Cache for vectors and indexes (default ~/.cache/rankwise/eval)."),
+    ] = None,
+    significance: Annotated[str, typer.Option(help="randomization or ttest.")] = "randomization",
+    min_precision: Annotated[
+        float | None, typer.Option(help="Also calibrate a rerank threshold for this precision.")
+    ] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N queries (quick check).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Evaluate search systems on judged queries (BEIR layout): metrics, significance, latency."""
+    from rankwise.data import load_beir
+    from rankwise.evaluate import evaluate, parse_systems
+
+    names = parse_systems(systems)
+    dataset = load_beir(data, split)  # bad data fails here, before any model loads
+    s = _settings(embedder=embedder, reranker=reranker, device=device, backend=backend)
+    needs_embedder = any(n != "rerank-only" for n in names)
+    needs_reranker = any("rerank" in n for n in names)
+    runs = {}
+    for item in run or []:
+        name, sep, path = item.partition("=")
+        runs[name if sep else Path(item).stem] = Path(path if sep else item)
+    report = evaluate(
+        dataset,
+        split=split,
+        systems=names,
+        embedder=_embedder(s) if needs_embedder else None,
+        reranker=_reranker(s) if needs_reranker and s.reranker else None,
+        top_k=top_k,
+        top_n=top_n,
+        ks=k,
+        pools=[p.strip() for p in pools.split(",") if p.strip()],
+        threshold=threshold,
+        index_dir=index_dir,
+        runs=runs,
+        significance=significance,
+        min_precision=min_precision,
+        max_queries=max_queries,
+        show_progress=not json_out,
+        log=(lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False)),
+    )
+    if json_out:
+        print(report.to_json())
+    else:
+        console.print(report.to_markdown(), markup=False, highlight=False)
+    if out is not None:
+        paths = report.save(out, save_runs=save_run)
+        err_console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
+    elif save_run:
+        err_console.print("[yellow]--save-run needs --out DIR; no runs written[/]")
+
+
 # ----------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, map RankwiseError to a message and exit 2."""

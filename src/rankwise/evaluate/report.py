@@ -105,6 +105,10 @@ class EvaluationReport:
             "seconds": round(self.seconds, 2),
         }
 
+    def to_json(self, per_query: bool = False, indent: int | None = None) -> str:
+        """Strict JSON (NaN → null) of :meth:`to_dict`."""
+        return json.dumps(_json_safe(self.to_dict(per_query)), indent=indent, ensure_ascii=False)
+
     # ------------------------------------------------------------------ markdown
     def to_markdown(self, heading_level: int = 1) -> str:
         h = "#" * heading_level
@@ -286,10 +290,7 @@ class EvaluationReport:
             "json": out / f"{stem}.json",
         }
         paths["markdown"].write_text(self.to_markdown(), encoding="utf-8")
-        paths["json"].write_text(
-            json.dumps(_json_safe(self.to_dict(per_query=True)), indent=1, ensure_ascii=False),
-            encoding="utf-8",
-        )
+        paths["json"].write_text(self.to_json(per_query=True, indent=1), encoding="utf-8")
         paths["png"] = self.plot(out / f"{stem}.png")
         if save_runs:
             for r in self.results:
