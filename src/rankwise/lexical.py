@@ -10,11 +10,17 @@ after writes (bm25s has no incremental update) and saved atomically:
 A reader follows ``CURRENT``; a crash while building leaves the previous index in place
 and an orphan directory that the next save removes.
 
-Why bm25s and not LanceDB's own full-text index: LanceDB's Chinese tokeniser
-(``jieba/default``) needs a language model downloaded into ``LANCE_LANGUAGE_MODEL_HOME``,
-which is not possible offline; its ``ngram`` tokeniser works offline but ranks worse on
-Chinese (see ``benchmarks/lexical_choice.py`` and ``benchmarks/results/lexical_choice.md``
-for the measured build time, latency and quality on KUAKE-QTR and Home Depot).
+Why bm25s and not LanceDB's own full-text index (measured by
+``benchmarks/lexical_choice.py``, 300 test queries each, results in
+``benchmarks/results/lexical_choice.md``): LanceDB's ``jieba/default`` tokeniser needs a
+model downloaded into ``LANCE_LANGUAGE_MODEL_HOME`` (unavailable offline). Its offline
+``icu`` tokeniser matches us on Chinese (KUAKE-QTR nDCG@10 0.659 vs 0.643) but loses on
+English (Home Depot 0.421 with stemming vs 0.460), its ``simple`` tokeniser is on par in
+English (0.455) but useless on Chinese (0.043), and one FTS index has one tokeniser,
+whereas ours picks per text run, so mixed catalogs get both. LanceDB FTS builds ~10x
+faster (0.4-0.8 s vs 4-5 s) and is incremental, but queries take 3-7 ms vs 0.15 ms here.
+bm25s is also what the Milvus 2.3 backend needs (no native BM25 there), so one
+tokeniser serves every backend.
 
 Scaling: a rebuild tokenises every product (~20-60k titles/s English, ~5-10k/s Chinese on
 one core), so rebuild-after-write is fine up to a few hundred thousand products; past
