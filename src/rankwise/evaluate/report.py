@@ -240,8 +240,16 @@ class EvaluationReport:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        ks = self.config.get("ks") or []
         fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+        self.draw(left, right)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def draw(self, left: Any, right: Any) -> None:
+        """Draw the two panels of :meth:`plot` on matplotlib axes (to combine reports)."""
+        ks = self.config.get("ks") or []
         for r in self.results:
             if r.metrics is None:
                 continue
@@ -267,15 +275,11 @@ class EvaluationReport:
         right.set(
             xlabel="queries (sorted by Δ)",
             ylabel=f"Δ {metric}",
-            title="per-query wins (above 0) and losses (below)",
+            title=f"{self.dataset}: per-query wins (above 0) and losses (below)",
         )
         right.grid(alpha=0.3)
         if self.comparisons:
             right.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
 
     # ------------------------------------------------------------------ files
     def save(
