@@ -1,0 +1,135 @@
+"""The cross-request batcher on its own: grouping, slicing, budget, isolation, limits.
+
+The model call here is a plain numpy function (the batcher is generic over it); the
+HTTP tests in test_server.py run the same batcher with real models.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rankwise.errors import NotReady, Overloaded
+from rankwise.server.batcher import Batcher
+
+
+class Recorder:
+    """Model call returning len(text) per item, recording each call's items."""
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None):
+        self.calls: list[list[str]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[str]) -> np.ndarray:
+        with self.lock:
+            self.calls.append(list(items))
+        if self.fail_on is not None and self.fail_on in items:
+            raise ValueError(f"cannot score {self.fail_on!r}")
+        time.sleep(self.delay)
+        return np.array([len(t) for t in items], dtype=np.float32)
+
+
+def _submit_all(b: Batcher, jobs: list[list[str]]) -> list:
+    """Submit from many threads at once; returns results (arrays or exceptions) in job order."""
+    out: list = [None] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def go(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = b.run_sync(jobs[i], tokens=len(jobs[i]))
+        except Exception as e:  # noqa: BLE001 - collected for assertions
+            out[i] = e
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return out
+
+
+def test_concurrent_jobs_form_batches_and_get_their_own_rows():
+    rec = Recorder(delay=0.02)
+    b = Batcher("t", rec, max_wait_ms=20).start()
+    try:
+        jobs = [[f"j{i}-" + "x" * k for k in range(1 + i % 4)] for i in range(16)]
+        results = _submit_all(b, jobs)
+    finally:
+        b.stop()
+    for job, res in zip(jobs, results, strict=True):
+        assert np.array_equal(res, [len(t) for t in job])
+    assert len(rec.calls) < len(jobs), "no cross-request batch formed"
+    assert max(len(c) for c in rec.calls) > 4
+
+
+def test_token_budget_caps_a_group_but_a_big_job_still_runs():
+    rec = Recorder(delay=0.01)
+    b = Batcher("t", rec, max_tokens=4, max_wait_ms=20).start()
+    try:
+        results = _submit_all(b, [["a", "b", "c"] for _ in range(6)] + [["z"] * 10])
+    finally:
+        b.stop()
+    assert all(isinstance(r, np.ndarray) for r in results)
+    # 3 + 3 > 4: no call mixes two 3-item jobs; the 10-item job ran alone
+    assert all(len(c) in (3, 10) for c in rec.calls)
+
+
+def test_a_failing_job_fails_alone():
+    rec = Recorder(delay=0.01, fail_on="poison")
+    b = Batcher("t", rec, max_wait_ms=30).start()
+    try:
+        jobs = [["ok", f"fine{i}"] for i in range(7)] + [["poison", "ok"]]
+        results = _submit_all(b, jobs)
+        again = b.run_sync(["still", "alive"], 2)  # the worker survived
+    finally:
+        b.stop()
+    assert isinstance(results[-1], ValueError)
+    assert all(isinstance(r, np.ndarray) for r in results[:-1])
+    assert np.array_equal(again, [5, 5])
+
+
+def test_full_queue_is_overloaded_with_retry_after():
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return np.zeros(len(items), dtype=np.float32)
+
+    b = Batcher("t", slow, max_queue=2, max_wait_ms=0).start()
+    try:
+        running = b.submit(["a"], 1)
+        time.sleep(0.05)  # the worker holds "a"; now fill the queue
+        queued = [b.submit(["b"], 1), b.submit(["c"], 1)]
+        with pytest.raises(Overloaded) as err:
+            b.submit(["d"], 1)
+        assert err.value.retry_after >= 1
+        gate.set()
+        assert running.result(5).shape == (1,)
+        assert all(f.result(5).shape == (1,) for f in queued)
+    finally:
+        gate.set()
+        b.stop()
+
+
+def test_disabled_batching_runs_one_job_per_call():
+    rec = Recorder(delay=0.01)
+    b = Batcher("t", rec, enabled=False, max_wait_ms=20).start()
+    try:
+        results = _submit_all(b, [["a", "bb"] for _ in range(8)])
+    finally:
+        b.stop()
+    assert all(np.array_equal(r, [1, 2]) for r in results)
+    assert len(rec.calls) == 8
+
+
+def test_submit_after_stop_is_not_ready():
+    b = Batcher("t", Recorder()).start()
+    b.stop()
+    with pytest.raises(NotReady):
+        b.submit(["a"], 1)
