@@ -15,7 +15,7 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from server_helpers import PRODUCTS, build_sharp_reranker, running_server, settings
+from server_helpers import PRODUCTS, build_sharp_reranker, free_port, running_server, settings
 
 from rankwise.cache import MemoryCache
 from rankwise.catalog import Catalog
@@ -407,3 +407,66 @@ def test_embeddings_base64_is_little_endian_float32(http, embedder):
         np.frombuffer(raw, dtype="<f4"), embedder.encode_documents(["hello"])[0], atol=1e-6
     )
     assert json.loads(r.content)["object"] == "list"
+
+
+def test_rankwise_serve_command_end_to_end(tiny_embedder_dir, tiny_reranker_dir, tmp_path):
+    """`rankwise serve` in a subprocess: env settings, readiness, a rerank, clean shutdown."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "RANKWISE_API_KEYS": "secret",
+        "RANKWISE_MAX_DOCUMENTS": "3",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "rankwise.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--embedder",
+        str(tiny_embedder_dir),
+        "--reranker",
+        str(tiny_reranker_dir),
+        "--index",
+        str(tmp_path / "index"),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer secret"}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "rankwise serve did not become ready"
+            time.sleep(0.25)
+        ok = httpx.post(
+            f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, headers=auth
+        )
+        assert ok.status_code == 200 and len(ok.json()["results"]) == 2
+        assert (
+            httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code
+            == 401
+        )
+        many = httpx.post(
+            f"{url}/v1/rerank", json={"query": "q", "documents": ["a"] * 4}, headers=auth
+        )
+        assert many.status_code == 413
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0

@@ -381,6 +381,354 @@ def eval_command(
         err_console.print("[yellow]--save-run needs --out DIR; no runs written[/]")
 
 
+# ----------------------------------------------------------------------------- tune (issue 4)
+tune_app = typer.Typer(
+    help="Tuning loop: convert qrels, mine hard negatives, teacher scores, fine-tune, evaluate.",
+    no_args_is_help=True,
+)
+app.add_typer(tune_app, name="tune")
+
+TrainFile = Annotated[Path, typer.Argument(help="Training data, FlagEmbedding JSONL.")]
+OutFile = Annotated[Path, typer.Option("--out", "-o", help="Output JSONL file.")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output model folder.")]
+BaseOpt = Annotated[str, typer.Option("--base", help="Base model: hub id or local folder.")]
+EpochsOpt = Annotated[float, typer.Option(help="Training epochs.")]
+MaxStepsOpt = Annotated[int, typer.Option(help="Stop after N steps (-1: epochs decide).")]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(help="Resume from a checkpoint folder, or 'last' for the latest in --out."),
+]
+
+
+def _resume(value: str | None) -> str | bool | None:
+    return True if value == "last" else value
+
+
+def _mining_config(
+    rank_range: str,
+    negative_number: int,
+    margin: float,
+    teacher_max,
+    random_negatives,
+    sample,
+    seed,
+):
+    from rankwise.tune.mine import MiningConfig, parse_range
+
+    return MiningConfig(
+        rank_range=parse_range(rank_range),
+        negative_number=negative_number,
+        margin=None if margin < 0 else margin,
+        teacher_max=teacher_max,
+        random_negatives=random_negatives,
+        sample=sample,
+        seed=seed,
+    )
+
+
+@tune_app.command("convert")
+def tune_convert(
+    data: Annotated[Path, typer.Argument(help="BEIR folder.")],
+    out: OutFile,
+    split: Annotated[str, typer.Option(help="qrels split.")] = "train",
+    threshold: Annotated[int, typer.Option(help="Grades >= this are positives.")] = 1,
+    judged_negatives: Annotated[
+        bool, typer.Option(help="Grade-0 judgments seed the negatives.")
+    ] = True,
+    dev_fraction: Annotated[
+        float, typer.Option(help="Also write OUT.dev.jsonl with this share of queries.")
+    ] = 0.0,
+) -> None:
+    """Convert BEIR qrels into FlagEmbedding JSONL (optionally split train/dev by query)."""
+    from rankwise.data import load_beir
+    from rankwise.tune.data import from_beir, split_by_query, write_examples
+
+    examples = from_beir(
+        load_beir(data, split), threshold=threshold, judged_negatives=judged_negatives
+    )
+    train, dev = split_by_query(examples, dev_fraction)
+    write_examples(train, out)
+    msg = f"wrote {len(train)} examples to {out}"
+    if dev:
+        dev_path = out.with_suffix(".dev.jsonl")
+        write_examples(dev, dev_path)
+        msg += f" and {len(dev)} to {dev_path}"
+    console.print(msg, highlight=False)
+
+
+@tune_app.command("mine")
+def tune_mine(
+    train_file: TrainFile,
+    corpus: Annotated[
+        Path, typer.Option(help="Candidate documents: a catalog file or a BEIR folder.")
+    ],
+    out: OutFile,
+    embedder: EmbedderOpt = None,
+    rank_range: Annotated[
+        str, typer.Option("--range", help="Ranks to sample from, lo-hi.")
+    ] = "2-200",
+    negative_number: Annotated[int, typer.Option(help="Negatives per query.")] = 10,
+    margin: Annotated[
+        float,
+        typer.Option(help="Skip candidates with sim >= min positive sim - margin (<0: off)."),
+    ] = 0.05,
+    teacher: Annotated[
+        str | None, typer.Option(help="Cross-encoder for the teacher guard.")
+    ] = None,
+    teacher_max: Annotated[
+        float | None, typer.Option(help="Skip candidates with a teacher logit above this.")
+    ] = None,
+    random_negatives: Annotated[int, typer.Option(help="Extra random negatives per query.")] = 0,
+    sample: Annotated[str, typer.Option(help="random or top (within the range).")] = "random",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Mine hard negatives with an embedder (exact faiss search) and a false-negative guard."""
+    import json as _json
+
+    from rankwise.data import document_text, read_catalog
+    from rankwise.models import Reranker
+    from rankwise.tune.data import read_examples, write_examples
+    from rankwise.tune.mine import mine_hard_negatives
+
+    cfg = _mining_config(
+        rank_range, negative_number, margin, teacher_max, random_negatives, sample, seed
+    )
+    examples = read_examples(train_file)
+    source = corpus / "corpus.jsonl" if corpus.is_dir() else corpus
+    texts = [document_text(rec) for _, rec in read_catalog(source)]
+    s = _settings(embedder=embedder)
+    mined, report = mine_hard_negatives(
+        examples, texts, _embedder(s), cfg, teacher=Reranker(teacher) if teacher else None
+    )
+    write_examples(mined, out)
+    console.print(_json.dumps(report.to_dict(), indent=1), highlight=False)
+
+
+@tune_app.command("score")
+def tune_score(
+    train_file: TrainFile,
+    out: OutFile,
+    reranker: RerankerOpt = None,
+    normalization: Annotated[
+        str, typer.Option(help="none (raw logits, default), sigmoid or softmax.")
+    ] = "none",
+    temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 1.0,
+) -> None:
+    """Score every pos/neg with a cross-encoder teacher (pos_scores / neg_scores)."""
+    from rankwise.tune.data import read_examples, write_examples
+    from rankwise.tune.score import score_examples
+
+    examples = read_examples(train_file)
+    s = _settings(reranker=reranker)
+    scored = score_examples(
+        examples, _reranker(s), normalization=normalization, temperature=temperature
+    )
+    write_examples(scored, out)
+    console.print(f"scored {len(scored)} examples into {out}", highlight=False)
+
+
+@tune_app.command("embedder")
+def tune_embedder(
+    train_file: TrainFile,
+    base: BaseOpt,
+    out: OutDir,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
+    batch_size: Annotated[int, typer.Option(help="Queries per batch.")] = 32,
+    group_size: Annotated[int, typer.Option(help="1 positive + n negatives per query.")] = 4,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-5,
+    temperature: Annotated[float, typer.Option(help="Contrastive temperature.")] = 0.02,
+    max_length: Annotated[int, typer.Option(help="Max tokens per text.")] = 64,
+    cached: Annotated[bool, typer.Option(help="Cached-gradient loss (big batches).")] = False,
+    mini_batch_size: Annotated[int, typer.Option(help="Mini-batch for --cached.")] = 16,
+    distill_weight: Annotated[float, typer.Option(help="KL distillation weight (0: off).")] = 0.0,
+    teacher_temperature: Annotated[float, typer.Option(help="Teacher softmax temperature.")] = 1.0,
+    query_instruction: Annotated[str | None, typer.Option(help="Query prompt.")] = None,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
+    resume: ResumeOpt = None,
+) -> None:
+    """Fine-tune a bi-encoder (in-batch + hard negatives, optional distillation)."""
+    from rankwise.tune.data import read_examples
+    from rankwise.tune.embedder import EmbedderTrainConfig, train_embedder
+
+    cfg = EmbedderTrainConfig(
+        epochs=epochs, max_steps=max_steps, batch_size=batch_size, group_size=group_size,
+        learning_rate=lr, temperature=temperature, max_length=max_length, cached=cached,
+        mini_batch_size=mini_batch_size, distill_weight=distill_weight,
+        teacher_temperature=teacher_temperature, query_instruction=query_instruction,
+        save_steps=save_steps,
+    )  # fmt: skip
+    result = train_embedder(
+        read_examples(train_file), base, out, cfg, resume_from_checkpoint=_resume(resume)
+    )
+    console.print(
+        f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
+        highlight=False,
+    )
+
+
+@tune_app.command("reranker")
+def tune_reranker(
+    train_file: TrainFile,
+    base: BaseOpt,
+    out: OutDir,
+    dev: Annotated[
+        Path | None, typer.Option(help="Dev JSONL: collapse guard, best checkpoint.")
+    ] = None,
+    objective: Annotated[str, typer.Option(help="listwise, pointwise or margin_mse.")] = "listwise",
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
+    batch_size: Annotated[int, typer.Option(help="Groups (or pairs) per batch.")] = 16,
+    group_size: Annotated[int, typer.Option(help="1 positive + n negatives.")] = 8,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
+    max_length: Annotated[int, typer.Option(help="Max tokens per pair.")] = 96,
+    distill_weight: Annotated[float, typer.Option(help="KL distillation weight (0: off).")] = 0.0,
+    teacher_temperature: Annotated[float, typer.Option(help="Teacher softmax temperature.")] = 1.0,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank (0: full fine-tuning).")] = 0,
+    eval_steps: Annotated[
+        int, typer.Option(help="Dev evaluation every N steps (0: end only).")
+    ] = 0,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
+    resume: ResumeOpt = None,
+) -> None:
+    """Fine-tune a cross-encoder on groups (listwise) or pairs (pointwise)."""
+    from rankwise.tune.data import read_examples
+    from rankwise.tune.reranker import RerankerTrainConfig, train_reranker
+
+    cfg = RerankerTrainConfig(
+        objective=objective, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        group_size=group_size, learning_rate=lr, max_length=max_length,
+        distill_weight=distill_weight, teacher_temperature=teacher_temperature,
+        lora_rank=lora_rank, eval_steps=eval_steps, save_steps=save_steps,
+    )  # fmt: skip
+    result = train_reranker(
+        read_examples(train_file), base, out, cfg,
+        dev=read_examples(dev) if dev else None, resume_from_checkpoint=_resume(resume),
+    )  # fmt: skip
+    console.print(
+        f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
+        highlight=False,
+    )
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+@tune_app.command("run")
+def tune_run_command(
+    data: Annotated[
+        Path, typer.Option("--data", help="BEIR folder with qrels/train.tsv and test.tsv.")
+    ],
+    base: BaseOpt,
+    out: OutDir,
+    reranker_base: Annotated[
+        str | None, typer.Option(help="Also train a cross-encoder initialised from this model.")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="Cross-encoder teacher for scores.")] = None,
+    pos_threshold: Annotated[int, typer.Option(help="Training positives: grade >= this.")] = 1,
+    max_train_queries: Annotated[int | None, typer.Option(help="Subsample train queries.")] = None,
+    max_eval_queries: Annotated[
+        int | None, typer.Option(help="Evaluate the first N test queries.")
+    ] = None,
+    epochs: EpochsOpt = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Embedder batch size.")] = 32,
+    group_size: Annotated[int, typer.Option(help="Embedder group size.")] = 4,
+    max_length: Annotated[int, typer.Option(help="Embedder max tokens.")] = 64,
+    reranker_batch_size: Annotated[int, typer.Option(help="Reranker groups per batch.")] = 16,
+    reranker_group_size: Annotated[int, typer.Option(help="Reranker group size.")] = 8,
+    reranker_max_length: Annotated[int, typer.Option(help="Reranker max tokens per pair.")] = 96,
+    reranker_eval_steps: Annotated[
+        int, typer.Option(help="Reranker dev evaluation every N steps.")
+    ] = 0,
+    negative_number: Annotated[int, typer.Option(help="Mined negatives per query.")] = 10,
+    margin: Annotated[float, typer.Option(help="Similarity guard margin (<0: off).")] = 0.05,
+    distill_weight: Annotated[
+        float, typer.Option(help="KL distillation weight (needs --teacher).")
+    ] = 0.0,
+    top_k: Annotated[int, typer.Option(help="Evaluation recall depth.")] = 50,
+    pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Vector/index cache (default OUT/cache).")
+    ] = None,
+    reuse: Annotated[bool, typer.Option(help="Reuse models already trained in OUT.")] = True,
+) -> None:
+    """The whole loop: split → mine → score → train → evaluate before/after → OUT/report.md."""
+    from rankwise.tune.embedder import EmbedderTrainConfig
+    from rankwise.tune.mine import MiningConfig
+    from rankwise.tune.reranker import RerankerTrainConfig
+    from rankwise.tune.run import TuneRunConfig, check_pools, tune_run
+
+    cfg = TuneRunConfig(
+        data=data, base=base, out=out, reranker_base=reranker_base, teacher=teacher,
+        pos_threshold=pos_threshold, max_train_queries=max_train_queries,
+        max_eval_queries=max_eval_queries,
+        mining=MiningConfig(negative_number=negative_number, margin=None if margin < 0 else margin),
+        embedder=EmbedderTrainConfig(
+            epochs=epochs, batch_size=batch_size, group_size=group_size, max_length=max_length,
+            distill_weight=distill_weight,
+        ),
+        reranker=RerankerTrainConfig(
+            epochs=epochs, batch_size=reranker_batch_size, group_size=reranker_group_size,
+            max_length=reranker_max_length, eval_steps=reranker_eval_steps,
+            distill_weight=distill_weight,
+        ),
+        pools=check_pools([p.strip() for p in pools.split(",") if p.strip()]),
+        top_k=top_k, index_dir=index_dir, reuse=reuse,
+    )  # fmt: skip
+    tune_run(cfg, say=lambda m: err_console.print(m, highlight=False))
+    console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
+# ----------------------------------------------------------------------------- serve (issue 5)
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Interface to listen on (default 127.0.0.1; 0.0.0.0 for all)."),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    index: IndexOpt = None,
+    embedder: EmbedderOpt = None,
+    reranker: RerankerOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
+    cache_url: Annotated[
+        str | None,
+        typer.Option("--cache-url", help="memory (default), off, or redis://host:6379/0."),
+    ] = None,
+    batching: Annotated[
+        bool | None,
+        typer.Option("--batching/--no-batching", help="Batch concurrent requests per model."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve embeddings (OpenAI), rerank (Cohere/Jina, TEI, Weaviate) and search over HTTP.
+
+    API keys: RANKWISE_API_KEYS="k1,k2" (never on the command line, where others can read them).
+
+    Limits and batching: RANKWISE_MAX_DOCUMENTS, RANKWISE_BATCH_WAIT_MS, ... (see rankwise.server).
+    """
+    from rankwise.server import serve as run_server
+
+    s = _settings(
+        host=host,
+        port=port,
+        index=index,
+        embedder=embedder,
+        reranker=reranker,
+        device=device,
+        backend=backend,
+        quantize=quantize,
+        cache_url=cache_url,
+        batching=batching,
+    )
+    err_console.print(
+        f"rankwise serve: http://{s.host}:{s.port} (docs at /docs); loading models...",
+        highlight=False,
+    )
+    run_server(s, log_level=log_level)
+
+
 # ----------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, map RankwiseError to a message and exit 2."""
