@@ -92,7 +92,7 @@ def test_every_system_runs_on_both_pools(report):
     assert labels == [
         "lexical [test]", "dense [test]", "hybrid [test]", "hybrid+rerank [test]",
         "lexical [global]", "dense [global]", "hybrid [global]", "hybrid+rerank [global]",
-        "rerank-only [judged]",
+        "dense [judged]", "rerank-only [judged]",
     ]  # fmt: skip
     for r in report.results:
         assert r.metrics.query_ids == ["q1", "q2", "q3", "q4"] and r.metrics.skipped == ["q5"]
@@ -107,7 +107,7 @@ def test_pools_restrict_what_systems_return(report):
             assert docs <= test_pool
         if r.system == "hybrid+rerank":
             assert all(len(v) <= 2 for v in r.run.values())  # Top-N
-        elif r.system == "dense":
+        elif r.system == "dense" and r.pool != "judged":
             assert all(len(v) == 5 for v in r.run.values())  # Top-K
         elif r.system == "lexical":  # BM25 returns only products sharing a term
             assert all(len(v) <= 5 for v in r.run.values())
@@ -130,6 +130,7 @@ def test_latency_significance_separation_calibration(report):
     assert "embed" not in report.result("lexical", "test").latency_ms()
     pairs = {(c["system"], c["baseline"], c["pool"]) for c in report.comparisons}
     assert ("hybrid+rerank", "hybrid", "global") in pairs and ("dense", "lexical", "test") in pairs
+    assert ("rerank-only", "dense", "judged") in pairs
     assert all(0.0 <= c["p_value"] <= 1.0 and c["metric"] == "ndcg@2" for c in report.comparisons)
     assert [s.n_positive for s in report.separation] == [7, 7]  # embedder, then reranker
     assert [c.objective for c in report.calibration] == ["f1", "precision"]

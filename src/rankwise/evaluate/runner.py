@@ -9,7 +9,8 @@ Systems (``--systems``), each evaluated on every requested pool (see ``pools.py`
   those N documents.
 * ``rerank-only``: the cross-encoder scores each query's judged documents (the classic
   reranking benchmark; pool ``judged``). Its scores also feed the reranker's separation
-  and the threshold calibration.
+  and the threshold calibration. With an embedder, ``dense [judged]`` (cosine order of the
+  same candidates) is added as its baseline for the significance test.
 * external TREC runs (``runs=``), pool ``external``.
 
 Queries are embedded in one batched call and handed to the :class:`Searcher` as
@@ -183,6 +184,9 @@ def evaluate(
                 results.append(SystemResult(system, pool, score(col.run), col.run, col.latency))
 
     if "rerank-only" in systems:
+        if emb is not None:  # the bi-encoder's order of the same judged candidates: the baseline
+            judged_dense = {q: {d: dense_pairs[q][d] for d in qrels[q]} for q in qids}
+            results.append(SystemResult("dense", "judged", score(judged_dense), judged_dense, {}))
         if rr is None:
             results.append(SystemResult("rerank-only", "judged", None, {}, {}, note=NO_RERANKER))
         else:
@@ -302,7 +306,7 @@ def _rerank_judged(
 ) -> tuple[_Collected, dict[str, dict[str, float]]]:
     """Cross-encoder scores for each query's judged documents (the run, raw logits) plus
     the sampled negatives (``relevance`` 0..1 for separation and calibration)."""
-    from rankwise.search import _sigmoid
+    from rankwise.models import sigmoid
 
     col = _Collected()
     relevance: dict[str, dict[str, float]] = {}
@@ -319,7 +323,7 @@ def _rerank_judged(
         sec = time.perf_counter() - t
         col.add_timings({"rerank": sec, "total": sec})
         col.run[qid] = {d: float(s) for d, s in zip(docs, logits, strict=True) if d in qrels[qid]}
-        relevance[qid] = dict(zip(docs, _sigmoid(logits).tolist(), strict=True))
+        relevance[qid] = dict(zip(docs, sigmoid(logits).tolist(), strict=True))
     return col, relevance
 
 
