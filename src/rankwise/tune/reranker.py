@@ -1,0 +1,318 @@
+"""Fine-tune a cross-encoder (reranker) with the sentence-transformers CrossEncoder trainer.
+
+Objectives (``RerankerTrainConfig.objective``):
+
+* ``"listwise"`` (default): each row is a group ``[pos, neg_1..n]``; softmax
+  cross-entropy with the positive as the target (:class:`GroupCrossEntropyLoss`, the
+  FlagEmbedding reranker objective). With teacher scores and ``distill_weight > 0`` a KL
+  term pulls the group's distribution towards the teacher's (a small model learns from a
+  big one).
+* ``"pointwise"``: ``BinaryCrossEntropyLoss`` on (query, doc) pairs labelled 1 for
+  positives and 0 for negatives, or sigmoid(teacher logit) when distilling.
+* ``"margin_mse"``: ``MarginMSELoss`` on teacher margins (needs teacher scores).
+
+Collapse guard: fine-tuned rerankers sometimes end up scoring everything alike. With a
+dev set, the model is evaluated before training and every ``eval_steps``
+(``CrossEncoderRerankingEvaluator``, nDCG@10 of each dev query's positives among its
+candidates), the best checkpoint is kept, and the result reports the dev metric before
+and after plus the spread of dev scores; a collapsed or worse model raises a warning in
+the result. ``lora_rank`` trains LoRA adapters (peft) and merges them before saving.
+
+The output folder is a transformers ``*ForSequenceClassification`` model with one logit,
+which :class:`rankwise.models.Reranker` loads as-is. A plain encoder (e.g. MiniLM) as
+``base`` gets a randomly initialised head.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rankwise.errors import InvalidRequest, ModelLoadError
+from rankwise.tune.data import TrainExample
+from rankwise.tune.training import TrainResult, common_args, group_rows, loss_history, to_dataset
+
+log = logging.getLogger(__name__)
+
+Objective = Literal["listwise", "pointwise", "margin_mse"]
+
+
+@dataclass
+class RerankerTrainConfig:
+    """Options for :func:`train_reranker`. ``group_size`` = 1 positive + n negatives."""
+
+    objective: Objective = "listwise"
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    group_size: int = 8
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 96
+    distill_weight: float = 0.0
+    teacher_temperature: float = 1.0
+    lora_rank: int = 0
+    lora_alpha: int = 16
+    eval_steps: int = 0
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    seed: int = 42
+
+    def check(self) -> None:
+        if self.objective not in ("listwise", "pointwise", "margin_mse"):
+            raise InvalidRequest(
+                f"objective must be listwise, pointwise or margin_mse, got {self.objective!r}"
+            )
+        if self.objective != "pointwise" and self.group_size < 2:
+            raise InvalidRequest(f"{self.objective} needs group_size >= 2")
+
+
+class GroupCrossEntropyLoss(nn.Module):
+    """Listwise softmax cross-entropy over ``[pos, neg_1..n]`` (+ optional KL distillation).
+
+    Inputs: columns ``query, positive, negative_1..n``; labels: teacher scores (B, 1+n)
+    or anything when ``distill_weight == 0``. Scores are raw logits (no sigmoid), so the
+    trained model's logits stay comparable across queries through the pointwise head.
+    """
+
+    def __init__(self, model, distill_weight: float = 0.0, teacher_temperature: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.distill_weight = distill_weight
+        self.teacher_temperature = teacher_temperature
+
+    def forward(self, inputs: list[list[str]], labels: Tensor) -> Tensor:
+        from sentence_transformers.util import batch_to_device
+
+        queries, groups = inputs[0], inputs[1:]
+        pairs = [(q, d) for col in groups for q, d in zip(queries, col, strict=True)]
+        features = batch_to_device(self.model.preprocess(pairs), self.model.device)
+        scores = self.model(features)["scores"].view(len(groups), len(queries)).T  # (B, G)
+        target = torch.zeros(len(queries), dtype=torch.long, device=scores.device)
+        loss = nn.functional.cross_entropy(scores, target)
+        if self.distill_weight > 0:
+            teacher = torch.softmax(labels.float() / self.teacher_temperature, dim=-1)
+            kl = nn.functional.kl_div(
+                torch.log_softmax(scores, dim=-1), teacher, reduction="batchmean"
+            )
+            loss = loss + self.distill_weight * kl
+        return loss
+
+
+def load_cross_encoder(base: str, max_length: int):
+    """A one-logit CrossEncoder for ``base`` (a random head if ``base`` is a plain encoder)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from rankwise.models.loading import resolve_model
+
+    try:  # a trained cross-encoder keeps its head ...
+        resolved = resolve_model(base, kind="reranker")
+    except ModelLoadError:  # ... a plain encoder gets a new, random one
+        resolved = resolve_model(base, kind="embedder")
+    try:
+        return CrossEncoder(
+            str(resolved.path),
+            num_labels=1,
+            max_length=max_length,
+            device="cpu",
+            local_files_only=True,
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"Cannot load '{base}' as a cross-encoder for training: {e}") from None
+
+
+def _pointwise_rows(examples: Sequence[TrainExample], distill: bool) -> list[dict[str, Any]]:
+    rows = []
+    for ex in examples:
+        texts = [*ex.pos, *ex.neg]
+        if distill:
+            if not ex.has_scores:
+                raise InvalidRequest(f"query {ex.query!r} has no teacher scores")
+            labels = 1.0 / (1.0 + np.exp(-np.array([*ex.pos_scores, *ex.neg_scores])))
+        else:
+            labels = [1.0] * len(ex.pos) + [0.0] * len(ex.neg)
+        rows += [
+            {"query": ex.query, "document": t, "label": float(y)}
+            for t, y in zip(texts, labels, strict=True)
+        ]
+    return rows
+
+
+def _build_loss(cfg: RerankerTrainConfig, model) -> nn.Module:
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MarginMSELoss
+
+    if cfg.objective == "pointwise":
+        return BinaryCrossEntropyLoss(model)
+    if cfg.objective == "margin_mse":
+        return MarginMSELoss(model)
+    return GroupCrossEntropyLoss(model, cfg.distill_weight, cfg.teacher_temperature)
+
+
+def _dev_samples(dev: Sequence[TrainExample]) -> list[dict[str, Any]]:
+    return [{"query": ex.query, "positive": ex.pos, "negative": ex.neg} for ex in dev if ex.neg]
+
+
+def _apply_lora(model, cfg: RerankerTrainConfig) -> None:
+    """Wrap the transformer with LoRA adapters (peft); the classifier head stays trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    transformer = model[0]
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.05
+    )
+    transformer.model = get_peft_model(transformer.model, lora)
+
+
+def _merge_lora(model) -> None:
+    transformer = model[0]
+    if hasattr(transformer.model, "merge_and_unload"):
+        transformer.model = transformer.model.merge_and_unload()
+
+
+def dev_separation(model, dev: Sequence[TrainExample], limit: int = 200) -> dict[str, float]:
+    """Mean positive and negative logit on dev groups, their gap, and the score spread."""
+    pos_pairs = [(ex.query, t) for ex in dev[:limit] for t in ex.pos]
+    neg_pairs = [(ex.query, t) for ex in dev[:limit] for t in ex.neg]
+    pos = np.asarray(model.predict(pos_pairs, activation_fn=nn.Identity(), show_progress_bar=False))
+    neg = np.asarray(model.predict(neg_pairs, activation_fn=nn.Identity(), show_progress_bar=False))
+    both = np.concatenate([pos, neg])
+    return {
+        "pos_mean": float(pos.mean()),
+        "neg_mean": float(neg.mean()) if len(neg) else 0.0,
+        "gap": float(pos.mean() - (neg.mean() if len(neg) else 0.0)),
+        "std": float(both.std()),
+    }
+
+
+def train_reranker(
+    examples: Sequence[TrainExample],
+    base: str,
+    out_dir: str | Path,
+    config: RerankerTrainConfig | None = None,
+    *,
+    dev: Sequence[TrainExample] | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+) -> TrainResult:
+    """Fine-tune a cross-encoder on ``examples``; the model is saved to ``out_dir``.
+
+    Args:
+        examples: queries with positives and negatives (teacher scores for distillation).
+        base: a cross-encoder or a plain encoder (hub id or folder).
+        out_dir: output folder; checkpoints under ``out_dir/checkpoints``.
+        config: :class:`RerankerTrainConfig`.
+        dev: held-out examples for the collapse guard and best-checkpoint selection.
+        resume_from_checkpoint: a checkpoint folder, or True for the latest.
+
+    Returns:
+        :class:`TrainResult` with ``dev`` = ``{"before": ..., "after": ...}`` (nDCG@10, MRR@10,
+        separation) when ``dev`` is given; also written to ``out_dir/rankwise_tune.json``.
+    """
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    cfg = config or RerankerTrainConfig()
+    cfg.check()
+    out = Path(out_dir)
+    distill = cfg.distill_weight > 0 or cfg.objective == "margin_mse"
+    if cfg.objective == "pointwise":
+        rows, dropped = _pointwise_rows(examples, distill), 0
+    else:
+        rows, dropped = group_rows(examples, cfg.group_size, with_scores=distill, seed=cfg.seed)
+        if not distill:
+            for r in rows:
+                r["label"] = 0.0  # the trainer wants a label column; the loss ignores it
+    dataset = to_dataset(rows)
+    model = load_cross_encoder(base, cfg.max_length)
+    if cfg.lora_rank > 0:
+        _apply_lora(model, cfg)
+
+    evaluator = None
+    samples = _dev_samples(dev or [])
+    result_dev: dict[str, Any] = {}
+    warnings: list[str] = []
+    extra: dict[str, Any] = {}
+    if samples:
+        evaluator = CrossEncoderRerankingEvaluator(samples, at_k=10, name="dev", write_csv=False)
+        result_dev["before"] = {**_pick(evaluator(model)), **dev_separation(model, dev)}
+        if cfg.eval_steps > 0:
+            extra = dict(
+                eval_strategy="steps",
+                eval_steps=cfg.eval_steps,
+                save_steps=cfg.eval_steps,
+                load_best_model_at_end=True,
+                metric_for_best_model="eval_dev_ndcg@10",
+                greater_is_better=True,
+            )
+    base_args = common_args(
+        out,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_ratio=cfg.warmup_ratio,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+    )
+    args = CrossEncoderTrainingArguments(**{**base_args, **extra})
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=_build_loss(cfg, model),
+        evaluator=evaluator if extra else None,
+    )
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
+    seconds = time.perf_counter() - t0
+    if cfg.lora_rank > 0:
+        _merge_lora(model)
+    if evaluator is not None:
+        after = {**_pick(evaluator(model)), **dev_separation(model, dev)}
+        result_dev["after"] = after
+        if after["std"] < 1e-3:
+            warnings.append(f"collapse: dev scores barely vary (std {after['std']:.2e})")
+        if after["ndcg@10"] < result_dev["before"]["ndcg@10"]:
+            warnings.append(
+                f"dev nDCG@10 fell from {result_dev['before']['ndcg@10']:.4f} to "
+                f"{after['ndcg@10']:.4f}; the base model may be the better reranker"
+            )
+    for w in warnings:
+        log.warning(w)
+    model.save_pretrained(str(out))
+    result = TrainResult(
+        out_dir=out,
+        global_step=int(trainer.state.global_step),
+        losses=loss_history(trainer.state.log_history),
+        seconds=seconds,
+        rows=len(rows),
+        dropped=dropped,
+        resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
+        dev=result_dev,
+        warnings=warnings,
+    )
+    result.save()
+    return result
+
+
+def _pick(metrics: dict[str, float]) -> dict[str, float]:
+    """``{"dev_ndcg@10": x, ...}`` → ``{"ndcg@10": x, "mrr@10": y, "map": z}``."""
+    out = {}
+    for k, v in metrics.items():
+        name = k.split("dev_", 1)[-1]
+        if name in ("ndcg@10", "mrr@10", "map"):
+            out[name] = float(v)
+    return out

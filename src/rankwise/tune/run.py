@@ -1,0 +1,303 @@
+"""The whole tuning loop in one call: split → mine → score → train → evaluate → report.
+
+:func:`tune_run` works on a BEIR folder: ``qrels/train.tsv`` queries are tuned on (with a
+dev slice held out by a stable hash of the query), ``qrels/test.tsv`` queries are only
+used for the before/after evaluation, which is :func:`rankwise.evaluate.evaluate` run
+twice (base models, tuned models) on the test pool and the global pool. Output::
+
+    OUT/data/{train,dev}.jsonl           examples from the qrels (FlagEmbedding JSONL)
+    OUT/data/{train,dev}.mined.jsonl     with mined hard negatives (+ teacher scores)
+    OUT/embedder/                        the tuned bi-encoder (loads with Embedder(OUT/embedder))
+    OUT/reranker/                        the tuned cross-encoder, when a reranker base is given
+    OUT/eval/{before,after}.{md,json}    the evaluation engine's own reports
+    OUT/report.md, OUT/report.json       before/after table, stage wall times, settings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankwise.data import document_text, load_beir
+from rankwise.errors import InvalidRequest
+from rankwise.tune.data import (
+    TrainExample,
+    from_beir,
+    split_by_query,
+    stable_fraction,
+    write_examples,
+)
+from rankwise.tune.embedder import EmbedderTrainConfig, train_embedder
+from rankwise.tune.mine import MiningConfig, mine_hard_negatives
+from rankwise.tune.reranker import RerankerTrainConfig, train_reranker
+from rankwise.tune.score import score_examples
+from rankwise.tune.training import TrainResult
+
+log = logging.getLogger(__name__)
+
+#: Metrics of the before/after table.
+REPORT_METRICS = ("ndcg@10", "recall@10", "mrr@10", "recall@1")
+
+
+@dataclass
+class TuneRunConfig:
+    """Settings of :func:`tune_run` (see the CLI ``rankwise tune run --help``)."""
+
+    data: Path
+    base: str
+    out: Path
+    reranker_base: str | None = None
+    teacher: str | None = None
+    pos_threshold: int = 1
+    max_train_queries: int | None = None
+    dev_fraction: float = 0.05
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    embedder: EmbedderTrainConfig = field(default_factory=EmbedderTrainConfig)
+    reranker: RerankerTrainConfig = field(default_factory=RerankerTrainConfig)
+    pools: tuple[str, ...] = ("test", "global")
+    top_k: int = 50
+    top_n: int = 10
+    max_eval_queries: int | None = None
+    index_dir: Path | None = None
+    reuse: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return json.loads(json.dumps(d, default=str))
+
+
+def _reused(folder: Path, reuse: bool, say: Callable[[str], None]) -> TrainResult | None:
+    """The saved :class:`TrainResult` of a finished training in ``folder``, if reusing."""
+    path = folder / "rankwise_tune.json"
+    if not (reuse and path.is_file()):
+        return None
+    say(f"[tune] reusing the model trained earlier in {folder}")
+    d = json.loads(path.read_text())
+    d["out_dir"] = Path(d["out_dir"])
+    d["losses"] = [tuple(x) for x in d["losses"]]
+    return TrainResult(**d)
+
+
+def _subsample(examples: list[TrainExample], n: int | None) -> list[TrainExample]:
+    """At most ``n`` examples, picked by a stable hash of the query (reproducible)."""
+    if n is None or n >= len(examples):
+        return examples
+    return sorted(examples, key=lambda ex: stable_fraction("sample:" + ex.query))[:n]
+
+
+def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the loop; returns the report dict (also written to ``OUT/report.{md,json}``)."""
+    from rankwise.evaluate import evaluate
+    from rankwise.evaluate.indexes import corpus_vectors, dataset_root
+    from rankwise.models import Embedder, Reranker
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index_dir = Path(cfg.index_dir or out / "cache")
+    timings: dict[str, float] = {}
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 1)
+        say(f"[tune] {name}: {timings[name]:.1f}s")
+
+    # 1. data and split
+    t = time.perf_counter()
+    train_ds = load_beir(cfg.data, "train")
+    examples = _subsample(from_beir(train_ds, threshold=cfg.pos_threshold), cfg.max_train_queries)
+    train, dev = split_by_query(examples, cfg.dev_fraction)
+    write_examples(train, out / "data" / "train.jsonl")
+    write_examples(dev, out / "data" / "dev.jsonl")
+    say(
+        f"[tune] {len(train)} train and {len(dev)} dev queries (positives: grade >= {cfg.pos_threshold})"
+    )
+    stage("split", t)
+
+    # 2. mining with the base embedder (its corpus vectors are shared with the evaluation)
+    t = time.perf_counter()
+    base_emb = Embedder(cfg.base)
+    root = dataset_root(index_dir, train_ds.path.name, train_ds.corpus, base_emb)
+    ids, vectors = corpus_vectors(train_ds.corpus, base_emb, root, log=say)
+    corpus = [document_text(train_ds.corpus[i]) for i in ids]
+    teacher = Reranker(cfg.teacher) if cfg.teacher else None
+    mined, mining = mine_hard_negatives(
+        train + dev, corpus, base_emb, cfg.mining, teacher=teacher, doc_vectors=vectors
+    )
+    train, dev = mined[: len(train)], mined[len(train) :]
+    stage("mine", t)
+
+    # 3. teacher scores
+    if teacher is not None:
+        t = time.perf_counter()
+        train = score_examples(train, teacher)
+        dev = score_examples(dev, teacher)
+        stage("score", t)
+    write_examples(train, out / "data" / "train.mined.jsonl")
+    write_examples(dev, out / "data" / "dev.mined.jsonl")
+
+    # 4. training (a finished model in OUT is reused when cfg.reuse: reruns skip it)
+    t = time.perf_counter()
+    emb_result = _reused(out / "embedder", cfg.reuse, say) or train_embedder(
+        train, cfg.base, out / "embedder", cfg.embedder
+    )
+    stage("train_embedder", t)
+    rr_result = None
+    if cfg.reranker_base:
+        t = time.perf_counter()
+        rr_result = _reused(out / "reranker", cfg.reuse, say) or train_reranker(
+            train, cfg.reranker_base, out / "reranker", cfg.reranker, dev=dev
+        )
+        stage("train_reranker", t)
+
+    # 5. before/after with the evaluation engine
+    common = dict(
+        split="test",
+        top_k=cfg.top_k,
+        top_n=cfg.top_n,
+        ks=(1, 5, 10),
+        pools=cfg.pools,
+        index_dir=index_dir,
+        max_queries=cfg.max_eval_queries,
+        log=say,
+    )
+    t = time.perf_counter()
+    before = evaluate(cfg.data, systems="lexical,dense,hybrid", embedder=base_emb, **common)
+    before.save(out / "eval", stem="before")
+    stage("evaluate_before", t)
+    t = time.perf_counter()
+    tuned_emb = Embedder(str(out / "embedder"))
+    tuned_rr = Reranker(str(out / "reranker")) if cfg.reranker_base else None
+    systems = "dense,hybrid" + (",hybrid+rerank" if tuned_rr else "")
+    after = evaluate(cfg.data, systems=systems, embedder=tuned_emb, reranker=tuned_rr, **common)
+    after.save(out / "eval", stem="after")
+    stage("evaluate_after", t)
+
+    report = {
+        "config": cfg.to_dict(),
+        "wall_seconds": timings,
+        "data": {"train_queries": len(train), "dev_queries": len(dev)},
+        "mining": mining.to_dict(),
+        "embedder_training": emb_result.to_dict(),
+        "reranker_training": rr_result.to_dict() if rr_result else None,
+        "table": compare_reports(before, after, cfg.pools),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    say(f"[tune] report: {out / 'report.md'}")
+    return report
+
+
+# Rows of the before/after table: (label, system in "before", system in "after").
+_ROWS = (
+    ("lexical (BM25)", "lexical", None),
+    ("dense", "dense", "dense"),
+    ("hybrid", "hybrid", "hybrid"),
+    ("hybrid + rerank (tuned CE) vs tuned hybrid", "@after:hybrid", "hybrid+rerank"),
+)
+
+
+def compare_reports(before, after, pools: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows ``{pool, system, metric: {before, after, delta, p}}`` with paired p-values.
+
+    The p-value is the evaluation engine's paired randomisation test over per-query values.
+    """
+    from rankwise.evaluate import randomization_test
+
+    def find(report, system, pool):
+        try:
+            r = report.result(system, pool)
+        except KeyError:
+            return None
+        return r.metrics
+
+    rows = []
+    for pool in pools:
+        for label, b_sys, a_sys in _ROWS:
+            b = (
+                find(after, b_sys[7:], pool)
+                if b_sys.startswith("@after:")
+                else find(before, b_sys, pool)
+            )
+            a = find(after, a_sys, pool) if a_sys else None
+            if b is None and a is None:
+                continue
+            row: dict[str, Any] = {"pool": pool, "system": label}
+            for m in REPORT_METRICS:
+                cell: dict[str, float | None] = {
+                    "before": float(b.values[m].mean()) if b is not None else None,
+                    "after": float(a.values[m].mean()) if a is not None else None,
+                }
+                if a is not None and b is not None:
+                    cell["delta"] = cell["after"] - cell["before"]
+                    cell["p"] = randomization_test(a.values[m], b.values[m], n_resamples=2000)
+                row[m] = cell
+            rows.append(row)
+    return rows
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: settings, stage wall times, before/after table."""
+    cfg = report["config"]
+    lines = [
+        f"# Tuning report: {Path(cfg['data']).name}",
+        "",
+        f"- base embedder: `{cfg['base']}`; reranker base: `{cfg['reranker_base']}`; "
+        f"teacher: `{cfg['teacher']}`",
+        f"- train/dev queries: {report['data']['train_queries']}/{report['data']['dev_queries']} "
+        f"(positives: grade >= {cfg['pos_threshold']}); evaluation: test split",
+        f"- mining: {report['mining']['negatives']} negatives for {report['mining']['queries']} "
+        f"queries; dropped {report['mining']['dropped_known']} known positives, "
+        f"{report['mining']['dropped_similarity']} by the similarity guard, "
+        f"{report['mining']['dropped_teacher']} by the teacher guard; "
+        f"{report['mining']['filled_random']} random fills",
+        "- wall times (s): " + ", ".join(f"{k} {v}" for k, v in report["wall_seconds"].items()),
+        "",
+        "Before = base models, after = tuned models. For the rerank row, before = tuned "
+        "hybrid without rerank. p = paired randomisation test (2000 resamples).",
+        "",
+        "| pool | system | "
+        + " | ".join(f"{m} before → after (Δ, p)" for m in REPORT_METRICS)
+        + " |",
+        "|---|---|" + "---|" * len(REPORT_METRICS),
+    ]
+    for row in report["table"]:
+        cells = []
+        for m in REPORT_METRICS:
+            c = row[m]
+            if c.get("delta") is None:
+                cells.append(f"{_fmt(c['before'])} → {_fmt(c['after'])}")
+            else:
+                cells.append(
+                    f"{c['before']:.4f} → {c['after']:.4f} ({c['delta']:+.4f}, p={c['p']:.3g})"
+                )
+        lines.append(f"| {row['pool']} | {row['system']} | " + " | ".join(cells) + " |")
+    for name in ("embedder_training", "reranker_training"):
+        res = report.get(name)
+        if res:
+            losses = res["losses"]
+            first, last = (losses[0][1], losses[-1][1]) if losses else (None, None)
+            lines += [
+                "",
+                f"**{name.replace('_', ' ')}**: {res['global_step']} steps, {res['rows']} rows "
+                f"({res['dropped']} dropped), {res['seconds']:.0f}s; loss {_fmt(first)} → {_fmt(last)}",
+            ]
+            if res.get("dev"):
+                lines.append(f"dev: {json.dumps(res['dev'])}")
+            for w in res.get("warnings") or []:
+                lines.append(f"WARNING: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def check_pools(pools: Sequence[str]) -> tuple[str, ...]:
+    bad = [p for p in pools if p not in ("test", "global")]
+    if bad:
+        raise InvalidRequest(f"unknown pool {bad[0]!r}; choose from test, global")
+    return tuple(pools)

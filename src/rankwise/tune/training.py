@@ -1,0 +1,144 @@
+"""Pieces shared by the embedder and reranker trainers: grouping examples into
+fixed-width rows, the result record, and reading the trainer's loss history."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankwise.errors import InvalidRequest
+from rankwise.tune.data import TrainExample
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    ``losses`` is ``[(global_step, training loss)]`` as logged every ``logging_steps``;
+    ``dev`` holds the dev metrics before and after training when a dev set was given.
+    """
+
+    out_dir: Path
+    global_step: int
+    losses: list[tuple[int, float]]
+    seconds: float
+    rows: int
+    dropped: int
+    resumed_from: str | None = None
+    dev: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+    def save(self, name: str = "rankwise_tune.json") -> Path:
+        path = self.out_dir / name
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+        return path
+
+
+def group_rows(
+    examples: Sequence[TrainExample],
+    group_size: int,
+    *,
+    with_scores: bool = False,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """Turn examples into rows ``{query, positive, negative_1..n[, label]}``.
+
+    Each row takes one positive (drawn at random) and ``group_size - 1`` distinct negatives
+    drawn without replacement; examples with too few negatives are dropped (returned as the
+    second value). ``label`` holds the teacher scores ``[pos, neg_1, ...]``.
+    """
+    if group_size < 1:
+        raise InvalidRequest(f"group size must be >= 1, got {group_size}")
+    rng = random.Random(seed)
+    n_neg = group_size - 1
+    rows, dropped = [], 0
+    for ex in examples:
+        if with_scores and not ex.has_scores:
+            raise InvalidRequest(
+                f"query {ex.query!r} has no teacher scores; run `rankwise tune score` first "
+                "or train without distillation"
+            )
+        negs = list(dict.fromkeys(t for t in ex.neg if t not in ex.pos))
+        if len(negs) < n_neg:
+            dropped += 1
+            continue
+        p = rng.randrange(len(ex.pos))
+        picked = rng.sample(range(len(ex.neg)), len(ex.neg))
+        neg_idx = []
+        seen: set[str] = set()
+        for i in picked:  # distinct texts, keep the index for its score
+            t = ex.neg[i]
+            if t not in seen and t not in ex.pos:
+                seen.add(t)
+                neg_idx.append(i)
+            if len(neg_idx) == n_neg:
+                break
+        query = f"{ex.prompt}{ex.query}" if ex.prompt else ex.query
+        row: dict[str, Any] = {"query": query, "positive": ex.pos[p]}
+        for j, i in enumerate(neg_idx, 1):
+            row[f"negative_{j}"] = ex.neg[i]
+        if with_scores:
+            row["label"] = [ex.pos_scores[p], *(ex.neg_scores[i] for i in neg_idx)]
+        rows.append(row)
+    if not rows:
+        raise InvalidRequest(
+            f"no example has {n_neg} distinct negatives for group size {group_size}; "
+            "mine negatives first (`rankwise tune mine`) or lower the group size"
+        )
+    return rows, dropped
+
+
+def to_dataset(rows: list[dict[str, Any]]):
+    """A :class:`datasets.Dataset` with the rows' columns in insertion order."""
+    from datasets import Dataset
+
+    columns = list(rows[0])
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+
+
+def loss_history(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """``[(step, loss)]`` from ``trainer.state.log_history`` (training loss entries only)."""
+    return [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e]
+
+
+def common_args(
+    out_dir: Path,
+    *,
+    epochs: float,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_ratio: float,
+    save_steps: int,
+    save_total_limit: int,
+    logging_steps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Keyword arguments both trainers' TrainingArguments share."""
+    return dict(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        seed=seed,
+        report_to="none",
+        dataloader_drop_last=False,
+        disable_tqdm=False,
+    )
