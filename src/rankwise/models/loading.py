@@ -276,6 +276,12 @@ def _pooling_mode(config_file: Path, *, model_id: str) -> str | None:
     cfg = _read_json(config_file, model_id=model_id, kind="embedder")
     modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
     mode_map = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+    new_style = cfg.get("pooling_mode")  # sentence-transformers >= 6: "cls" | "mean" | [...]
+    if isinstance(new_style, list) and len(new_style) == 1:
+        new_style = new_style[0]
+    if isinstance(new_style, str):
+        modes = [f"pooling_mode_{new_style}"]
+        mode_map = {"pooling_mode_cls": "cls", "pooling_mode_mean": "mean"}
     if len(modes) != 1 or modes[0] not in mode_map:
         raise ModelLoadError(
             f"Cannot load embedder '{model_id}': its pooling ({', '.join(modes) or 'none'}) is not "
