@@ -1,0 +1,254 @@
+"""ONNX Runtime backend: export once, fuse, optionally quantise to int8, cache, run.
+
+Pipeline (each stage cached on disk, keyed by a hash of model + revision + options + tool
+versions, so the second load only opens a session):
+
+1. ``torch.onnx.export`` (TorchScript exporter, dynamic batch and sequence axes) of the very
+   head module the torch runner uses (pooling + normalisation, or the single logit), with eager
+   attention so that the graph has the plain MatMul/Softmax pattern;
+2. ``onnxruntime.transformers.optimizer`` fuses it into ORT's Attention, EmbedLayerNormalization,
+   SkipLayerNormalization and BiasGelu kernels;
+3. for ``quantize="int8"``, ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, uint8
+   activations quantised per batch; Attention becomes QAttention).
+
+Models over ~2 GB (e.g. bge-m3 in fp32) are written with external data next to the graph.
+The cache lives next to a local model folder (``<folder>/onnx/``) when it is writable, else
+under ``$RANKWISE_CACHE_DIR`` (default ``~/.cache/rankwise``) — hub snapshots always go there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from rankwise.errors import ModelLoadError
+from rankwise.models.device import physical_cores
+from rankwise.models.loading import ResolvedModel, short_hash
+from rankwise.models.specs import Kind, Pooling
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1  # bump when the exported graph changes, to invalidate caches
+OPSET = 17
+# Graphs whose weights pass this size are saved with external data (protobuf's limit is 2 GB).
+EXTERNAL_DATA_BYTES = 1_800_000_000
+# Per-tensor int8 weights: on the MiniLM cross-encoder per-channel kept the same rankings
+# (see benchmarks/results/rerank_speed.md) but ran ~30% slower, so per-tensor is the default.
+INT8_PER_CHANNEL = False
+# ORT's fusion optimizer knows these encoder families as "bert" (RoBERTa/XLM-R included).
+_FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet"}
+_MODEL_FILE = "model.onnx"
+
+
+def cache_root() -> Path:
+    """Where exports of read-only or hub models go: ``$RANKWISE_CACHE_DIR`` or ``~/.cache/rankwise``."""
+    base = (
+        os.environ.get("RANKWISE_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rankwise"
+    )
+    return Path(base) / "onnx"
+
+
+def _writable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def export_dir(resolved: ResolvedModel) -> Path:
+    """``<model folder>/onnx`` for writable local folders, else the rankwise cache."""
+    if resolved.commit is None and _writable(resolved.root):
+        return resolved.root / "onnx"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", resolved.model_id.strip("/.~")) or "model"
+    return cache_root() / slug
+
+
+def _cached(folder: Path, build: Callable[[Path], None]) -> Path:
+    """``folder/model.onnx``, built by ``build(tmp_folder)`` when missing.
+
+    The build runs in a temporary sibling folder renamed into place at the end, so a crash or a
+    concurrent process never leaves a half-written model behind.
+    """
+    target = folder / _MODEL_FILE
+    if target.is_file():
+        return target
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first: keep theirs
+            if not target.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _param_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _export(resolved: ResolvedModel, kind: Kind, pooling: Pooling, out: Path) -> None:
+    """Export the torch head to ``out/model.onnx`` and fuse it with ORT's optimizer."""
+    import torch
+
+    from rankwise.models.runners import load_torch_head
+
+    head, names = load_torch_head(
+        resolved, kind=kind, pooling=pooling, dtype=torch.float32, attn="eager"
+    )
+    large = _param_bytes(head) > EXTERNAL_DATA_BYTES
+    raw = out / "raw" / _MODEL_FILE
+    raw.parent.mkdir()
+    dummy = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    output = "embeddings" if kind == "embedder" else "scores"
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {output: {0: "batch"}}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
+        torch.onnx.export(
+            head,
+            dummy,
+            str(raw),
+            dynamo=False,  # the TorchScript exporter needs no onnxscript and handles dynamic axes
+            input_names=list(names),
+            output_names=[output],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    cfg = resolved.config
+    model_type = cfg.get("model_type", "")
+    if model_type in _FUSABLE:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        fused = optimize_model(
+            str(raw),
+            model_type="bert",
+            num_heads=int(cfg.get("num_attention_heads", 0)),
+            hidden_size=int(cfg.get("hidden_size", 0)),
+            opt_level=1,
+            use_gpu=False,
+        )
+        log.info("ONNX fusion for %s: %s", resolved.model_id, fused.get_fused_operator_statistics())
+        fused.save_model_to_file(str(out / _MODEL_FILE), use_external_data_format=large)
+    else:
+        _save(raw, out / _MODEL_FILE, large)
+    shutil.rmtree(raw.parent)
+
+
+def _save(src: Path, dst: Path, large: bool) -> None:
+    import onnx
+
+    model = onnx.load(str(src))
+    onnx.save_model(
+        model,
+        str(dst),
+        save_as_external_data=large,
+        all_tensors_to_one_file=True,
+        location=dst.name + ".data",
+    )
+
+
+def _quantize(src: Path, out: Path) -> None:
+    """Dynamic int8 quantisation of ``src`` into ``out/model.onnx``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(out / _MODEL_FILE),
+        weight_type=QuantType.QInt8,
+        per_channel=INT8_PER_CHANNEL,
+        # fused ORT ops (Attention, SkipLayerNorm) have no ONNX type inference: default to float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+        use_external_data_format=(src.parent / (src.name + ".data")).exists(),
+    )
+
+
+def onnx_model_file(
+    resolved: ResolvedModel,
+    *,
+    kind: Kind,
+    pooling: Pooling,
+    quantize: str | None = None,
+    revision: str | None = None,
+) -> Path:
+    """The cached ONNX graph for this model and options, exported (and quantised) on first use."""
+    import onnxruntime
+    import torch
+
+    base = export_dir(resolved)
+    key = (
+        resolved.fingerprint(),
+        revision,
+        kind,
+        pooling,
+        EXPORT_FORMAT,
+        OPSET,
+        torch.__version__,
+        onnxruntime.__version__,
+    )
+    fp32_dir = base / f"rankwise-{kind}-{short_hash(*key)}"
+    try:
+        if not (fp32_dir / _MODEL_FILE).is_file():
+            log.warning("Exporting %s to ONNX once (cached in %s)", resolved.model_id, fp32_dir)
+        fp32 = _cached(fp32_dir, lambda out: _export(resolved, kind, pooling, out))
+        if quantize is None:
+            return fp32
+        int8_dir = base / f"rankwise-{kind}-{short_hash(*key, quantize, INT8_PER_CHANNEL)}"
+        return _cached(int8_dir, lambda out: _quantize(fp32, out))
+    except ModelLoadError:
+        raise
+    except Exception as e:  # exporter/optimizer/quantizer failures come in many types
+        raise ModelLoadError(
+            f"Cannot export '{resolved.model_id}' to ONNX ({type(e).__name__}: {str(e).strip()[:300]}). "
+            "Fix: use backend='torch', or report the model architecture."
+        ) from e
+
+
+def session_options(threads: int | None = None):
+    """ORT options for this machine: intra-op threads = physical cores, full graph optimisation."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or physical_cores()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+class OnnxRunner:
+    """Runs the exported head with ONNX Runtime on the CPU; thread-safe (ORT sessions are)."""
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        *,
+        kind: Kind,
+        pooling: Pooling,
+        quantize: str | None = None,
+        revision: str | None = None,
+        threads: int | None = None,
+    ):
+        import onnxruntime as ort
+
+        self.path = onnx_model_file(
+            resolved, kind=kind, pooling=pooling, quantize=quantize, revision=revision
+        )
+        self.session = ort.InferenceSession(
+            str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.session.run(None, {k: inputs[k] for k in self.input_names})[0]
+        return np.asarray(out, dtype=np.float32)
