@@ -16,6 +16,9 @@ from rankwise.evaluate.metrics import METRICS, QueryMetrics
 from rankwise.evaluate.runs import write_run
 from rankwise.evaluate.separation import Separation
 
+#: Latency stages in pipeline order (``SearchResponse.timings`` keys plus the batched embed).
+STAGES = ("embed", "dense", "lexical", "recall", "rerank", "total")
+
 CONVENTIONS = (
     "Documents are ranked by score, ties broken by document id descending (trec_eval order).",
     "Binary metrics count grades >= the relevance threshold as relevant; nDCG uses the grade "
@@ -28,7 +31,8 @@ CONVENTIONS = (
     "benchmark).",
     "+rerank systems return Top-N documents, so their metrics at k > Top-N count only those.",
     "Latency: ms per query per stage; embed is the batched query-embedding time divided by "
-    "the number of queries (the Searcher is handed the query vectors).",
+    "the number of queries (the Searcher is handed the query vectors), so total excludes it; "
+    "one untimed warm-up query per system absorbs lazy index loads.",
 )
 
 
@@ -162,7 +166,8 @@ class EvaluationReport:
             lines += ["", "`*` p < 0.05.", ""]
         timed = [r for r in self.results if r.latency]
         if timed:
-            stages = list(dict.fromkeys(s for r in timed for s in r.latency))
+            seen = {s for r in timed for s in r.latency}
+            stages = [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
             lines += [
                 f"{h}# Latency per query (ms, mean / p95)",
                 "",

@@ -277,6 +277,9 @@ def _run_searcher(
 ) -> _Collected:
     """One system over all queries: the run (Top-K recall, or reranked Top-N) and timings."""
     col = _Collected()
+    if qids:  # warm-up, untimed: lazy index loads (BM25, ANN) must not count as query latency
+        searcher.search(queries[0], mode=mode, top_k=top_k, rerank=rerank,
+                        query_vector=None if mode == "lexical" else qvecs[0])  # fmt: skip
     for i, (qid, query) in enumerate(
         tqdm(list(zip(qids, queries, strict=True)), desc=desc, disable=not show_progress)
     ):
@@ -328,7 +331,7 @@ def _rerank_judged(
 
 
 def _significance(results: Sequence[SystemResult], metric: str, test: str) -> list:
-    """Each ``X+rerank`` against ``X`` and every system against the first of its pool."""
+    """Each ``X+rerank`` against ``X``; every other system against the first of its pool."""
     by_pool: dict[str, dict[str, np.ndarray]] = {}
     for r in results:
         if r.metrics is not None and metric in r.metrics.values:
@@ -337,7 +340,7 @@ def _significance(results: Sequence[SystemResult], metric: str, test: str) -> li
     for pool, values in by_pool.items():
         names = list(values)
         pairs = [(s, s.split("+")[0]) for s in names if "+" in s and s.split("+")[0] in values]
-        pairs += [(s, names[0]) for s in names[1:] if (s, names[0]) not in pairs]
+        pairs += [(s, names[0]) for s in names[1:] if "+" not in s or s.split("+")[0] not in values]
         for c in compare(values, metric, pairs, test=test):
             out.append({"pool": pool, **c.to_dict()})
     return out
