@@ -199,3 +199,21 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         parse_systems("lexical,bm42")
     with pytest.raises(InvalidRequest, match="need an embedder"):
         evaluate(root, systems="dense")
+
+
+def test_cli_eval_writes_reports_and_maps_errors(tmp_path, tiny_embedder_dir, capsys):
+    from rankwise.cli import main
+
+    root = write_beir(tmp_path / "tinyset")
+    out = tmp_path / "out"
+    args = ["eval", "--data", str(root), "--systems", "lexical,dense", "--k", "1,5", "--top-k", "5"]
+    args += ["--embedder", str(tiny_embedder_dir), "--index-dir", str(tmp_path / "idx")]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--out", str(out), "--save-run"])
+    assert exit_.value.code == 0
+    assert "| dense | global |" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "report.png", "runs"}
+    assert (out / "runs" / "dense.global.trec").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--data", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2 and "missing corpus.jsonl" in capsys.readouterr().err
