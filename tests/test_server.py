@@ -35,7 +35,8 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def embedder(tiny_embedder_dir) -> Embedder:
-    return Embedder(str(tiny_embedder_dir))
+    # a query instruction, so that input_type="query" visibly changes the vectors
+    return Embedder(str(tiny_embedder_dir), query_instruction="the quick brown fox: ")
 
 
 @pytest.fixture(scope="module")
@@ -470,3 +471,38 @@ def test_rankwise_serve_command_end_to_end(tiny_embedder_dir, tiny_reranker_dir,
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+def test_rerank_only_server_from_settings(tiny_reranker_dir):
+    """`--embedder none --index none`: rerank served, the rest says it is not configured."""
+    s = settings(embedder="none", index="none", reranker=str(tiny_reranker_dir), cache_url="off")
+    app = create_app(s)
+    with BackgroundServer(app) as srv:
+        assert srv.wait_ready(60), app.state.rankwise.error
+        ok = httpx.post(f"{srv.url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
+        assert ok.status_code == 200 and ok.headers["x-rankwise-cache"] == "off"
+        for path, body in (("/v1/embeddings", {"input": "x"}), ("/v1/search", {"query": "x"})):
+            r = httpx.post(f"{srv.url}{path}", json=body)
+            assert r.status_code == 501 and r.json()["error_type"] == "unsupported"
+
+
+def test_concurrent_embeddings_mixed_input_types(server, embedder):
+    texts = [f"{DOCS[i % 6]} variant {i}" for i in range(16)]
+    out: list = [None] * len(texts)
+    barrier = threading.Barrier(len(texts))
+
+    def call(i: int) -> None:
+        kind = "query" if i % 2 else "document"
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            barrier.wait()
+            out[i] = c.post("/v1/embeddings", json={"input": texts[i], "input_type": kind})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    got = np.array([r.json()["data"][0]["embedding"] for r in out], dtype=np.float32)
+    assert not np.allclose(embedder.encode_queries(texts[:1]), embedder.encode_documents(texts[:1]))
+    np.testing.assert_allclose(got[0::2], embedder.encode_documents(texts[0::2]), atol=1e-6)
+    np.testing.assert_allclose(got[1::2], embedder.encode_queries(texts[1::2]), atol=1e-6)

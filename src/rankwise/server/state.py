@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 InputType = Literal["query", "document"]
 
 
+def enabled(name: str | None) -> str | None:
+    """A model or index named in settings, or None when switched off ("", "none", "off").
+
+    ``rankwise serve --embedder none --index none --reranker X`` serves rerank only.
+    """
+    return None if name is None or name.strip().lower() in ("", "none", "off") else name
+
+
 @dataclass
 class Components:
     """Ready-made parts for :func:`~rankwise.server.create_app` (tests, embedding apps).
@@ -199,10 +207,10 @@ class ServerState:
         embedder = g.embedder or (g.catalog.embedder if g.catalog is not None else None)
         if embedder is None and g.searcher is not None:
             embedder = g.searcher.catalog.embedder
-        if embedder is None and self.from_settings and s.embedder:
+        if embedder is None and self.from_settings and enabled(s.embedder):
             embedder = self._load_embedder()
         reranker = g.reranker or (g.searcher.reranker if g.searcher is not None else None)
-        if reranker is None and self.from_settings and s.reranker:
+        if reranker is None and self.from_settings and enabled(s.reranker):
             reranker = self._load_reranker()
         self.embedder, self.reranker = embedder, reranker
         if embedder is not None:
@@ -263,7 +271,7 @@ class ServerState:
             searcher.catalog = copy.copy(g.searcher.catalog)
         else:
             catalog = g.catalog
-            if catalog is None and self.from_settings and s.index and emb is not None:
+            if catalog is None and self.from_settings and enabled(s.index) and emb is not None:
                 catalog = Catalog.open(s.index, self.embedder, create=True)
             if catalog is None:
                 return

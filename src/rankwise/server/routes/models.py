@@ -239,11 +239,22 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
     vectors = np.asarray(
         await batcher.run([(t, req.input_type) for t in texts], billed), dtype=np.float32
     )
-    if req.dimensions is not None and req.dimensions < embedder.dim:
-        vectors = vectors[:, : req.dimensions]
+    body = await run_in_threadpool(
+        _embedding_body, vectors, req.dimensions, req.encoding_format, embedder.model_id, billed
+    )
+    return Response(body, media_type="application/json")
+
+
+def _embedding_body(
+    vectors: np.ndarray, dimensions: int | None, encoding: str, model: str, tokens: int
+) -> bytes:
+    """The OpenAI response bytes (run in a worker thread: thousands of float lists take a
+    while to serialise and must not stall the event loop)."""
+    if dimensions is not None and dimensions < vectors.shape[1]:
+        vectors = vectors[:, :dimensions]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, np.float32(1e-12))
-    if req.encoding_format == "base64":
+    if encoding == "base64":
         data = [
             {
                 "object": "embedding",
@@ -260,7 +271,7 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
     body = {
         "object": "list",
         "data": data,
-        "model": embedder.model_id,
-        "usage": {"prompt_tokens": billed, "total_tokens": billed},
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return Response(dumps(body), media_type="application/json")
+    return dumps(body)
