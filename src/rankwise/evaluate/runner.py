@@ -40,7 +40,7 @@ from rankwise.evaluate.pools import POOLS, union_of_judged
 from rankwise.evaluate.report import EvaluationReport, SystemResult
 from rankwise.evaluate.runs import check_run_ids, read_run
 from rankwise.evaluate.separation import Separation, sample_negatives, separation
-from rankwise.evaluate.significance import compare
+from rankwise.evaluate.significance import TESTS, compare
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder, Reranker
@@ -123,6 +123,8 @@ def evaluate(
     ks = parse_ks(ks)
     if top_k < 1 or top_n < 1:
         raise InvalidRequest("top_k and top_n must be at least 1")
+    if significance not in TESTS:
+        raise InvalidRequest(f"unknown test {significance!r}; choose from {', '.join(TESTS)}")
     bad_pools = [p for p in pools if p not in POOLS]
     if bad_pools:
         raise InvalidRequest(f"unknown pool {bad_pools[0]!r}; choose from {', '.join(POOLS)}")
@@ -141,7 +143,7 @@ def evaluate(
     separations: list[Separation] = []
     calibration: list[ThresholdChoice] = []
     searched = [s for s in systems if s != "rerank-only"]
-    emb = _load_embedder(embedder) if searched else None
+    emb = _load_embedder(embedder) if searched or "rerank-only" in systems else None
     rr = _load_reranker(reranker) if reranker is not None else None
     if searched and emb is None:
         raise InvalidRequest(f"systems {', '.join(searched)} need an embedder (--embedder)")
@@ -149,6 +151,7 @@ def evaluate(
     neg = sample_negatives(qrels, sorted(ds.corpus), negatives_per_query, seed=0)
     pairs = {q: sorted(set(qrels[q]) | set(neg[q])) for q in qids}
 
+    dense_pairs: dict[str, dict[str, float]] | None = None
     if emb is not None:
         root = dataset_root(index_dir or _default_index_dir(), ds.path.name, ds.corpus, emb)
         ids, vectors = corpus_vectors(ds.corpus, emb, root, show_progress=show_progress, log=say)
@@ -184,29 +187,14 @@ def evaluate(
                 results.append(SystemResult(system, pool, score(col.run), col.run, col.latency))
 
     if "rerank-only" in systems:
-        if emb is not None:  # the bi-encoder's order of the same judged candidates: the baseline
-            judged_dense = {q: {d: dense_pairs[q][d] for d in qrels[q]} for q in qids}
-            results.append(SystemResult("dense", "judged", score(judged_dense), judged_dense, {}))
-        if rr is None:
-            results.append(SystemResult("rerank-only", "judged", None, {}, {}, note=NO_RERANKER))
-        else:
-            col, rel = _rerank_judged(rr, ds, qids, queries, qrels, pairs, show_progress)
-            results.append(
-                SystemResult("rerank-only", "judged", score(col.run), col.run, col.latency)
-            )
-            separations.append(separation(rel, qrels, threshold=threshold, model=rr.model_id))
-            judged_rel = {q: {d: rel[q][d] for d in qrels[q]} for q in qids}
-            calibration.append(calibrate_threshold(judged_rel, qrels, grade_threshold=threshold))
-            if min_precision is not None:
-                calibration.append(
-                    calibrate_threshold(
-                        judged_rel,
-                        qrels,
-                        grade_threshold=threshold,
-                        objective="precision",
-                        min_precision=min_precision,
-                    )
-                )
+        judged = _judged_systems(
+            ds, qids, queries, qrels, pairs, rr, dense_pairs,
+            score=score, threshold=threshold, min_precision=min_precision,
+            show_progress=show_progress,
+        )  # fmt: skip
+        results += judged[0]
+        separations += judged[1]
+        calibration += judged[2]
 
     for name, source in (runs or {}).items():
         run = read_run(source) if isinstance(source, str | Path) else source
@@ -296,6 +284,41 @@ def _run_searcher(
         }
         col.add_timings({k: v for k, v in resp.timings.items() if k != "embed"})
     return col
+
+
+def _judged_systems(
+    ds: BeirDataset,
+    qids: Sequence[str],
+    queries: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    pairs: Mapping[str, Sequence[str]],
+    rr: Reranker | None,
+    dense_pairs: Mapping[str, Mapping[str, float]] | None,
+    *,
+    score: Callable[[Run], QueryMetrics],
+    threshold: int,
+    min_precision: float | None,
+    show_progress: bool,
+) -> tuple[list[SystemResult], list[Separation], list[ThresholdChoice]]:
+    """``dense [judged]`` (the bi-encoder's order of the judged candidates, the baseline)
+    and ``rerank-only [judged]``, with the reranker's separation and calibrated thresholds."""
+    results: list[SystemResult] = []
+    if dense_pairs is not None:
+        judged_dense = {q: {d: dense_pairs[q][d] for d in qrels[q]} for q in qids}
+        results.append(SystemResult("dense", "judged", score(judged_dense), judged_dense, {}))
+    if rr is None:
+        results.append(SystemResult("rerank-only", "judged", None, {}, {}, note=NO_RERANKER))
+        return results, [], []
+    col, rel = _rerank_judged(rr, ds, qids, queries, qrels, pairs, show_progress)
+    results.append(SystemResult("rerank-only", "judged", score(col.run), col.run, col.latency))
+    judged_rel = {q: {d: rel[q][d] for d in qrels[q]} for q in qids}
+    objectives = [{}]
+    if min_precision is not None:
+        objectives.append({"objective": "precision", "min_precision": min_precision})
+    thresholds = [
+        calibrate_threshold(judged_rel, qrels, grade_threshold=threshold, **kw) for kw in objectives
+    ]
+    return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
 
 
 def _rerank_judged(
