@@ -309,9 +309,11 @@ def test_full_queue_answers_429_with_retry_after(embedder, reranker):
     with running_server(s, Components(embedder=embedder, reranker=reranker)) as srv:
         docs = [f"{d} number {i}" for i, d in enumerate(DOCS * 40)]
         out: list = []
+        barrier = threading.Barrier(12)
 
         def call() -> None:
             with httpx.Client(base_url=srv.url, timeout=120) as c:
+                barrier.wait()
                 out.append(c.post("/v1/rerank", json={"query": "q", "documents": docs}))
 
         threads = [threading.Thread(target=call) for _ in range(12)]
@@ -324,6 +326,12 @@ def test_full_queue_answers_429_with_retry_after(embedder, reranker):
         busy = next(r for r in out if r.status_code == 429)
         assert int(busy.headers["retry-after"]) >= 1
         assert busy.json()["error_type"] == "overloaded"
+        rejected = re.search(
+            r'^rankwise_rejected_total{model="rerank"} (\S+)$',
+            httpx.get(f"{srv.url}/metrics").text,
+            re.M,
+        )
+        assert rejected and float(rejected.group(1)) == codes.count(429)
         assert (
             httpx.post(f"{srv.url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code
             == 200

@@ -66,6 +66,7 @@ class Batcher(Generic[T]):
         enabled: False → one job per model call (no cross-request batching).
         on_batch: optional metrics hook called after every model call.
         on_wait: optional hook ``on_wait(seconds)`` with each job's queueing time.
+        on_reject: optional hook called when a job is refused because the queue is full.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Batcher(Generic[T]):
         enabled: bool = True,
         on_batch: BatchHook | None = None,
         on_wait: Callable[[float], None] | None = None,
+        on_reject: Callable[[], None] | None = None,
     ):
         self.name = name
         self.fn = fn
@@ -88,6 +90,7 @@ class Batcher(Generic[T]):
         self.enabled = enabled
         self.on_batch = on_batch
         self.on_wait = on_wait
+        self.on_reject = on_reject
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -144,6 +147,8 @@ class Batcher(Generic[T]):
         try:
             self._q.put_nowait(job)
         except queue.Full:
+            if self.on_reject is not None:
+                self.on_reject()
             retry = max(1, math.ceil(self._job_seconds * self.max_queue))
             raise Overloaded(
                 f"the {self.name} queue is full ({self.max_queue} requests waiting); "

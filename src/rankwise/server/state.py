@@ -230,6 +230,7 @@ class ServerState:
             enabled=s.batching,
             on_batch=self.metrics.observe_batch,
             on_wait=self.metrics.stage.labels("queue_wait").observe,
+            on_reject=self.metrics.rejected.labels(name).inc,
         ).start()
         self.metrics.watch_queue(name, lambda: b.depth)
         return b
