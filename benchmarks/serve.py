@@ -181,6 +181,35 @@ def measure(url: str, batching: bool, bodies, clients: int, duration, max_durati
     return row
 
 
+def library_baseline(reranker, bodies: list[dict], duration: float) -> dict:
+    """The same requests through ``Reranker.score`` in this process: no HTTP, no queue."""
+    reranker.score(bodies[0]["query"], bodies[0]["documents"])  # warm-up
+    lat = []
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < duration or len(lat) < 20:
+        t = time.perf_counter()
+        reranker.score(bodies[i % len(bodies)]["query"], bodies[i % len(bodies)]["documents"])
+        lat.append((time.perf_counter() - t) * 1000)
+        i += 1
+    wall = time.perf_counter() - start
+    row = {
+        "clients": 1,
+        "batching": "library (no HTTP)",
+        "requests": len(lat),
+        "errors": {},
+        "seconds": round(wall, 2),
+        "req_per_s": round(len(lat) / wall, 2),
+        "pairs_per_s": round(len(lat) * CANDIDATES / wall, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "mean_requests_per_model_call": 1.0,
+        "load_avg_1m": round(os.getloadavg()[0], 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)
     try:
@@ -252,6 +281,11 @@ def main() -> None:
             rr.count_tokens([b["query"]])[0] + np.mean(rr.count_tokens(b["documents"]))
             for b in bodies[:50]
         ]
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        library = library_baseline(rr, bodies, args.duration)
         del rr
         # Both servers stay up; at each concurrency level "off" and "on" run back to back,
         # so a change in the machine's load hits both modes alike.
@@ -263,7 +297,7 @@ def main() -> None:
                 procs.append(start_server(model_dir, batching, port, args.threads))
                 urls[batching] = f"http://127.0.0.1:{port}"
                 asyncio.run(load(urls[batching], bodies, 2, 2.0, 10.0))  # warm-up
-            rows = [
+            rows = [library] + [
                 measure(urls[b], b, bodies, c, args.duration, args.max_duration)
                 for c in args.clients
                 for b in (False, True)

@@ -1,5 +1,33 @@
 """rankwise over HTTP: ``rankwise serve`` or :func:`create_app`.
 
+Start::
+
+    rankwise serve --index ./index --embedder BAAI/bge-m3 --reranker BAAI/bge-reranker-v2-m3
+    rankwise serve --reranker ./my-cross-encoder --embedder none --index none   # rerank only
+
+Endpoints (OpenAPI at ``/openapi.json``, try them at ``/docs``):
+
+=================================  =========================================================
+``POST /v1/embeddings``            OpenAI shape; ``encoding_format`` float|base64,
+                                   ``dimensions``, plus ``input_type`` query|document
+``POST /v1/rerank``, ``/v2/rerank``  Cohere / Jina shape; ``top_n``, ``return_documents``,
+                                   ``raw_scores``, ``truncate``; original ``index`` kept
+``POST /rerank``                   text-embeddings-inference shape (bare array)
+``POST /weaviate/rerank``          Weaviate ``reranker-transformers`` module contract
+``POST /v1/search``                recall + rerank over the index, both scores per product
+``PUT|DELETE /v1/products``        upsert / delete by id (invalidates the cache)
+``GET /health`` ``/ready``         liveness; models loaded and a probe inference passed
+``GET /metrics``                   Prometheus
+=================================  =========================================================
+
+Existing clients work unchanged::
+
+    OpenAI(base_url="http://host:8080/v1", api_key=KEY).embeddings.create(model="m", input=[...])
+    cohere.ClientV2(api_key=KEY, base_url="http://host:8080").rerank(model="m", query=q, documents=docs)
+
+Weaviate: set ``RERANKER_INFERENCE_API=http://host:8080/weaviate`` (the module calls
+``/rerank``, ``/.well-known/ready`` and ``/meta`` under that prefix; it sends no API key).
+
 Settings (``rankwise.toml`` keys or ``RANKWISE_*`` environment variables, see
 :class:`rankwise.config.Settings`): ``host``, ``port``, ``api_keys`` ("k1,k2"; empty = no
 auth), ``cache_url`` (``memory`` default, ``redis://host:6379/0``, ``off``), ``cache_ttl``,
@@ -7,6 +35,10 @@ auth), ``cache_url`` (``memory`` default, ``redis://host:6379/0``, ``off``), ``c
 ``max_chars`` (per text), ``max_payload_bytes``, ``truncate`` (False: inputs over the
 model's max tokens are a 413), ``max_queue`` (429 beyond), ``batching``, ``batch_wait_ms``,
 ``batch_tokens``.
+
+Errors are ``{"error": str, "error_type": str}``: 400 invalid JSON (NaN/Infinity
+included), 401 API key, 413 too many / too long inputs or body, 422 invalid fields,
+429 queue full (with ``Retry-After``), 501 feature not configured, 503 models not ready.
 """
 
 from rankwise.server.app import create_app
