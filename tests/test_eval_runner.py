@@ -133,7 +133,8 @@ def test_latency_significance_separation_calibration(report):
     assert ("rerank-only", "dense", "judged") in pairs
     assert all(0.0 <= c["p_value"] <= 1.0 and c["metric"] == "ndcg@2" for c in report.comparisons)
     assert [s.n_positive for s in report.separation] == [7, 7]  # embedder, then reranker
-    assert [c.objective for c in report.calibration] == ["f1", "precision"]
+    assert [c.objective for c in report.calibration] == ["f1", "precision"] * 2  # emb, reranker
+    assert report.calibration[2].model.endswith("tiny-reranker0")
 
 
 def test_index_is_reused_and_reports_are_written(report, models, tmp_path):

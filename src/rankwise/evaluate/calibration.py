@@ -35,6 +35,7 @@ class ThresholdChoice:
     n_pairs: int
     n_positive: int
     min_precision: float | None = None
+    model: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,8 +49,12 @@ def calibrate_threshold(
     objective: str = "f1",
     min_precision: float | None = None,
     unjudged_as_negative: bool = False,
+    model: str = "",
 ) -> ThresholdChoice:
     """Pick the relevance threshold for ``pair_scores`` (``{qid: {doc_id: relevance}}``).
+
+    Any score works (e.g. an embedder's cosine, for a first-stage cut-off); ``model``
+    names the scorer in reports.
 
     Only judged pairs are used unless ``unjudged_as_negative`` (then scored pairs without
     a judgment count as not relevant, as in a live top-K where most products are).
@@ -97,4 +102,5 @@ def calibrate_threshold(
         n_pairs=int(y.size),
         n_positive=int(y.sum()),
         min_precision=min_precision,
+        model=model,
     )

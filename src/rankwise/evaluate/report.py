@@ -211,16 +211,19 @@ class EvaluationReport:
             ]
         if self.calibration:
             lines += [
-                f"{h}# Rerank threshold calibration (relevance 0..1, judged pairs)",
+                f"{h}# Score threshold calibration (judged pairs of this split)",
                 "",
-                _row(["objective", "threshold", "precision", "recall", "F1", "met", "pairs"]),
-                _row(["---"] * 7),
+                _row(
+                    ["model", "objective", "threshold", "precision", "recall", "F1", "met", "pairs"]
+                ),
+                _row(["---"] * 8),
             ]
             for t in self.calibration:
                 obj = t.objective + (f" >= {t.min_precision}" if t.min_precision else "")
                 lines.append(
                     _row(
                         [
+                            t.model,
                             obj,
                             f"{t.threshold:.4f}",
                             _f(t.precision),
@@ -231,7 +234,13 @@ class EvaluationReport:
                         ]
                     )
                 )
-            lines.append("")
+            lines += [
+                "",
+                "Cross-encoder thresholds apply to relevance = sigmoid(logit) in 0..1 (the "
+                "Searcher's `threshold`); embedder thresholds to cosine similarity. Calibrate "
+                "on a train split and check on test before setting one in production.",
+                "",
+            ]
         lines += [f"{h}# Conventions", "", *[f"- {x}" for x in (*CONVENTIONS, *self.notes)], ""]
         return "\n".join(lines)
 

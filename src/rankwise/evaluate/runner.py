@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankwise.data import BeirDataset, document_text, load_beir
-from rankwise.errors import InvalidRequest
+from rankwise.errors import DataError, InvalidRequest
 from rankwise.evaluate.calibration import ThresholdChoice, calibrate_threshold
 from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
 from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
@@ -163,6 +163,7 @@ def evaluate(
             q: {d: float(vectors[row[d]] @ qvecs[i]) for d in pairs[q]} for i, q in enumerate(qids)
         }
         separations.append(separation(dense_pairs, qrels, threshold=threshold, model=emb.model_id))
+        calibration += _calibrate(dense_pairs, qrels, threshold, min_precision, emb.model_id)
 
         from rankwise.search import Searcher
 
@@ -311,14 +312,31 @@ def _judged_systems(
         return results, [], []
     col, rel = _rerank_judged(rr, ds, qids, queries, qrels, pairs, show_progress)
     results.append(SystemResult("rerank-only", "judged", score(col.run), col.run, col.latency))
-    judged_rel = {q: {d: rel[q][d] for d in qrels[q]} for q in qids}
-    objectives = [{}]
+    thresholds = _calibrate(rel, qrels, threshold, min_precision, rr.model_id)
+    return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
+
+
+def _calibrate(
+    pair_scores: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    threshold: int,
+    min_precision: float | None,
+    model: str,
+) -> list[ThresholdChoice]:
+    """Best-F1 threshold (and the precision-floor one) on the judged pairs only."""
+    judged = {
+        q: {d: s for d, s in docs.items() if d in qrels[q]} for q, docs in pair_scores.items()
+    }
+    objectives: list[dict[str, Any]] = [{}]
     if min_precision is not None:
         objectives.append({"objective": "precision", "min_precision": min_precision})
-    thresholds = [
-        calibrate_threshold(judged_rel, qrels, grade_threshold=threshold, **kw) for kw in objectives
-    ]
-    return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
+    try:
+        return [
+            calibrate_threshold(judged, qrels, grade_threshold=threshold, model=model, **kw)
+            for kw in objectives
+        ]
+    except DataError:  # no judged negatives (or positives): nothing to calibrate against
+        return []
 
 
 def _rerank_judged(
