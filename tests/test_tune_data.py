@@ -37,7 +37,9 @@ def write_beir(root, corpus, queries, qrels):
 
 def test_round_trip_keeps_every_field(tmp_path):
     ex = [
-        TrainExample("红 苹果", ["新鲜红富士苹果"], ["苹果手机"], [2.5], [-1.0], "查询：", ["苹果汁"]),
+        TrainExample(
+            "红 苹果", ["新鲜红富士苹果"], ["苹果手机"], [2.5], [-1.0], "查询：", ["苹果汁"]
+        ),
         TrainExample("drill", ["cordless drill"], []),
     ]
     path = write_examples(ex, tmp_path / "train.jsonl")

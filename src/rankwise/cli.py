@@ -650,6 +650,14 @@ def tune_run_command(
         Path | None, typer.Option(help="Vector/index cache (default OUT/cache).")
     ] = None,
     reuse: Annotated[bool, typer.Option(help="Reuse models already trained in OUT.")] = True,
+    lr: Annotated[float, typer.Option(help="Embedder learning rate.")] = 2e-5,
+    reranker_lr: Annotated[float, typer.Option(help="Reranker learning rate.")] = 3e-5,
+    reranker_max_steps: Annotated[
+        int, typer.Option(help="Stop reranker training after N steps (-1: epochs).")
+    ] = -1,
+    freeze_embeddings: Annotated[
+        bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
+    ] = False,
 ) -> None:
     """The whole loop: split → mine → score → train → evaluate before/after → OUT/report.md."""
     from rankwise.tune.embedder import EmbedderTrainConfig
@@ -664,17 +672,18 @@ def tune_run_command(
         mining=MiningConfig(negative_number=negative_number, margin=None if margin < 0 else margin),
         embedder=EmbedderTrainConfig(
             epochs=epochs, batch_size=batch_size, group_size=group_size, max_length=max_length,
-            distill_weight=distill_weight,
+            distill_weight=distill_weight, learning_rate=lr, freeze_embeddings=freeze_embeddings,
         ),
         reranker=RerankerTrainConfig(
             epochs=epochs, batch_size=reranker_batch_size, group_size=reranker_group_size,
             max_length=reranker_max_length, eval_steps=reranker_eval_steps,
-            distill_weight=distill_weight,
+            distill_weight=distill_weight, learning_rate=reranker_lr,
+            max_steps=reranker_max_steps, freeze_embeddings=freeze_embeddings,
         ),
         pools=check_pools([p.strip() for p in pools.split(",") if p.strip()]),
         top_k=top_k, index_dir=index_dir, reuse=reuse,
     )  # fmt: skip
-    tune_run(cfg, say=lambda m: err_console.print(m, highlight=False))
+    tune_run(cfg, say=lambda m: err_console.print(m, highlight=False, markup=False))
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
 
 

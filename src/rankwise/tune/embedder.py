@@ -29,6 +29,7 @@ from rankwise.tune.data import TrainExample
 from rankwise.tune.training import (
     TrainResult,
     common_args,
+    freeze_input_embeddings,
     group_rows,
     loss_history,
     to_dataset,
@@ -58,6 +59,7 @@ class EmbedderTrainConfig:
     distill_weight: float = 0.0
     teacher_temperature: float = 1.0
     query_instruction: str | None = None
+    freeze_embeddings: bool = False
     save_steps: int = 500
     save_total_limit: int = 2
     logging_steps: int = 10
@@ -179,6 +181,8 @@ def train_embedder(
     rows, dropped = group_rows(examples, cfg.group_size, with_scores=distill, seed=cfg.seed)
     dataset = to_dataset(rows)
     model = load_student(base, cfg.max_length)
+    if cfg.freeze_embeddings:
+        freeze_input_embeddings(model)
     scale = 1.0 / cfg.temperature
     if cfg.cached:
         loss: nn.Module = CachedMultipleNegativesRankingLoss(

@@ -38,7 +38,14 @@ from torch import Tensor, nn
 
 from rankwise.errors import InvalidRequest, ModelLoadError
 from rankwise.tune.data import TrainExample
-from rankwise.tune.training import TrainResult, common_args, group_rows, loss_history, to_dataset
+from rankwise.tune.training import (
+    TrainResult,
+    common_args,
+    freeze_input_embeddings,
+    group_rows,
+    loss_history,
+    to_dataset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ class RerankerTrainConfig:
     teacher_temperature: float = 1.0
     lora_rank: int = 0
     lora_alpha: int = 16
+    freeze_embeddings: bool = False
     eval_steps: int = 0
     save_steps: int = 500
     save_total_limit: int = 2
@@ -90,12 +98,15 @@ class GroupCrossEntropyLoss(nn.Module):
         self.distill_weight = distill_weight
         self.teacher_temperature = teacher_temperature
 
-    def forward(self, inputs: list[list[str]], labels: Tensor) -> Tensor:
+    def forward(
+        self, inputs: list[list[str]], labels: Tensor, prompt: str | None = None, task=None
+    ) -> Tensor:
         from sentence_transformers.util import batch_to_device
 
         queries, groups = inputs[0], inputs[1:]
         pairs = [(q, d) for col in groups for q, d in zip(queries, col, strict=True)]
-        features = batch_to_device(self.model.preprocess(pairs), self.model.device)
+        features = self.model.preprocess(pairs, prompt=prompt, task=task)
+        features = batch_to_device(features, self.model.device)
         scores = self.model(features)["scores"].view(len(groups), len(queries)).T  # (B, G)
         target = torch.zeros(len(queries), dtype=torch.long, device=scores.device)
         loss = nn.functional.cross_entropy(scores, target)
@@ -237,6 +248,8 @@ def train_reranker(
     model = load_cross_encoder(base, cfg.max_length)
     if cfg.lora_rank > 0:
         _apply_lora(model, cfg)
+    elif cfg.freeze_embeddings:
+        freeze_input_embeddings(model)
 
     evaluator = None
     samples = _dev_samples(dev or [])

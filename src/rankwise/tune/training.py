@@ -131,7 +131,7 @@ def common_args(
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
         learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio,
+        warmup_steps=warmup_ratio,  # transformers 5: a float < 1 is a ratio
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=save_total_limit,
@@ -142,3 +142,19 @@ def common_args(
         dataloader_drop_last=False,
         disable_tqdm=False,
     )
+
+
+def freeze_input_embeddings(model) -> int:
+    """Freeze the token/position embeddings of a sentence-transformers model.
+
+    Half of a MiniLM's parameters are its vocabulary matrix; freezing it roughly halves the
+    optimizer's work and memory, a sensible trade on a CPU or with little data (the
+    encoder layers still adapt). Returns the number of frozen parameters.
+    """
+    frozen = 0
+    for module in model.modules():
+        if type(module).__name__.endswith("Embeddings"):
+            for p in module.parameters():
+                p.requires_grad_(False)
+                frozen += p.numel()
+    return frozen
