@@ -514,3 +514,24 @@ def test_concurrent_embeddings_mixed_input_types(server, embedder):
     assert not np.allclose(embedder.encode_queries(texts[:1]), embedder.encode_documents(texts[:1]))
     np.testing.assert_allclose(got[0::2], embedder.encode_documents(texts[0::2]), atol=1e-6)
     np.testing.assert_allclose(got[1::2], embedder.encode_queries(texts[1::2]), atol=1e-6)
+
+
+def test_chunked_body_over_the_limit_is_413(http):
+    """No Content-Length (chunked upload): the limit is enforced on the bytes streamed."""
+
+    def chunks():
+        yield b'{"input": ["'
+        for _ in range(40):
+            yield b"z" * 60_000
+        yield b'"]}'
+
+    r = http.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large"
+
+
+def test_weaviate_legacy_property_form(http, reranker):
+    r = http.post("/weaviate/rerank", json={"query": "drill", "property": DOCS[4]})
+    assert r.status_code == 200
+    expected = 1 / (1 + np.exp(-float(reranker.score("drill", [DOCS[4]])[0])))
+    assert r.json()["score"] == pytest.approx(expected, abs=1e-5)
+    assert http.post("/weaviate/rerank", json={"query": "drill"}).status_code == 422

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rankwise import __version__
@@ -82,8 +83,12 @@ class BodyLimitMiddleware:
                 await self._reject(send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from ``receive``: an HTTPException so that FastAPI's body parsing passes it on
+    (it turns other exceptions into a 400) and the error handlers answer a JSON 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
 
 
 class MetricsMiddleware:
