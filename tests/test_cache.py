@@ -45,6 +45,10 @@ def test_memory_cache_ttl_expires():
     assert c.get("forever") == b"v"
 
 
+def test_an_empty_cache_is_truthy():
+    assert MemoryCache() and len(MemoryCache()) == 0
+
+
 def test_invalidate_all_bumps_generation():
     c = MemoryCache()
     c.set("k", b"v")

@@ -183,6 +183,9 @@ def test_search_returns_both_scores_and_product_updates_invalidate(http):
     assert after.headers["x-rankwise-cache"] == "miss"
     assert "new1" in [x["id"] for x in after.json()["results"]]
 
+    bad = http.put("/v1/products", json={"products": [{"title": "no id"}]})
+    assert bad.status_code == 422 and bad.json()["error_type"] == "invalid_data"
+
     assert http.request("DELETE", "/v1/products", json={"ids": ["new1"]}).json()["deleted"] == 1
     gone = http.post("/v1/search", json=q)
     assert gone.headers["x-rankwise-cache"] == "miss"

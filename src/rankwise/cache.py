@@ -169,6 +169,10 @@ class MemoryCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def __bool__(self) -> bool:
+        # An empty cache is still a cache: ``if searcher.cache:`` must not skip it.
+        return True
+
     def describe(self) -> str:
         return f"memory (LRU {self.max_entries} entries, ttl {self.default_ttl}s)"
 
