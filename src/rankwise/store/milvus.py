@@ -1,0 +1,585 @@
+"""Milvus backend: one ``pymilvus.MilvusClient`` for Milvus Lite files and Milvus servers.
+
+URI → deployment: ``*.db`` → Milvus Lite (in-process, ``milvus-lite``); ``http(s)://`` or
+``milvus://host:port`` → a Milvus standalone/cluster (token from the ``token`` option or
+``RANKWISE_MILVUS_TOKEN``).
+
+Collection layout (created by the first write, from the records)::
+
+    id        VARCHAR(512) primary key
+    title     VARCHAR(65535)      text VARCHAR(65535)
+    <field>   VARCHAR / INT64 / DOUBLE / BOOL for each metadata field, plus
+    <field>__set BOOL             False where the record had None (Milvus < 2.5 has no
+                                  nullable fields; one layout serves every version)
+    vector    FLOAT_VECTOR(dim), COSINE, index HNSW (M, efConstruction) | IVF_FLAT | AUTOINDEX
+    lexical   VARCHAR + BM25 function → sparse   (only where the server has BM25)
+
+Lexical search, by capability (see ``info()["lexical"]``):
+
+* **native** (Milvus >= 2.5, milvus-lite >= 2.5): BM25 runs inside Milvus. To keep the
+  tokenisation identical to the embedded store (jieba for Chinese, Snowball for English),
+  ``lexical`` holds rankwise's tokens, each hashed to 16 hex chars so Milvus' ``standard``
+  analyser keeps it whole. ``hybrid_search`` is native too (RRF or weighted ranker).
+* **beside** (Milvus 2.3/2.4: no BM25, sparse or full-text): rankwise's bm25s index is
+  built in memory from the collection at the first lexical search and after this
+  handle's writes; ``search.py`` fuses dense and lexical itself.
+
+Filters become Milvus boolean expressions with every string literal escaped
+(:func:`quote_expr`), so a product field can never inject an expression.
+
+Writes: ``upsert`` is idempotent by id (rerunning an interrupted ingest converges), but
+unlike the embedded store a multi-chunk call is not one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankwise.errors import StoreError, UnsupportedFeature
+from rankwise.lexical import LexicalIndex, tokenize
+from rankwise.store.base import Hit
+from rankwise.store.filters import Filter, build_filter
+from rankwise.store.schema import MetaSchema, check_filter, infer_schema, validate_batch
+
+log = logging.getLogger(__name__)
+
+MAX_VARCHAR = 65535
+MAX_ID = 512
+PRESENT = "__set"
+INTERNAL = ("vector", "lexical", "sparse")
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "collection": "products",
+    "token": None,  # server auth; falls back to RANKWISE_MILVUS_TOKEN
+    "index_type": "HNSW",  # HNSW | IVF_FLAT | AUTOINDEX | FLAT
+    "M": 16,
+    "efConstruction": 200,
+    "nlist": 1024,
+    "ef": 128,  # HNSW search breadth (raised to k when k is larger)
+    "nprobe": 32,  # IVF partitions probed
+    "native_lexical": None,  # None: use Milvus BM25 where the server has it
+    "write_batch": 2000,  # rows per gRPC upsert call
+    "timeout": 60.0,
+}
+
+
+def quote_expr(value: str | int | float | bool) -> str:
+    """A Milvus expression literal. Strings are double-quoted with backslashes and double
+    quotes escaped, so ``a" or id != "`` stays one string; bools are ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def to_expr(flt: Filter | None) -> str:
+    """Translate a checked :class:`Filter` to a Milvus boolean expression ("" = none).
+
+    Every condition on a metadata field also requires ``<field>__set == true`` so a
+    missing value never matches (the same semantics as SQL NULL in the embedded store).
+    """
+    if not flt:
+        return ""
+    sym = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+    parts = []
+    for c in flt.conditions:
+        if c.op == "in":
+            expr = f"{c.field} in [{', '.join(quote_expr(v) for v in c.value)}]"  # type: ignore[union-attr]
+        else:
+            expr = f"{c.field} {sym[c.op]} {quote_expr(c.value)}"  # type: ignore[arg-type]
+        if c.field not in ("id", "title", "text"):
+            expr = f"({c.field}{PRESENT} == true and {expr})"
+        parts.append(expr)
+    return " and ".join(parts)
+
+
+def _hash_tokens(text: str) -> str:
+    """rankwise tokens → space-separated 16-hex-char hashes (a bag of words Milvus'
+    ``standard`` analyser cannot re-segment), truncated to fit a VARCHAR."""
+    out = " ".join(hashlib.blake2b(t.encode(), digest_size=8).hexdigest() for t in tokenize(text))
+    return out[: MAX_VARCHAR - 17].rsplit(" ", 1)[0] if len(out) >= MAX_VARCHAR else out
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(x) for x in m.groups(default="0")) if m else (0, 0, 0)
+
+
+class MilvusStore:
+    """The Store protocol on Milvus (Lite or server). See the module docstring.
+
+    Args:
+        uri: ``path/to/file.db`` (Milvus Lite) or ``http(s)://host:port`` /
+            ``milvus://host:port`` (server).
+        create: if False, a missing collection (or Lite file) raises :class:`StoreError`.
+        **options: overrides of :data:`DEFAULT_OPTIONS`.
+    """
+
+    def __init__(self, uri: str, *, create: bool = True, **options: Any):
+        from pymilvus import MilvusClient
+
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise StoreError(
+                f"unknown MilvusStore option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}"
+            )
+        self.options = {**DEFAULT_OPTIONS, **options}
+        self.uri = str(uri)
+        self.collection = self.options["collection"]
+        self.lite = not self.uri.lower().startswith(
+            ("http://", "https://", "milvus://", "tcp://", "grpc://")
+        )
+        self.backend = "milvus-lite" if self.lite else "milvus"
+        if self.lite:
+            if not create and not Path(self.uri).exists():
+                raise StoreError(
+                    f"no rankwise index at {self.uri}; build one with `rankwise index` "
+                    "or open it with create=True"
+                )
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            client_uri, token = str(Path(self.uri).resolve()), ""
+        else:
+            client_uri = re.sub(r"^(milvus|tcp|grpc)://", "http://", self.uri, flags=re.I)
+            token = self.options["token"] or os.environ.get("RANKWISE_MILVUS_TOKEN", "")
+        _quiet_pymilvus()
+        try:
+            self._client = MilvusClient(
+                uri=client_uri, token=token, timeout=self.options["timeout"]
+            )
+            self.server_version = self._client.get_server_version()
+        except Exception as e:  # noqa: BLE001 - pymilvus raises many types; name the cause
+            raise StoreError(
+                f"cannot connect to Milvus at {self.uri}: {e}. Is the server running and the "
+                "token (RANKWISE_MILVUS_TOKEN) right?"
+            ) from e
+        self._supports_bm25 = self._detect_bm25()
+        self._fields: dict[str, Any] | None = None
+        self._dim: int | None = None
+        self._native_lexical = False
+        if self._client.has_collection(self.collection):
+            self._describe()
+            self._client.load_collection(self.collection)
+        elif not create:
+            raise StoreError(
+                f"no collection {self.collection!r} at {self.uri}; build one with "
+                "`rankwise index` or open it with create=True"
+            )
+        self._lexical: LexicalIndex | None = None  # bm25s beside, when not native
+
+    # -- capabilities / schema ---------------------------------------------------------
+
+    def _detect_bm25(self) -> bool:
+        want = self.options["native_lexical"]
+        v = _version_tuple(self.server_version)
+        has = v >= (2, 5, 0)  # BM25 function + sparse + hybrid: Milvus 2.5, milvus-lite 2.5
+        if want and not has:
+            raise UnsupportedFeature(
+                f"Milvus {self.server_version} at {self.uri} has no BM25 full-text search "
+                "(needs Milvus >= 2.5); open with native_lexical=None to use rankwise's BM25"
+            )
+        return has if want is None else bool(want)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {"dense", "lexical", "filters"}
+        if self._native_lexical or (self._fields is None and self._supports_bm25):
+            caps.add("hybrid")
+        return frozenset(caps)
+
+    def _describe(self) -> None:
+        desc = self._client.describe_collection(self.collection)
+        self._fields = {}
+        for f in desc["fields"]:
+            self._fields[f["name"]] = f
+            if f["name"] == "vector":
+                self._dim = int(f["params"]["dim"])
+        self._native_lexical = any(fn.get("type") is not None for fn in desc.get("functions", []))
+
+    @property
+    def schema(self) -> MetaSchema:
+        from pymilvus import DataType
+
+        names = {
+            DataType.VARCHAR: "str",
+            DataType.INT64: "int",
+            DataType.DOUBLE: "float",
+            DataType.BOOL: "bool",
+        }
+        if not self._fields:
+            return {}
+        return {
+            name: names[f["type"]]
+            for name, f in self._fields.items()
+            if name not in ("id", "title", "text", *INTERNAL) and not name.endswith(PRESENT)
+        }
+
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    def _create(self, schema: MetaSchema, dim: int) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        types = {
+            "str": DataType.VARCHAR,
+            "int": DataType.INT64,
+            "float": DataType.DOUBLE,
+            "bool": DataType.BOOL,
+        }
+        for name in schema:
+            if name.endswith(PRESENT) or name in INTERNAL:
+                raise StoreError(f"metadata field name '{name}' is reserved by the Milvus backend")
+        s = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
+        s.add_field("title", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        s.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        for name, t in schema.items():
+            extra = {"max_length": MAX_VARCHAR} if t == "str" else {}
+            s.add_field(name, types[t], **extra)
+            s.add_field(name + PRESENT, DataType.BOOL)
+        s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self._client.prepare_index_params()
+        o = self.options
+        params = {
+            "HNSW": {"M": o["M"], "efConstruction": o["efConstruction"]},
+            "IVF_FLAT": {"nlist": o["nlist"]},
+        }.get(o["index_type"], {})
+        index.add_index("vector", index_type=o["index_type"], metric_type="COSINE", params=params)
+        if self._supports_bm25:
+            s.add_field(
+                "lexical", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
+                analyzer_params={"tokenizer": "standard"},
+            )  # fmt: skip
+            s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            s.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["lexical"],
+                    output_field_names=["sparse"],
+                )  # fmt: skip
+            )
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        try:
+            self._client.create_collection(
+                self.collection, schema=s, index_params=index, consistency_level="Strong"
+            )
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(
+                f"cannot create collection {self.collection!r} at {self.uri}: {e}"
+            ) from e
+        self._describe()
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _rows(self, recs: list[dict[str, Any]], vecs: np.ndarray) -> list[dict[str, Any]]:
+        schema = self.schema
+        default = {"str": "", "int": 0, "float": 0.0, "bool": False}
+        rows = []
+        for rec, vec in zip(recs, vecs, strict=True):
+            if len(rec["id"].encode()) > MAX_ID:
+                raise StoreError(f"record id {rec['id'][:40]!r}... is longer than {MAX_ID} bytes")
+            row = {"id": rec["id"], "title": rec["title"], "text": rec["text"], "vector": vec}
+            for name, t in schema.items():
+                value = rec.get(name)
+                row[name] = default[t] if value is None else value
+                row[name + PRESENT] = value is not None
+            for name, value in row.items():
+                if isinstance(value, str) and len(value.encode()) > MAX_VARCHAR:
+                    raise StoreError(
+                        f"record {rec['id']!r}: field '{name}' is longer than Milvus' "
+                        f"{MAX_VARCHAR}-byte VARCHAR limit; shorten it before indexing"
+                    )
+            if self._native_lexical:
+                row["lexical"] = _hash_tokens(f"{rec['title']} {rec['text']}")
+            rows.append(row)
+        return rows
+
+    def upsert(self, records: Sequence[dict[str, Any]], vectors: np.ndarray) -> int:
+        """Insert or replace by ``id`` (Milvus ``upsert``, idempotent). ``vectors``:
+        float32 (n, dim). Validates the whole call before writing; returns n written."""
+        if len(records) == 0:
+            return 0
+        schema = self.schema if self._fields else infer_schema(records)
+        recs, vecs = validate_batch(records, vectors, schema, self._dim)
+        if not self._fields:
+            self._create(schema, vecs.shape[1])
+        rows = self._rows(recs, vecs)
+        step = self.options["write_batch"]
+        try:
+            for start in range(0, len(rows), step):
+                self._client.upsert(self.collection, rows[start : start + step])
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"writing to {self.uri} failed: {e}") from e
+        finally:
+            self._lexical = None
+        return len(rows)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete by id; returns how many existed."""
+        ids = list(dict.fromkeys(ids))
+        if not ids or not self._fields:
+            return 0
+        existing = 0
+        for start in range(0, len(ids), 1000):
+            expr = self._id_expr(ids[start : start + 1000])
+            existing += self._count_expr(expr)
+            self._client.delete(self.collection, filter=expr)
+        self._lexical = None
+        return existing
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _where(self, filters: Filter | Mapping | Iterable[str] | str | None) -> str:
+        return to_expr(check_filter(build_filter(filters), self.schema))
+
+    @staticmethod
+    def _id_expr(ids: Sequence[str]) -> str:
+        return f"id in [{', '.join(quote_expr(i) for i in ids)}]"
+
+    def _record_fields(self) -> list[str]:
+        return [
+            "id",
+            "title",
+            "text",
+            *(n for n in self._fields if n not in ("id", "title", "text", *INTERNAL)),
+        ]
+
+    def _record(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A Milvus row → a rankwise record (None restored where ``__set`` is False)."""
+        rec = {"id": row["id"], "title": row["title"], "text": row["text"]}
+        for name in self.schema:
+            rec[name] = row[name] if row.get(name + PRESENT) else None
+        return rec
+
+    def _count_expr(self, expr: str) -> int:
+        res = self._client.query(self.collection, filter=expr, output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def count(self, filters: Filter | Mapping | Iterable[str] | str | None = None) -> int:
+        expr = self._where(filters)
+        return self._count_expr(expr) if self._fields else 0
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Records (without vectors) for the ids that exist, in the order asked."""
+        if not self._fields or not ids:
+            return []
+        unique, found = list(dict.fromkeys(ids)), {}
+        fields = self._record_fields()
+        for start in range(0, len(unique), 1000):
+            expr = self._id_expr(unique[start : start + 1000])
+            for row in self._client.query(self.collection, filter=expr, output_fields=fields):
+                found[row["id"]] = self._record(row)
+        return [found[i] for i in ids if i in found]
+
+    def iter_records(
+        self, batch_size: int = 1000, with_vectors: bool = False, *, filter_expr: str = ""
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every record in batches; with ``with_vectors`` each carries ``"vector"``
+        (float32 numpy array of shape (dim,))."""
+        if not self._fields:
+            return
+        fields = self._record_fields() + (["vector"] if with_vectors else [])
+        it = self._client.query_iterator(
+            self.collection, batch_size=batch_size, filter=filter_expr, output_fields=fields
+        )
+        try:
+            while batch := it.next():
+                out = []
+                for row in batch:
+                    rec = self._record(row)
+                    if with_vectors:
+                        rec["vector"] = np.asarray(row["vector"], dtype=np.float32)
+                    out.append(rec)
+                yield out
+        finally:
+            it.close()
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        o = self.options
+        params = {"HNSW": {"ef": max(o["ef"], k)}, "IVF_FLAT": {"nprobe": o["nprobe"]}}
+        return {"metric_type": "COSINE", "params": params.get(o["index_type"], {})}
+
+    def dense_search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        filters: Filter | Mapping | Iterable[str] | str | None = None,
+    ) -> list[Hit]:
+        """Top-k by cosine similarity, filter pushed into Milvus (prefiltered)."""
+        expr = self._where(filters)
+        if not self._fields or k <= 0:
+            return []
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self._dim:
+            raise StoreError(
+                f"query vector has dimension {vec.shape[0]}, the index holds {self._dim}"
+            )
+        res = self._client.search(
+            self.collection, data=[vec.tolist()], anns_field="vector", limit=k, filter=expr,
+            search_params=self._search_params(k), output_fields=self._record_fields(),
+        )  # fmt: skip
+        return [Hit(h["id"], float(h["distance"]), self._record(h["entity"])) for h in res[0]]
+
+    def lexical_search(
+        self,
+        query: str,
+        k: int,
+        filters: Filter | Mapping | Iterable[str] | str | None = None,
+    ) -> list[Hit]:
+        """Top-k by BM25 (native Milvus BM25 or rankwise's bm25s beside), prefiltered."""
+        expr = self._where(filters)
+        if not self._fields or k <= 0:
+            return []
+        if self._native_lexical:
+            q = _hash_tokens(query)
+            if not q:
+                return []
+            res = self._client.search(
+                self.collection, data=[q], anns_field="sparse", limit=k, filter=expr,
+                search_params={"metric_type": "BM25"}, output_fields=self._record_fields(),
+            )  # fmt: skip
+            # milvus-lite reports BM25 as a negative distance; servers as a positive score
+            hits = [
+                Hit(h["id"], abs(float(h["distance"])), self._record(h["entity"])) for h in res[0]
+            ]
+            return [h for h in hits if h.score > 0]
+        index = self._lexical_index()
+        allowed = None
+        if expr:
+            allowed = [r["id"] for b in self._iter_ids(expr) for r in b]
+            if not allowed:
+                return []
+        pairs = index.search(query, k, allowed)
+        records = {r["id"]: r for r in self.get([i for i, _ in pairs])}
+        return [Hit(i, s, records[i]) for i, s in pairs if i in records]
+
+    def _iter_ids(self, expr: str) -> Iterator[list[dict[str, Any]]]:
+        it = self._client.query_iterator(
+            self.collection, batch_size=5000, filter=expr, output_fields=["id"]
+        )
+        try:
+            while batch := it.next():
+                yield batch
+        finally:
+            it.close()
+
+    def _lexical_index(self) -> LexicalIndex:
+        if self._lexical is None:
+            ids, texts = [], []
+            for batch in self.iter_records(batch_size=5000):
+                ids += [r["id"] for r in batch]
+                texts += [f"{r['title']} {r['text']}" for r in batch]
+            self._lexical = LexicalIndex.build(ids, texts, show_progress=len(ids) > 50_000)
+        return self._lexical
+
+    def hybrid_search(
+        self,
+        vector: np.ndarray,
+        query: str,
+        k: int,
+        filters: Filter | Mapping | Iterable[str] | str | None = None,
+        *,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        weights: tuple[float, float] = (0.5, 0.5),
+    ) -> list[Hit]:
+        """Native Milvus hybrid search (dense + BM25, fused by RRF or weighted ranker).
+
+        Only with the ``"hybrid"`` capability; otherwise raises :class:`UnsupportedFeature`
+        and callers fuse :meth:`dense_search` and :meth:`lexical_search` themselves.
+        """
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        expr = self._where(filters)
+        if not self._native_lexical:
+            raise UnsupportedFeature(
+                f"{self.backend} {self.server_version} at {self.uri} has no native hybrid "
+                "search (needs Milvus >= 2.5 with BM25); fuse dense and lexical results instead"
+            )
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        reqs = [
+            AnnSearchRequest([vec.tolist()], "vector", self._search_params(k), k, expr=expr or None)
+        ]
+        q = _hash_tokens(query)
+        if q:
+            reqs.append(
+                AnnSearchRequest([q], "sparse", {"metric_type": "BM25"}, k, expr=expr or None)
+            )
+        ranker = RRFRanker(rrf_k) if fusion == "rrf" else WeightedRanker(*weights[: len(reqs)])
+        res = self._client.hybrid_search(
+            self.collection, reqs, ranker, limit=k, output_fields=self._record_fields()
+        )
+        return [Hit(h["id"], float(h["distance"]), self._record(h["entity"])) for h in res[0]]
+
+    # -- ops ---------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Backend, uri, server version, count, dim, fields, index and lexical path."""
+        index: dict[str, Any] = {}
+        if self._fields:
+            desc = self._client.describe_index(self.collection, "vector")
+            index = {
+                k: desc.get(k)
+                for k in ("index_type", "metric_type", "M", "efConstruction", "nlist")
+                if desc.get(k) is not None
+            }
+            index["search"] = self._search_params(10)["params"]
+        lexical = (
+            "native Milvus BM25 (rankwise tokens)"
+            if self._native_lexical or (not self._fields and self._supports_bm25)
+            else f"rankwise bm25s beside Milvus (Milvus {self.server_version} has no BM25)"
+        )
+        return {
+            "backend": self.backend,
+            "uri": self.uri,
+            "collection": self.collection,
+            "server_version": self.server_version,
+            "count": self.count(),
+            "dim": self._dim,
+            "fields": self.schema,
+            "capabilities": sorted(self.capabilities),
+            "index": index,
+            "lexical": {"engine": lexical},
+        }
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> MilvusStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MilvusStore({self.uri!r}, collection={self.collection!r})"
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return "mvccTs" not in msg and "Method not implemented" not in msg
+
+
+def _quiet_pymilvus() -> None:
+    """Every query_iterator against milvus-lite logs a warning (no MVCC timestamp) and an
+    in-process gRPC traceback (AllocTimestamp not implemented); both are harmless."""
+    for name in (
+        "pymilvus.client.iterator.query_iterator",
+        "pymilvus.decorators",
+        "grpc._server",
+    ):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in lg.filters):
+            lg.addFilter(_DropNoise())
