@@ -1,0 +1,278 @@
+"""Embedding speed on CPU: rankwise (torch, ONNX fp32, ONNX int8) vs sentence-transformers and
+FlagEmbedding, same model (all-MiniLM-L6-v2), same texts, same thread count, one run.
+
+    .venv/bin/python benchmarks/embed_speed.py [--docs 2000] [--queries 100] [--threads 2]
+
+Workload: ``--docs`` Home Depot products as "title + pseudo description" of mixed length (see
+speed_common), encoded in one call (the indexing pattern): sentences/s, useful GFLOP/s against
+the fp32 matmul peak measured in the same run, peak RSS. Serving pattern: ``--queries`` test
+queries encoded one per call, p50 latency. Agreement with plain torch fp32: cosine of each
+document vector with the reference one, and Top-10 overlap of each query's nearest documents.
+
+Writes benchmarks/results/embed_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed_common as sc  # noqa: E402
+
+PATHS = [
+    "hf-torch-unsorted",
+    "sentence-transformers",
+    "flagembedding",
+    "rankwise-torch",
+    "rankwise-onnx",
+    "rankwise-onnx-int8",
+]
+REFERENCE = "hf-torch-unsorted"
+MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length
+BATCH = 64
+
+
+def build_workload(n_docs: int, n_queries: int, model: Path, seed: int = 0) -> dict:
+    from tokenizers import Tokenizer
+
+    corpus, queries, qrels = sc.load_beir("homedepot")
+    rng = random.Random(seed)
+    ids = rng.sample(sorted(corpus), n_docs)
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    docs = sc.pseudo_descriptions([corpus[d] for d in ids], tok, seed=seed)
+    qids = rng.sample(sorted(qrels["test"]), n_queries)
+    return {"docs": docs, "queries": [queries[q] for q in qids]}
+
+
+def make_encoder(path: str, model: str, threads: int):
+    """A function (texts) -> float32 (n, dim) unit vectors for ``path``."""
+    os.environ["RANKWISE_ONNX_THREADS"] = str(threads)
+    if not path.startswith("rankwise-onnx"):  # the ONNX paths never load torch
+        sc.set_threads(threads)
+    if path == "hf-torch-unsorted":
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model)
+        net = AutoModel.from_pretrained(model, dtype=torch.float32).eval()
+
+        def encode(texts):
+            out = []
+            with torch.inference_mode():
+                for i in range(0, len(texts), BATCH):
+                    enc = tok(
+                        texts[i : i + BATCH],
+                        padding=True,
+                        truncation=True,
+                        max_length=MAX_LENGTH,
+                        return_tensors="pt",
+                    )
+                    h = net(**enc).last_hidden_state
+                    m = enc["attention_mask"].unsqueeze(-1).float()
+                    out.append(
+                        torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+                    )
+            return np.concatenate(out)
+
+        return encode
+    if path == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(model, device="cpu")
+        return lambda texts: st.encode(
+            texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False
+        )
+    if path == "flagembedding":
+        from FlagEmbedding import FlagModel
+
+        fm = FlagModel(
+            model,
+            pooling_method="mean",
+            use_fp16=False,
+            devices="cpu",
+            normalize_embeddings=True,
+            passage_max_length=MAX_LENGTH,
+            query_max_length=MAX_LENGTH,
+            batch_size=BATCH,
+        )
+        return lambda texts: np.asarray(fm.encode_corpus(texts, batch_size=BATCH), dtype=np.float32)
+    if path.startswith("rankwise"):
+        from rankwise.models import Embedder
+
+        backend = "torch" if path == "rankwise-torch" else "onnx"
+        emb = Embedder(
+            model, backend=backend, quantize="int8" if "int8" in path else None, batch_size=BATCH
+        )
+        return emb.encode_documents
+    raise SystemExit(f"unknown path {path}")
+
+
+def worker(path: str, data_file: str, model: str, out_npz: str, threads: int) -> None:
+    data = json.loads(Path(data_file).read_text())
+    t0 = time.perf_counter()
+    encode = make_encoder(path, model, threads)
+    load_s = time.perf_counter() - t0
+    encode(data["docs"][:16])  # warm-up
+    t = time.perf_counter()
+    docs = encode(data["docs"])
+    docs_s = time.perf_counter() - t
+    q_times, qvecs = [], []
+    for q in data["queries"]:
+        t = time.perf_counter()
+        qvecs.append(encode([q])[0])
+        q_times.append(time.perf_counter() - t)
+    np.savez(out_npz, docs=np.asarray(docs, np.float32), queries=np.asarray(qvecs, np.float32))
+    print(
+        json.dumps(
+            {
+                "load_s": load_s,
+                "docs_s": docs_s,
+                "query_times": q_times,
+                "peak_rss_mb": sc.peak_rss_mb(),
+            }
+        )
+    )
+
+
+def summarise(raw: dict, vecs: dict, n_docs: int, useful: float, peak: float) -> dict:
+    rows = {}
+    ref = vecs.get(REFERENCE)
+    for path, r in raw.items():
+        if "error" in r:
+            rows[path] = {"error": r["error"]}
+            continue
+        row = {
+            "docs_per_s": n_docs / r["docs_s"],
+            "p50_query_ms": 1000 * float(np.median(r["query_times"])),
+            "useful_gflops": useful / r["docs_s"] / 1e9,
+            "pct_of_fp32_peak": 100 * useful / r["docs_s"] / 1e9 / peak,
+            "peak_rss_mb": r["peak_rss_mb"],
+            "load_s": r["load_s"],
+        }
+        if ref is not None:
+            cos = np.sum(ref["docs"] * vecs[path]["docs"], axis=1)
+            top_ref = np.argsort(-(ref["queries"] @ ref["docs"].T), axis=1)[:, :10]
+            top = np.argsort(-(vecs[path]["queries"] @ vecs[path]["docs"].T), axis=1)[:, :10]
+            overlap = [
+                len(set(a) & set(b)) / 10
+                for a, b in zip(top_ref.tolist(), top.tolist(), strict=True)
+            ]
+            row |= {
+                "cosine_mean": float(cos.mean()),
+                "cosine_min": float(cos.min()),
+                "top10_overlap": float(np.mean(overlap)),
+            }
+        rows[path] = row
+    for row in rows.values():
+        for peer in ("sentence-transformers", "flagembedding"):
+            if "error" not in row and "error" not in rows.get(peer, {"error": 1}):
+                row[f"x_vs_{peer}"] = row["docs_per_s"] / rows[peer]["docs_per_s"]
+    return rows
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# Embedding speed (CPU)",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} CPUs, {m['threads']} threads per path; load average at start {m['loadavg_at_start']}, at end {result['loadavg_at_end']} (other agents share this machine: numbers are noisy, ratios taken in one run).  ",
+        f"Model: all-MiniLM-L6-v2 (mean pooling, max_length {MAX_LENGTH}).  ",
+        f"Workload: {result['n_docs']} Home Depot products, title + pseudo description, mean {result['mean_tokens']:.0f} tokens "
+        f"({result['useful_gflop_total'] / result['n_docs']:.2f} useful GFLOP each), encoded in one call; {result['n_queries']} test queries one per call.  ",
+        f"fp32 matmul peak measured in this run: {result['peak_gflops']:.0f} GFLOP/s ({result['peak_detail']}).",
+        "",
+        "| path | docs/s | x ST | x Flag | p50 query (ms) | useful GFLOP/s | % fp32 peak | peak RSS (MB) | cosine mean / min vs torch fp32 | Top-10 overlap |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path, r in result["paths"].items():
+        if "error" in r:
+            lines.append(f"| {path} | failed: {r['error']} |" + " |" * 9)
+            continue
+        lines.append(
+            f"| {path} | {r['docs_per_s']:.1f} | {r.get('x_vs_sentence-transformers', float('nan')):.2f} | "
+            f"{r.get('x_vs_flagembedding', float('nan')):.2f} | {r['p50_query_ms']:.1f} | {r['useful_gflops']:.1f} | "
+            f"{r['pct_of_fp32_peak']:.0f}% | {r['peak_rss_mb']:.0f} | {r.get('cosine_mean', float('nan')):.5f} / "
+            f"{r.get('cosine_min', float('nan')):.5f} | {r.get('top10_overlap', float('nan')):.3f} |"
+        )
+    lines += ["", *result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=2000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--out", type=Path, default=sc.OUT / "embed_speed")
+    ap.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    model = sc.minilm_path()
+    if args.worker is not None:
+        if args.worker[0] == "peak":
+            print(json.dumps(sc.matmul_peak(args.threads)))
+            return
+        return worker(*args.worker[:4], threads=args.threads)
+
+    machine = sc.machine_info(args.threads)
+    data = build_workload(args.docs, args.queries, model)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    lengths = [min(len(e.ids), MAX_LENGTH) for e in tok.encode_batch(data["docs"])]
+    cfg = json.loads((model / "config.json").read_text())
+    useful = sum(sc.encoder_flops(n, cfg) for n in lengths)
+    script = Path(__file__).resolve()
+    raw, vecs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "data.json"
+        data_file.write_text(json.dumps(data))
+        peaks = [sc.run_worker(script, ["peak"], args.threads)]
+        for path in args.paths.split(","):
+            print(f"[embed_speed] {path} ...", file=sys.stderr, flush=True)
+            out = Path(tmp) / f"{path}.npz"
+            raw[path] = sc.run_worker(
+                script, [path, str(data_file), str(model), str(out)], args.threads
+            )
+            if "error" not in raw[path]:
+                vecs[path] = dict(np.load(out))
+                print(f"  {args.docs / raw[path]['docs_s']:.1f} docs/s", file=sys.stderr)
+        peaks.append(sc.run_worker(script, ["peak"], args.threads))
+    peak = max(max(p.values()) for p in peaks)
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": machine,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "n_docs": args.docs,
+        "n_queries": args.queries,
+        "mean_tokens": float(np.mean(lengths)),
+        "useful_gflop_total": useful / 1e9,
+        "peak_gflops": peak,
+        "peak_detail": "; ".join(
+            f"torch {p['torch_gflops']:.0f}, numpy {p['numpy_gflops']:.0f}" for p in peaks
+        ),
+        "paths": summarise(raw, vecs, args.docs, useful, peak),
+        "notes": [
+            "- Reference: plain transformers fp32 (`hf-torch-unsorted`: batches of 64 in input order, mean pooling).",
+            "- FlagEmbedding runs `FlagModel.encode_corpus` (mean pooling, fp32, CPU); sentence-transformers `SentenceTransformer.encode`.",
+            "- Home Depot products have titles only; 75% get a pseudo description (other products' titles, 40-320 tokens) for mixed lengths.",
+        ],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

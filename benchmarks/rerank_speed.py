@@ -1,0 +1,436 @@
+"""Rerank speed on CPU: rankwise (torch, ONNX fp32, ONNX int8) vs sentence-transformers and
+FlagEmbedding, same cross-encoder, same pairs, same thread count, one run.
+
+    .venv/bin/python benchmarks/rerank_speed.py [--model DIR] [--queries 20] [--docs 50] [--threads 2]
+
+Model: a MiniLM-L6-sized cross-encoder (all-MiniLM-L6-v2 weights + a one-logit head). No
+trained cross-encoder of that size is available offline, so unless ``--model`` names one, the
+benchmark fine-tunes one briefly on Home Depot *train* pairs (cached in benchmarks/.cache).
+
+Workload: ``--queries`` Home Depot *test* queries, each with a Top-``--docs`` candidate list
+(its judged products + random products), texts "title + pseudo description" of mixed length
+(see speed_common). Each path reranks one query per call (the serving pattern); we report
+pairs/s over all calls, p50 latency of one Top-50 call, useful GFLOP/s (unpadded FLOPs) against
+the fp32 matmul peak measured in the same run, peak RSS, and agreement with plain torch fp32
+(Spearman per query, Top-10 overlap). Quality: nDCG@10 on ``--ndcg-queries`` test queries,
+reranking each query's judged products (titles, the real Home Depot text), by pytrec_eval.
+
+Writes benchmarks/results/rerank_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed_common as sc  # noqa: E402
+
+PATHS = [
+    "hf-torch-unsorted",
+    "sentence-transformers",
+    "flagembedding",
+    "rankwise-torch",
+    "rankwise-onnx",
+    "rankwise-onnx-int8",
+    "rankwise-onnx-int8-pertensor",
+]
+REFERENCE = "hf-torch-unsorted"
+MAX_LENGTH = 512
+BATCH = 32
+
+
+# -- model --------------------------------------------------------------------------------------
+def train_cross_encoder(out: Path, steps: int, seed: int = 0) -> Path:
+    """Fine-tune MiniLM + a fresh one-logit head on Home Depot train pairs (soft labels = grade/2,
+    plus one random negative per judged pair), BCE, AdamW 1e-4 with warm-up, batch 8 + 8
+    negatives, 64 tokens. A plain loop: a couple of hundred steps do not need a Trainer.
+    Runs on one thread: on this shared 2-core machine two OMP threads were ~3x slower per step."""
+    import torch
+    from tqdm import tqdm
+    from transformers import (
+        AutoTokenizer,
+        BertForSequenceClassification,
+        get_linear_schedule_with_warmup,
+    )
+
+    corpus, queries, qrels = sc.load_beir("homedepot")
+    judged = [
+        (queries[q], corpus[d], g / 2)
+        for q, docs in qrels["train"].items()
+        for d, g in docs.items()
+    ]
+    rng = random.Random(seed)
+    rng.shuffle(judged)
+    ids = list(corpus)
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(sc.minilm_path()))
+    model = BertForSequenceClassification.from_pretrained(str(sc.minilm_path()), num_labels=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    sched = get_linear_schedule_with_warmup(opt, steps // 10, steps)
+    model.train()
+    losses = []
+    for step in tqdm(range(steps), desc="train cross-encoder"):
+        batch = judged[(step * 8) % len(judged) :][:8]
+        rows = [(q, d, y) for q, d, y in batch] + [
+            (q, corpus[rng.choice(ids)], 0.0) for q, _, _ in batch
+        ]
+        enc = tok(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            padding=True,
+            truncation=True,
+            max_length=64,
+            return_tensors="pt",
+        )
+        logits = model(**enc).logits[:, 0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.tensor([r[2] for r in rows])
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    (out / "train_info.json").write_text(
+        json.dumps(
+            {
+                "steps": steps,
+                "first_loss": float(np.mean(losses[:20])),
+                "last_loss": float(np.mean(losses[-20:])),
+            }
+        )
+    )
+    return out
+
+
+# -- workload -----------------------------------------------------------------------------------
+def build_workload(n_queries: int, n_docs: int, n_ndcg: int, model: Path, seed: int = 0) -> dict:
+    from tokenizers import Tokenizer
+
+    corpus, queries, qrels = sc.load_beir("homedepot")
+    test = sorted(q for q, d in qrels["test"].items() if len(d) >= 3)
+    rng = random.Random(seed)
+    rng.shuffle(test)
+    ids = list(corpus)
+    speed_q, ndcg_q = test[:n_queries], test[n_queries : n_queries + n_ndcg]
+    cand_ids = []
+    for q in speed_q:
+        judged = list(qrels["test"][q])[:n_docs]
+        fill = [d for d in rng.sample(ids, n_docs * 2) if d not in qrels["test"][q]]
+        cand_ids.append(judged + fill[: n_docs - len(judged)])
+    flat = [d for c in cand_ids for d in c]
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    texts = sc.pseudo_descriptions([corpus[d] for d in flat], tok, seed=seed)
+    it = iter(texts)
+    return {
+        "speed": [
+            {"query": queries[q], "docs": [next(it) for _ in c]}
+            for q, c in zip(speed_q, cand_ids, strict=True)
+        ],
+        "ndcg": [
+            {
+                "qid": q,
+                "query": queries[q],
+                "ids": list(qrels["test"][q]),
+                "docs": [corpus[d] for d in qrels["test"][q]],
+            }
+            for q in ndcg_q
+        ],
+        "qrels": {q: qrels["test"][q] for q in ndcg_q},
+    }
+
+
+# -- worker (one path per process) --------------------------------------------------------------
+def make_scorer(path: str, model: str, threads: int):
+    """A function (query, docs) -> float32 scores for ``path``."""
+    os.environ["RANKWISE_ONNX_THREADS"] = str(threads)
+    if not path.startswith("rankwise-onnx"):  # the ONNX paths never load torch
+        sc.set_threads(threads)
+    if path == "hf-torch-unsorted":
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model)
+        net = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32).eval()
+
+        def score(q, docs):
+            out = []
+            with torch.inference_mode():
+                for i in range(0, len(docs), BATCH):
+                    chunk = docs[i : i + BATCH]
+                    enc = tok(
+                        [q] * len(chunk),
+                        chunk,
+                        padding=True,
+                        truncation=True,
+                        max_length=MAX_LENGTH,
+                        return_tensors="pt",
+                    )
+                    out.append(net(**enc).logits[:, 0].float().numpy())
+            return np.concatenate(out)
+
+        return score
+    if path == "sentence-transformers":
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(model, device="cpu", max_length=MAX_LENGTH)
+        ident = torch.nn.Identity()
+        return lambda q, docs: np.asarray(
+            ce.predict(
+                [(q, d) for d in docs],
+                batch_size=BATCH,
+                activation_fn=ident,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
+        )
+    if path == "flagembedding":
+        from FlagEmbedding import FlagReranker
+
+        fr = FlagReranker(
+            model, use_fp16=False, devices="cpu", max_length=MAX_LENGTH, batch_size=BATCH
+        )
+        return lambda q, docs: np.asarray(
+            fr.compute_score([(q, d) for d in docs], batch_size=BATCH), dtype=np.float32
+        )
+    if path.startswith("rankwise"):
+        import rankwise.models.onnx as rw_onnx
+        from rankwise.models import Reranker
+
+        rw_onnx.INT8_PER_CHANNEL = not path.endswith("pertensor")
+        backend = "torch" if path == "rankwise-torch" else "onnx"
+        quantize = "int8" if "int8" in path else None
+        rr = Reranker(
+            model, backend=backend, quantize=quantize, max_length=MAX_LENGTH, batch_size=BATCH
+        )
+        return rr.score
+    raise SystemExit(f"unknown path {path}")
+
+
+def worker(path: str, data_file: str, model: str, threads: int) -> None:
+    data = json.loads(Path(data_file).read_text())
+    t0 = time.perf_counter()
+    score = make_scorer(path, model, threads)
+    load_s = time.perf_counter() - t0
+    first = data["speed"][0]
+    score(first["query"], first["docs"][:8])  # warm-up (lazy init, allocator)
+    times, scores = [], []
+    for item in data["speed"]:
+        t = time.perf_counter()
+        s = score(item["query"], item["docs"])
+        times.append(time.perf_counter() - t)
+        scores.append(np.asarray(s, dtype=np.float32).tolist())
+    ndcg_scores = [
+        np.asarray(score(i["query"], i["docs"]), dtype=np.float32).tolist() for i in data["ndcg"]
+    ]
+    print(
+        json.dumps(
+            {
+                "load_s": load_s,
+                "times": times,
+                "scores": scores,
+                "ndcg_scores": ndcg_scores,
+                "peak_rss_mb": sc.peak_rss_mb(),
+            }
+        )
+    )
+
+
+def peak_worker(threads: int) -> None:
+    print(json.dumps(sc.matmul_peak(threads)))
+
+
+# -- report -------------------------------------------------------------------------------------
+def ndcg10(data: dict, scores: list[list[float]]) -> float:
+    import pytrec_eval
+
+    run = {
+        i["qid"]: {d: float(s) for d, s in zip(i["ids"], sc_, strict=True)}
+        for i, sc_ in zip(data["ndcg"], scores, strict=True)
+    }
+    ev = pytrec_eval.RelevanceEvaluator(data["qrels"], {"ndcg_cut.10"})
+    return float(np.mean([v["ndcg_cut_10"] for v in ev.evaluate(run).values()]))
+
+
+def summarise(
+    data: dict, raw: dict[str, dict], peak: float, cfg: dict, tok_lengths: list[list[int]]
+) -> dict:
+    groups, start = [], 0
+    for item in data["speed"]:
+        groups.append(np.arange(start, start + len(item["docs"])))
+        start += len(item["docs"])
+    n_pairs = start
+    useful = sum(sc.encoder_flops(min(n, MAX_LENGTH), cfg) for lens in tok_lengths for n in lens)
+    ref = (
+        np.concatenate([np.array(s) for s in raw[REFERENCE]["scores"]])
+        if "scores" in raw.get(REFERENCE, {})
+        else None
+    )
+    base = {}
+    rows = {}
+    for path, r in raw.items():
+        if "error" in r:
+            rows[path] = {"error": r["error"]}
+            continue
+        total = float(sum(r["times"]))
+        s = np.concatenate([np.array(x) for x in r["scores"]])
+        row = {
+            "pairs_per_s": n_pairs / total,
+            "p50_top50_ms": 1000 * float(np.median(r["times"])),
+            "useful_gflops": useful / total / 1e9,
+            "pct_of_fp32_peak": 100 * useful / total / 1e9 / peak,
+            "peak_rss_mb": r["peak_rss_mb"],
+            "load_s": r["load_s"],
+            "ndcg10": ndcg10(data, r["ndcg_scores"]),
+        }
+        if ref is not None:
+            rho = sc.spearman_per_query(ref, s, groups)
+            row |= {
+                "spearman_mean": float(np.mean(rho)),
+                "spearman_min": float(np.min(rho)),
+                "top10_overlap": float(np.mean(sc.topk_overlap(ref, s, groups))),
+                "max_abs_diff": float(np.abs(ref - s).max()),
+            }
+        rows[path] = row
+        base[path] = row["pairs_per_s"]
+    for row in rows.values():
+        if "error" not in row:
+            for peer in ("sentence-transformers", "flagembedding"):
+                if peer in base:
+                    row[f"x_vs_{peer}"] = row["pairs_per_s"] / base[peer]
+    return {
+        "n_pairs": n_pairs,
+        "mean_pair_tokens": float(np.mean([n for lens in tok_lengths for n in lens])),
+        "useful_gflop_total": useful / 1e9,
+        "paths": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    m, s = result["machine"], result["summary"]
+    lines = [
+        "# Rerank speed (CPU)",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} CPUs, {m['threads']} threads per path; load average at start {m['loadavg_at_start']}, at end {result['loadavg_at_end']} (other agents share this machine: numbers are noisy, ratios taken in one run).  ",
+        f"Model: {result['model']} ({result['model_note']}).  ",
+        f"Workload: {result['workload']['queries']} Home Depot test queries x Top-{result['workload']['docs']} = {s['n_pairs']} pairs, "
+        f"mean {s['mean_pair_tokens']:.0f} tokens per pair (max_length {MAX_LENGTH}), {s['useful_gflop_total'] / s['n_pairs']:.2f} useful GFLOP per pair; one call per query.  ",
+        f"fp32 matmul peak measured in this run: {result['peak_gflops']:.0f} GFLOP/s ({result['peak_detail']}).  ",
+        f"nDCG@10: {result['workload']['ndcg_queries']} other test queries, reranking their judged products (titles), pytrec_eval.",
+        "",
+        "| path | pairs/s | x ST | x Flag | p50 Top-50 (ms) | useful GFLOP/s | % fp32 peak | peak RSS (MB) | Spearman mean / min vs torch fp32 | Top-10 overlap | nDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path, r in s["paths"].items():
+        if "error" in r:
+            lines.append(f"| {path} | failed: {r['error']} |" + " |" * 10)
+            continue
+        lines.append(
+            f"| {path} | {r['pairs_per_s']:.1f} | {r.get('x_vs_sentence-transformers', float('nan')):.2f} | "
+            f"{r.get('x_vs_flagembedding', float('nan')):.2f} | {r['p50_top50_ms']:.0f} | {r['useful_gflops']:.1f} | "
+            f"{r['pct_of_fp32_peak']:.0f}% | {r['peak_rss_mb']:.0f} | {r.get('spearman_mean', float('nan')):.4f} / "
+            f"{r.get('spearman_min', float('nan')):.4f} | {r.get('top10_overlap', float('nan')):.3f} | {r['ndcg10']:.4f} |"
+        )
+    lines += ["", *result.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--model", type=Path, default=None, help="a trained MiniLM-size cross-encoder folder"
+    )
+    ap.add_argument("--train-steps", type=int, default=200)
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--docs", type=int, default=50)
+    ap.add_argument("--ndcg-queries", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--out", type=Path, default=sc.OUT / "rerank_speed")
+    ap.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker is not None:
+        if args.worker[0] == "peak":
+            return peak_worker(args.threads)
+        return worker(args.worker[0], args.worker[1], args.worker[2], args.threads)
+
+    if args.model is None:
+        args.model = sc.CACHE / f"minilm-ce-homedepot-{args.train_steps}"
+        note = f"all-MiniLM-L6-v2 + one-logit head, fine-tuned {args.train_steps} steps on Home Depot train pairs by this script"
+        if not (args.model / "config.json").is_file():
+            sc.set_threads(1)
+            train_cross_encoder(args.model, args.train_steps)
+        info = args.model / "train_info.json"
+        if info.is_file():
+            note += f" (BCE loss {json.loads(info.read_text())['first_loss']:.3f} -> {json.loads(info.read_text())['last_loss']:.3f})"
+    else:
+        note = "given with --model"
+    machine = sc.machine_info(args.threads)
+    data = build_workload(args.queries, args.docs, args.ndcg_queries, args.model)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
+    tok_lengths = [
+        [len(e.ids) for e in tok.encode_batch([(i["query"], d) for d in i["docs"]])]
+        for i in data["speed"]
+    ]
+    cfg = json.loads((args.model / "config.json").read_text())
+    script = Path(__file__).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "data.json"
+        data_file.write_text(json.dumps(data))
+        peaks = [sc.run_worker(script, ["peak"], args.threads)]
+        raw = {}
+        for path in args.paths.split(","):
+            print(f"[rerank_speed] {path} ...", file=sys.stderr, flush=True)
+            raw[path] = sc.run_worker(script, [path, str(data_file), str(args.model)], args.threads)
+            if "error" not in raw[path]:
+                print(
+                    f"  {len(data['speed']) * args.docs / sum(raw[path]['times']):.1f} pairs/s",
+                    file=sys.stderr,
+                )
+        peaks.append(sc.run_worker(script, ["peak"], args.threads))
+    peak = max(max(p.values()) for p in peaks)
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": machine,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "model": str(
+            args.model.relative_to(sc.ROOT) if args.model.is_relative_to(sc.ROOT) else args.model
+        ),
+        "model_note": note,
+        "workload": {"queries": args.queries, "docs": args.docs, "ndcg_queries": args.ndcg_queries},
+        "peak_gflops": peak,
+        "peak_detail": "; ".join(
+            f"torch {p['torch_gflops']:.0f}, numpy {p['numpy_gflops']:.0f}" for p in peaks
+        ),
+        "summary": summarise(data, raw, peak, cfg, tok_lengths),
+        "notes": [
+            "- Agreement reference: plain transformers fp32 (`hf-torch-unsorted`: batches of 32 in input order, padded to the longest pair).",
+            "- Home Depot products have titles only; the speed workload appends a pseudo description (other products' titles) to 75% of them, 40-320 tokens, to get realistic mixed lengths. nDCG uses the real titles.",
+            "- FlagEmbedding runs `FlagReranker.compute_score` (fp32, CPU); sentence-transformers runs `CrossEncoder.predict` with raw logits.",
+        ],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
