@@ -1,0 +1,197 @@
+"""Trainers on tiny real models: training lowers the loss and changes the weights, the output
+loads in rankwise as-is with the same vectors/scores, and resume continues from a checkpoint."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rankwise.errors import InvalidRequest
+from rankwise.tune.data import TrainExample
+from rankwise.tune.embedder import EmbedderTrainConfig, load_student, train_embedder
+from rankwise.tune.reranker import RerankerTrainConfig, load_cross_encoder, train_reranker
+
+WORDS = (
+    "apple iphone pro smartphone black fresh red apples fruit bag summer breathable running "
+    "shoes mesh lightweight leather dress brown oxford cordless drill lithium battery kit "
+    "wireless bluetooth headphones noise stainless steel kitchen sink faucet"
+).split()
+
+
+def make_examples(n: int, seed: int = 0, scores: bool = False) -> list[TrainExample]:
+    """Queries of 2 words whose positive repeats them; negatives are random words."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        q = rng.sample(WORDS, 2)
+        pos = " ".join(q + rng.sample(WORDS, 2))
+        negs = [" ".join(rng.sample([w for w in WORDS if w not in q], 4)) for _ in range(4)]
+        out.append(
+            TrainExample(
+                " ".join(q), [pos], negs, [3.0] if scores else None,
+                [float(-i) for i in range(4)] if scores else None,
+            )
+        )  # fmt: skip
+    return out
+
+
+def infonce(model, examples: list[TrainExample], scale: float = 50.0) -> float:
+    """Full-data in-batch contrastive loss of a SentenceTransformer, deterministic (eval mode)."""
+    q = model.encode([e.query for e in examples], convert_to_tensor=True)
+    d = model.encode([e.pos[0] for e in examples], convert_to_tensor=True)
+    sims = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(d, dim=-1).T
+    return float(torch.nn.functional.cross_entropy(sims * scale, torch.arange(len(examples))))
+
+
+def group_ce(model, examples: list[TrainExample]) -> float:
+    """Listwise cross-entropy of a CrossEncoder over each example's [pos, negs]."""
+    losses = []
+    for e in examples:
+        s = model.predict(
+            [(e.query, t) for t in (*e.pos[:1], *e.neg)], activation_fn=torch.nn.Identity()
+        )
+        losses.append(
+            float(torch.nn.functional.cross_entropy(torch.tensor(s)[None], torch.tensor([0])))
+        )
+    return float(np.mean(losses))  # fmt: skip
+
+
+def first_tensor(folder) -> tuple[str, torch.Tensor]:
+    weights = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in sorted(weights) if "layer.0.attention.self.query.weight" in k)
+    return name, weights[name]
+
+
+FAST = dict(batch_size=8, logging_steps=1, save_steps=1000, warmup_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def st_base(tiny_embedder_dir, tmp_path_factory):
+    """The tiny encoder as a sentence-transformers folder with mean pooling.
+
+    (A random tiny BERT's CLS vector barely depends on the input, so CLS pooling, the
+    default for an unknown plain folder, gives near-identical vectors to start from.)
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    tr = Transformer(str(tiny_embedder_dir), max_seq_length=64)
+    pool = Pooling(tr.get_word_embedding_dimension(), pooling_mode="mean")
+    out = tmp_path_factory.mktemp("st-base")
+    SentenceTransformer(modules=[tr, pool, Normalize()], device="cpu").save_pretrained(str(out))
+    return str(out)
+
+
+def test_embedder_training_lowers_loss_changes_weights_and_loads(
+    st_base, tiny_embedder_dir, tmp_path
+):
+    from rankwise.models import Embedder
+
+    examples = make_examples(16)
+    cfg = EmbedderTrainConfig(max_steps=16, group_size=3, learning_rate=1e-3, **FAST)
+    before = infonce(load_student(st_base, cfg.max_length), examples)
+    result = train_embedder(examples, st_base, tmp_path / "emb", cfg)
+    trained = load_student(str(tmp_path / "emb"), cfg.max_length)
+    after = infonce(trained, examples)
+    assert result.global_step == 16 and len(result.losses) >= 16
+    assert after < before - 0.1, (before, after)
+    name, w = first_tensor(tmp_path / "emb")
+    import transformers
+
+    base = transformers.AutoModel.from_pretrained(str(tiny_embedder_dir)).state_dict()
+    assert not torch.allclose(base[name.removeprefix("bert.")], w)
+    # rankwise loads the folder as-is, with the pooling it was trained with
+    emb = Embedder(str(tmp_path / "emb"))
+    ours = emb.encode_queries([e.query for e in examples[:4]])
+    theirs = trained.encode([e.query for e in examples[:4]], normalize_embeddings=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert (tmp_path / "emb" / "rankwise_tune.json").is_file()
+
+
+def test_embedder_resume_continues_from_checkpoint(tiny_embedder_dir, tmp_path):
+    examples = make_examples(32, seed=1)
+    cfg = EmbedderTrainConfig(max_steps=4, group_size=2, learning_rate=5e-4, **FAST)
+    cfg.save_steps = 2
+    full = train_embedder(examples, str(tiny_embedder_dir), tmp_path / "a", cfg)
+    ckpt = tmp_path / "a" / "checkpoints" / "checkpoint-2"
+    assert ckpt.is_dir() and full.global_step == 4
+    resumed = train_embedder(
+        examples, str(tiny_embedder_dir), tmp_path / "b", cfg, resume_from_checkpoint=str(ckpt)
+    )
+    assert resumed.global_step == 4 and resumed.resumed_from == str(ckpt)
+    # the resumed run trained steps 3-4 only and ends where the uninterrupted run ended
+    assert [s for s, _ in resumed.losses if s > 2] == [3, 4]
+    _, wa = first_tensor(tmp_path / "a")
+    _, wb = first_tensor(tmp_path / "b")
+    torch.testing.assert_close(wa, wb, atol=1e-5, rtol=1e-4)
+
+
+def test_embedder_distillation_and_cached_loss_run(tiny_embedder_dir, tmp_path):
+    examples = make_examples(16, scores=True)
+    distill = EmbedderTrainConfig(max_steps=2, group_size=3, distill_weight=1.0, **FAST)
+    r = train_embedder(examples, str(tiny_embedder_dir), tmp_path / "kd", distill)
+    assert r.global_step == 2 and all(np.isfinite(loss) for _, loss in r.losses)
+    cached = EmbedderTrainConfig(max_steps=2, group_size=2, cached=True, mini_batch_size=4, **FAST)
+    assert train_embedder(examples, str(tiny_embedder_dir), tmp_path / "c", cached).global_step == 2
+    with pytest.raises(InvalidRequest, match="teacher scores"):
+        train_embedder(make_examples(4), str(tiny_embedder_dir), tmp_path / "x", distill)
+    with pytest.raises(InvalidRequest, match="negatives"):
+        bad = EmbedderTrainConfig(group_size=9, **FAST)
+        train_embedder(examples, str(tiny_embedder_dir), tmp_path / "y", bad)
+
+
+@pytest.fixture(scope="module")
+def varied_encoder(tiny_embedder_dir, tmp_path_factory):
+    """The tiny encoder re-initialised with a wide init (std 0.3): with the usual 0.02 a random
+    tiny BERT's [CLS] output hardly depends on the input, so a new head sees one point."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("varied")
+    for f in tiny_embedder_dir.iterdir():
+        if f.name.startswith("tokenizer") or f.name in ("vocab.txt", "special_tokens_map.json"):
+            shutil.copy(f, out / f.name)
+    cfg = BertConfig.from_pretrained(str(tiny_embedder_dir), initializer_range=0.3)
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(str(out))
+    return out
+
+
+def test_reranker_from_plain_encoder_learns_and_loads(varied_encoder, tmp_path):
+    from rankwise.models import Reranker
+
+    examples = make_examples(24, seed=2)
+    train, dev = examples[:16], examples[16:]
+    cfg = RerankerTrainConfig(max_steps=16, group_size=4, learning_rate=2e-3, max_length=32, **FAST)
+    before = group_ce(load_cross_encoder(str(varied_encoder), 32), train)
+    result = train_reranker(train, str(varied_encoder), tmp_path / "rr", cfg, dev=dev)
+    trained = load_cross_encoder(str(tmp_path / "rr"), 32)
+    assert group_ce(trained, train) < before - 0.1
+    assert set(result.dev) == {"before", "after"} and "ndcg@10" in result.dev["after"]
+    rr = Reranker(str(tmp_path / "rr"))  # a one-logit sequence classifier: loads as-is
+    pairs = [(e.query, e.pos[0]) for e in dev[:4]]
+    ours = rr.score_pairs(pairs)
+    theirs = trained.predict(pairs, activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_reranker_pointwise_margin_and_lora_run(tiny_embedder_dir, tmp_path):
+    examples = make_examples(8, scores=True)
+    for objective, extra in (("pointwise", {}), ("margin_mse", {}), ("listwise", {"lora_rank": 4})):
+        cfg = RerankerTrainConfig(objective=objective, max_steps=2, group_size=3, **extra, **FAST)
+        out = tmp_path / objective
+        r = train_reranker(examples, str(tiny_embedder_dir), out, cfg)
+        assert r.global_step == 2 and all(np.isfinite(loss) for _, loss in r.losses)
+        assert (out / "model.safetensors").is_file()
+    with pytest.raises(InvalidRequest, match="objective"):
+        train_reranker(
+            examples,
+            str(tiny_embedder_dir),
+            tmp_path / "z",
+            RerankerTrainConfig(objective="pairwise"),
+        )
