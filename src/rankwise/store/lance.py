@@ -330,7 +330,9 @@ class LanceStore:
                 q = q.bypass_vector_index()
             else:
                 o = self.options
-                q = q.nprobes(o["nprobes"]).ef(o["ef"]).refine_factor(o["refine_factor"])
+                # HNSW needs ef >= the candidates it returns (k * refine_factor with refine)
+                ef = max(o["ef"], k * (o["refine_factor"] or 1))
+                q = q.nprobes(o["nprobes"]).ef(ef).refine_factor(o["refine_factor"])
         rows = q.to_arrow().to_pylist()
         return [Hit(r["id"], 1.0 - float(r.pop("_distance")), r) for r in rows]
 
