@@ -53,25 +53,13 @@ def _settings(**overrides: Any):
 def _embedder(s):
     from rankwise.models import Embedder
 
-    return Embedder(
-        s.embedder,
-        revision=s.embedder_revision,
-        device=s.device,
-        backend=s.backend,
-        quantize=s.quantize,
-    )
+    return Embedder.from_settings(s)
 
 
 def _reranker(s):
     from rankwise.models import Reranker
 
-    return Reranker(
-        s.reranker,
-        revision=s.reranker_revision,
-        device=s.device,
-        backend=s.backend,
-        quantize=s.quantize,
-    )
+    return Reranker.from_settings(s)
 
 
 # ----------------------------------------------------------------------------- index

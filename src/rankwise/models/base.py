@@ -54,6 +54,20 @@ class BaseModel:
 
     kind: Kind
 
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any):
+        """Build from a :class:`rankwise.config.Settings` (``embedder``/``reranker``,
+        their revisions, device, backend, quantize): the one place the CLI and the server
+        turn settings into a model."""
+        kwargs = {
+            "revision": getattr(settings, f"{cls.kind}_revision"),
+            "device": settings.device,
+            "backend": settings.backend,
+            "quantize": settings.quantize,
+            **overrides,
+        }
+        return cls(getattr(settings, cls.kind), **kwargs)
+
     def __init__(
         self,
         model: str,

@@ -238,26 +238,12 @@ class ServerState:
     def _load_embedder(self) -> Embedder:
         from rankwise.models import Embedder
 
-        s = self.settings
-        return Embedder(
-            s.embedder,
-            revision=s.embedder_revision,
-            device=s.device,
-            backend=s.backend,
-            quantize=s.quantize,
-        )
+        return Embedder.from_settings(self.settings)
 
     def _load_reranker(self) -> Reranker:
         from rankwise.models import Reranker
 
-        s = self.settings
-        return Reranker(
-            s.reranker,
-            revision=s.reranker_revision,
-            device=s.device,
-            backend=s.backend,
-            quantize=s.quantize,
-        )
+        return Reranker.from_settings(self.settings)
 
     def _build_search(self) -> None:
         """Searcher and catalog over the batched model views (shallow copies of given ones)."""
