@@ -1,0 +1,101 @@
+"""The one-command loop on a tiny BEIR set with tiny models, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_tune_data import write_beir
+
+from rankwise.cli import main as cli_main
+from rankwise.tune.data import read_examples
+from rankwise.tune.embedder import EmbedderTrainConfig
+from rankwise.tune.mine import MiningConfig
+from rankwise.tune.reranker import RerankerTrainConfig
+from rankwise.tune.run import REPORT_METRICS, TuneRunConfig, tune_run
+
+PRODUCTS = {
+    "d1": "apple iphone 15 pro smartphone 256gb black",
+    "d2": "fresh red apples fruit 1kg bag",
+    "d3": "summer breathable running shoes mesh lightweight",
+    "d4": "leather dress shoes for men brown oxford",
+    "d5": "cordless drill 18v lithium battery kit",
+    "d6": "wireless bluetooth headphones noise cancelling",
+    "d7": "stainless steel kitchen sink faucet",
+    "d8": "the quick brown fox jumps over the lazy dog",
+    "d9": "新鲜红富士苹果 水果 5斤装",
+    "d10": "无线电钻 锂电池 充电式",
+}
+QUERIES = {
+    "q1": "apple phone", "q2": "red apples", "q3": "running shoes", "q4": "dress shoes",
+    "q5": "drill battery", "q6": "headphones", "q7": "kitchen faucet", "q8": "苹果 水果",
+    "q9": "电钻", "q10": "brown leather shoes",
+}  # fmt: skip
+QRELS = {
+    "train": [("q1", "d1", 2), ("q1", "d2", 0), ("q2", "d2", 2), ("q3", "d3", 2), ("q4", "d4", 2),
+              ("q5", "d5", 2), ("q6", "d6", 2), ("q7", "d7", 2), ("q7", "d5", 0)],
+    "test": [("q8", "d9", 2), ("q9", "d10", 2), ("q10", "d4", 2), ("q10", "d3", 1)],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_beir(tmp_path_factory):
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny", PRODUCTS, QUERIES, QRELS)
+
+
+def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_path):
+    fast = dict(max_steps=2, batch_size=4, group_size=2, logging_steps=1, warmup_ratio=0.0)
+    cfg = TuneRunConfig(
+        data=tiny_beir,
+        base=str(tiny_embedder_dir),
+        out=tmp_path / "run",
+        reranker_base=str(tiny_embedder_dir),
+        pos_threshold=2,
+        dev_fraction=0.3,
+        mining=MiningConfig(rank_range=(1, 10), negative_number=2, margin=None),
+        embedder=EmbedderTrainConfig(**fast),
+        reranker=RerankerTrainConfig(max_length=32, **fast),
+        top_k=5,
+        top_n=3,
+        index_dir=tmp_path / "cache",
+    )
+    report = tune_run(cfg, say=lambda m: None)
+    out = tmp_path / "run"
+    for f in (
+        "report.md",
+        "report.json",
+        "eval/before.md",
+        "eval/after.json",
+        "data/train.mined.jsonl",
+    ):
+        assert (out / f).is_file(), f
+    mined = read_examples(out / "data" / "train.mined.jsonl")
+    assert all(ex.neg and not set(ex.neg) & set(ex.pos) for ex in mined)
+    rows = {(r["pool"], r["system"]) for r in report["table"]}
+    for pool in ("test", "global"):
+        assert (pool, "dense") in rows and (pool, "hybrid") in rows
+        assert any(p == pool and "rerank" in s for p, s in rows)
+    dense = next(r for r in report["table"] if r["system"] == "dense")
+    for m in REPORT_METRICS:
+        assert set(dense[m]) == {"before", "after", "delta", "p"}
+    md = (out / "report.md").read_text()
+    assert "| pool | system |" in md and "wall times" in md
+    assert json.loads((out / "report.json").read_text())["wall_seconds"]["train_embedder"] >= 0
+    # a rerun reuses the trained models instead of training again
+    again = tune_run(cfg, say=lambda m: None)
+    assert again["embedder_training"]["global_step"] == report["embedder_training"]["global_step"]
+
+
+def test_cli_convert_and_errors(tiny_beir, tmp_path, capsys):
+    out = tmp_path / "train.jsonl"
+    with pytest.raises(SystemExit) as ok:
+        cli_main(["tune", "convert", str(tiny_beir), "--out", str(out), "--threshold", "2"])
+    assert ok.value.code == 0
+    assert len(read_examples(out)) == 7
+    assert "wrote 7 examples" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "pos": []}\n')
+    with pytest.raises(SystemExit) as err:
+        cli_main(["tune", "embedder", str(bad), "--base", "x", "--out", str(tmp_path / "m")])
+    assert err.value.code == 2
+    assert f"{bad}:1: field 'pos' needs at least one positive" in capsys.readouterr().err
