@@ -361,7 +361,7 @@ def eval_command(
     if json_out:
         print(report.to_json())
     else:
-        console.print(report.to_markdown(), markup=False, highlight=False)
+        console.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
     if out is not None:
         paths = report.save(out, save_runs=save_run)
         err_console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
@@ -382,6 +382,9 @@ OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output model folder."
 BaseOpt = Annotated[str, typer.Option("--base", help="Base model: hub id or local folder.")]
 EpochsOpt = Annotated[float, typer.Option(help="Training epochs.")]
 MaxStepsOpt = Annotated[int, typer.Option(help="Stop after N steps (-1: epochs decide).")]
+FreezeOpt = Annotated[
+    bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
+]
 ResumeOpt = Annotated[
     str | None,
     typer.Option(help="Resume from a checkpoint folder, or 'last' for the latest in --out."),
@@ -534,6 +537,7 @@ def tune_embedder(
     query_instruction: Annotated[str | None, typer.Option(help="Query prompt.")] = None,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
     resume: ResumeOpt = None,
+    freeze_embeddings: FreezeOpt = False,
 ) -> None:
     """Fine-tune a bi-encoder (in-batch + hard negatives, optional distillation)."""
     from rankwise.tune.data import read_examples
@@ -544,7 +548,7 @@ def tune_embedder(
         learning_rate=lr, temperature=temperature, max_length=max_length, cached=cached,
         mini_batch_size=mini_batch_size, distill_weight=distill_weight,
         teacher_temperature=teacher_temperature, query_instruction=query_instruction,
-        save_steps=save_steps,
+        save_steps=save_steps, freeze_embeddings=freeze_embeddings,
     )  # fmt: skip
     result = train_embedder(
         read_examples(train_file), base, out, cfg, resume_from_checkpoint=_resume(resume)
@@ -578,6 +582,7 @@ def tune_reranker(
     ] = 0,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
     resume: ResumeOpt = None,
+    freeze_embeddings: FreezeOpt = False,
 ) -> None:
     """Fine-tune a cross-encoder on groups (listwise) or pairs (pointwise)."""
     from rankwise.tune.data import read_examples
@@ -588,6 +593,7 @@ def tune_reranker(
         group_size=group_size, learning_rate=lr, max_length=max_length,
         distill_weight=distill_weight, teacher_temperature=teacher_temperature,
         lora_rank=lora_rank, eval_steps=eval_steps, save_steps=save_steps,
+        freeze_embeddings=freeze_embeddings,
     )  # fmt: skip
     result = train_reranker(
         read_examples(train_file), base, out, cfg,
@@ -634,11 +640,15 @@ def tune_run_command(
     ] = 0.0,
     top_k: Annotated[int, typer.Option(help="Evaluation recall depth.")] = 50,
     pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
+    rerank_pools: Annotated[
+        str | None, typer.Option(help="Pools for hybrid+rerank (default: --pools).")
+    ] = None,
     index_dir: Annotated[
         Path | None, typer.Option(help="Vector/index cache (default OUT/cache).")
     ] = None,
     reuse: Annotated[bool, typer.Option(help="Reuse models already trained in OUT.")] = True,
     lr: Annotated[float, typer.Option(help="Embedder learning rate.")] = 2e-5,
+    max_steps: Annotated[int, typer.Option(help="Stop embedder training after N steps.")] = -1,
     reranker_lr: Annotated[float, typer.Option(help="Reranker learning rate.")] = 3e-5,
     reranker_max_steps: Annotated[
         int, typer.Option(help="Stop reranker training after N steps (-1: epochs).")
@@ -661,6 +671,7 @@ def tune_run_command(
         embedder=EmbedderTrainConfig(
             epochs=epochs, batch_size=batch_size, group_size=group_size, max_length=max_length,
             distill_weight=distill_weight, learning_rate=lr, freeze_embeddings=freeze_embeddings,
+            max_steps=max_steps,
         ),
         reranker=RerankerTrainConfig(
             epochs=epochs, batch_size=reranker_batch_size, group_size=reranker_group_size,
@@ -669,6 +680,9 @@ def tune_run_command(
             max_steps=reranker_max_steps, freeze_embeddings=freeze_embeddings,
         ),
         pools=check_pools([p.strip() for p in pools.split(",") if p.strip()]),
+        rerank_pools=check_pools([p.strip() for p in rerank_pools.split(",") if p.strip()])
+        if rerank_pools
+        else None,
         top_k=top_k, index_dir=index_dir, reuse=reuse,
     )  # fmt: skip
     tune_run(cfg, say=lambda m: err_console.print(m, highlight=False, markup=False))
