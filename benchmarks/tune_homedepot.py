@@ -35,20 +35,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 # evaluation on the first N test queries (sorted ids).
 SETTINGS = {
     "pos_threshold": 2,
-    "max_train_queries": 2000,
-    "max_eval_queries": 1000,
+    "max_train_queries": 1500,
+    "max_eval_queries": 500,
     "batch_size": 32,
     "group_size": 3,
     "max_length": 32,
     "lr": 5e-5,
+    "max_steps": 30,
     "reranker_batch_size": 8,
     "reranker_group_size": 4,
     "reranker_max_length": 64,
-    "reranker_lr": 5e-5,
-    "reranker_max_steps": 150,
-    "reranker_eval_steps": 50,
+    "reranker_lr": 1e-4,
+    "reranker_max_steps": 70,
+    "reranker_eval_steps": 35,
     "negative_number": 7,
     "top_k": 20,
+    "rerank_pools": "test",
     "freeze_embeddings": True,
 }
 

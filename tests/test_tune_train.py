@@ -80,7 +80,7 @@ def st_base(tiny_embedder_dir, tmp_path_factory):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     tr = Transformer(str(tiny_embedder_dir), max_seq_length=64)
-    pool = Pooling(tr.get_word_embedding_dimension(), pooling_mode="mean")
+    pool = Pooling(tr.get_embedding_dimension(), pooling_mode="mean")
     out = tmp_path_factory.mktemp("st-base")
     SentenceTransformer(modules=[tr, pool, Normalize()], device="cpu").save_pretrained(str(out))
     return str(out)

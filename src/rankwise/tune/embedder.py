@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -134,7 +134,7 @@ def load_student(base: str, max_length: int):
         else:
             spec = spec_for(base, "embedder")
             tr = Transformer(root, max_seq_length=max_length)
-            pool = Pooling(tr.get_word_embedding_dimension(), pooling_mode=spec.pooling)
+            pool = Pooling(tr.get_embedding_dimension(), pooling_mode=spec.pooling)
             model = SentenceTransformer(modules=[tr, pool, Normalize()], device="cpu")
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"Cannot load '{base}' for training: {e}") from None
@@ -224,6 +224,7 @@ def train_embedder(
         rows=len(rows),
         dropped=dropped,
         resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
+        config={**asdict(cfg), "base": base},
     )
     result.save()
     return result

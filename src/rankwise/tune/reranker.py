@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -314,6 +314,7 @@ def train_reranker(
         rows=len(rows),
         dropped=dropped,
         resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
+        config={**asdict(cfg), "base": base},
         dev=result_dev,
         warnings=warnings,
     )

@@ -28,6 +28,7 @@ from rankwise.errors import InvalidRequest
 from rankwise.tune.data import (
     TrainExample,
     from_beir,
+    read_examples,
     split_by_query,
     stable_fraction,
     write_examples,
@@ -60,6 +61,7 @@ class TuneRunConfig:
     embedder: EmbedderTrainConfig = field(default_factory=EmbedderTrainConfig)
     reranker: RerankerTrainConfig = field(default_factory=RerankerTrainConfig)
     pools: tuple[str, ...] = ("test", "global")
+    rerank_pools: tuple[str, ...] | None = None
     top_k: int = 50
     top_n: int = 10
     max_eval_queries: int | None = None
@@ -122,22 +124,30 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     base_emb = Embedder(cfg.base)
     root = dataset_root(index_dir, train_ds.path.name, train_ds.corpus, base_emb)
     ids, vectors = corpus_vectors(train_ds.corpus, base_emb, root, log=say)
-    corpus = [document_text(train_ds.corpus[i]) for i in ids]
-    teacher = Reranker(cfg.teacher) if cfg.teacher else None
-    mined, mining = mine_hard_negatives(
-        train + dev, corpus, base_emb, cfg.mining, teacher=teacher, doc_vectors=vectors
-    )
-    train, dev = mined[: len(train)], mined[len(train) :]
-    stage("mine", t)
-
-    # 3. teacher scores
-    if teacher is not None:
-        t = time.perf_counter()
-        train = score_examples(train, teacher)
-        dev = score_examples(dev, teacher)
-        stage("score", t)
-    write_examples(train, out / "data" / "train.mined.jsonl")
-    write_examples(dev, out / "data" / "dev.mined.jsonl")
+    mined_files = [out / "data" / f"{part}.mined.jsonl" for part in ("train", "dev")]
+    mining_file = out / "data" / "mining.json"
+    if cfg.reuse and mining_file.is_file() and all(f.is_file() for f in mined_files):
+        say(f"[tune] reusing the negatives mined earlier in {out / 'data'}")
+        train, dev = (read_examples(f) if f.stat().st_size else [] for f in mined_files)
+        mining = json.loads(mining_file.read_text())
+    else:
+        corpus = [document_text(train_ds.corpus[i]) for i in ids]
+        teacher = Reranker(cfg.teacher) if cfg.teacher else None
+        mined, report = mine_hard_negatives(
+            train + dev, corpus, base_emb, cfg.mining, teacher=teacher, doc_vectors=vectors
+        )
+        train, dev = mined[: len(train)], mined[len(train) :]
+        stage("mine", t)
+        # 3. teacher scores
+        if teacher is not None:
+            t = time.perf_counter()
+            train = score_examples(train, teacher)
+            dev = score_examples(dev, teacher)
+            stage("score", t)
+        write_examples(train, mined_files[0])
+        write_examples(dev, mined_files[1])
+        mining = report.to_dict()
+        mining_file.write_text(json.dumps(mining, indent=2, default=str))
 
     # 4. training (a finished model in OUT is reused when cfg.reuse: reruns skip it)
     t = time.perf_counter()
@@ -171,8 +181,17 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     t = time.perf_counter()
     tuned_emb = Embedder(str(out / "embedder"))
     tuned_rr = Reranker(str(out / "reranker")) if cfg.reranker_base else None
-    systems = "dense,hybrid" + (",hybrid+rerank" if tuned_rr else "")
-    after = evaluate(cfg.data, systems=systems, embedder=tuned_emb, reranker=tuned_rr, **common)
+    after = evaluate(cfg.data, systems="dense,hybrid", embedder=tuned_emb, **common)
+    if tuned_rr is not None:
+        # reranking is the costly stage: cfg.rerank_pools may restrict it (e.g. to "test")
+        rerank_common = {**common, "pools": cfg.rerank_pools or cfg.pools}
+        reranked = evaluate(
+            cfg.data, systems="hybrid,hybrid+rerank", embedder=tuned_emb, reranker=tuned_rr,
+            **rerank_common,
+        )  # fmt: skip
+        after.results += [r for r in reranked.results if r.system == "hybrid+rerank"]
+        after.comparisons += reranked.comparisons
+        after.config["reranker"] = tuned_rr.model_id
     after.save(out / "eval", stem="after")
     stage("evaluate_after", t)
 
@@ -180,7 +199,7 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         "config": cfg.to_dict(),
         "wall_seconds": timings,
         "data": {"train_queries": len(train), "dev_queries": len(dev)},
-        "mining": mining.to_dict(),
+        "mining": mining,
         "embedder_training": emb_result.to_dict(),
         "reranker_training": rr_result.to_dict() if rr_result else None,
         "table": compare_reports(before, after, cfg.pools),

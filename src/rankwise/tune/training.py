@@ -31,6 +31,7 @@ class TrainResult:
     resumed_from: str | None = None
     dev: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
