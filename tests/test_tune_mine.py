@@ -122,3 +122,17 @@ def test_teacher_scores_and_normalisation(tiny_reranker_dir, caplog):
     np.testing.assert_allclose(normalize_scores(np.array([0.0, 100.0]), "sigmoid"), [0.5, 1.0])
     with pytest.raises(InvalidRequest):
         normalize_scores(np.array([1.0]), "minmax")
+
+
+def test_teacher_guard_drops_candidates_the_teacher_rates_high(minilm, tiny_reranker_dir):
+    from rankwise.models import Reranker
+
+    teacher = Reranker(str(tiny_reranker_dir))
+    ex = EXAMPLES[:1]
+    scores = teacher.score(ex[0].query, PRODUCTS)
+    bound = float(np.median(scores))
+    cfg = MiningConfig(rank_range=(1, 16), negative_number=16, margin=None, teacher_max=bound, fill_random=False)  # fmt: skip
+    mined, report = mine_hard_negatives(ex, PRODUCTS, minilm, cfg, teacher=teacher, show_progress=False)  # fmt: skip
+    assert report.dropped_teacher >= 1
+    kept = teacher.score(ex[0].query, mined[0].neg)
+    assert (kept <= bound + 1e-6).all()

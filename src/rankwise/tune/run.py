@@ -304,8 +304,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"**{name.replace('_', ' ')}**: {res['global_step']} steps, {res['rows']} rows "
                 f"({res['dropped']} dropped), {res['seconds']:.0f}s; loss {_fmt(first)} → {_fmt(last)}",
             ]
+            if res.get("config"):
+                keys = ("max_steps", "batch_size", "group_size", "learning_rate", "max_length")
+                keys += ("temperature", "objective", "distill_weight", "freeze_embeddings")
+                cfg_items = {k: res["config"][k] for k in keys if k in res["config"]}
+                lines.append(f"settings: {json.dumps(cfg_items)}")
             if res.get("dev"):
-                lines.append(f"dev: {json.dumps(res['dev'])}")
+                lines.append(f"dev (before → after): {json.dumps(res['dev'])}")
             for w in res.get("warnings") or []:
                 lines.append(f"WARNING: {w}")
     return "\n".join(lines) + "\n"
