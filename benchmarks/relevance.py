@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--top-n", type=int, default=10)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--note", action="append", default=[], help="extra line for the output")
     args = ap.parse_args(argv)
 
     from rankwise.data import load_beir
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     trec_eval_ndcg(r.run, ds.qrels, r.metrics.query_ids, 10, 1), 4
                 )
                 lat = r.latency_ms()
-                row["total_ms_mean"] = round(lat["total"]["mean"], 2) if "total" in lat else None
+                row["total_ms_mean"] = round(lat["total"]["mean"], 2) if "total" in lat else "n/a"
             summary.append(row)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "reranker": args.reranker
         or "none: no cross-encoder is available offline (hub unreachable, none on PyPI)",
         "command": "python benchmarks/relevance.py " + " ".join(argv or sys.argv[1:]),
+        "notes": args.note,
     }
     (args.out / "relevance.json").write_text(
         json.dumps(
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "# Relevance benchmark",
         "",
-        *[f"- {k}: {v}" for k, v in meta.items()],
+        *[f"- {k}: {v}" for k, v in meta.items() if k != "notes"],
+        *[f"- {n}" for n in args.note],
         "",
         "## Summary (test split; nDCG@10 cross-checked with pytrec_eval on the same runs)",
         "",

@@ -139,6 +139,7 @@ def test_latency_significance_separation_calibration(report):
 
 def test_index_is_reused_and_reports_are_written(report, models, tmp_path):
     assert any("embedded 14 documents" in m for m in report.logs)
+    assert any("embedded 14 documents" in m for m in report.notes)  # kept in the report
     paths = report.save(tmp_path / "out", save_runs=True)
     md = paths["markdown"].read_text()
     assert "| hybrid+rerank | global |" in md and "Paired significance" in md

@@ -118,7 +118,13 @@ def evaluate(
         :class:`EvaluationReport` (``.to_markdown()``, ``.to_dict()``, ``.save(dir)``).
     """
     t_start = time.perf_counter()
-    say = log or (lambda msg: None)
+    notes: list[str] = []
+
+    def say(msg: str) -> None:  # index/embedding events are facts of this run: keep them
+        notes.append(msg)
+        if log is not None:
+            log(msg)
+
     systems = parse_systems(systems)
     ks = parse_ks(ks)
     if top_k < 1 or top_n < 1:
@@ -139,7 +145,6 @@ def evaluate(
         return compute_metrics(run, qrels, ks, threshold=threshold)
 
     results: list[SystemResult] = []
-    notes: list[str] = []
     separations: list[Separation] = []
     calibration: list[ThresholdChoice] = []
     searched = [s for s in systems if s != "rerank-only"]
