@@ -50,7 +50,9 @@ SETTINGS = {
     "reranker_eval_steps": 35,
     "negative_number": 7,
     "top_k": 20,
+    "pools": "test,global",
     "rerank_pools": "test",
+    "rerank_max_queries": 300,
     "freeze_embeddings": True,
 }
 
@@ -68,6 +70,7 @@ def main() -> None:
         "--out", type=Path, default=None, help="run folder (default /tmp/rankwise-tune/<dataset>)"
     )
     ap.add_argument("--index-dir", type=Path, default=None)
+    ap.add_argument("--no-reranker", action="store_true", help="tune the embedder only")
     ap.add_argument(
         "--set", action="append", default=[], help="override, e.g. --set max_train_queries=1000"
     )
@@ -75,22 +78,14 @@ def main() -> None:
     settings = dict(SETTINGS)
     for item in args.set:
         key, _, value = item.partition("=")
-        settings[key] = type(SETTINGS[key])(json.loads(value)) if key in SETTINGS else value
+        kind = type(SETTINGS.get(key, ""))
+        settings[key] = value if kind is str else kind(json.loads(value))
     data = ROOT.parent / "shared" / "data" / args.dataset
     out = args.out or Path("/tmp/rankwise-tune") / args.dataset
     base = minilm()
-    argv = [
-        "tune",
-        "run",
-        "--data",
-        str(data),
-        "--base",
-        base,
-        "--reranker-base",
-        base,
-        "--out",
-        str(out),
-    ]
+    argv = ["tune", "run", "--data", str(data), "--base", base, "--out", str(out)]
+    if not args.no_reranker:
+        argv += ["--reranker-base", base]
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):

@@ -57,6 +57,7 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
         reranker=RerankerTrainConfig(max_length=32, **fast),
         top_k=5,
         top_n=3,
+        rerank_pools=("test",),
         index_dir=tmp_path / "cache",
     )
     report = tune_run(cfg, say=lambda m: None)
@@ -74,7 +75,9 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
     rows = {(r["pool"], r["system"]) for r in report["table"]}
     for pool in ("test", "global"):
         assert (pool, "dense") in rows and (pool, "hybrid") in rows
-        assert any(p == pool and "rerank" in s for p, s in rows)
+    # reranking was evaluated on the test pool only, over the test-pool documents
+    assert {p for p, s in rows if "rerank" in s} == {"test"}
+    assert (out / "eval" / "rerank.json").is_file()
     dense = next(r for r in report["table"] if r["system"] == "dense")
     for m in REPORT_METRICS:
         assert set(dense[m]) == {"before", "after", "delta", "p"}

@@ -649,6 +649,9 @@ def tune_run_command(
     reuse: Annotated[bool, typer.Option(help="Reuse models already trained in OUT.")] = True,
     lr: Annotated[float, typer.Option(help="Embedder learning rate.")] = 2e-5,
     max_steps: Annotated[int, typer.Option(help="Stop embedder training after N steps.")] = -1,
+    rerank_max_queries: Annotated[
+        int | None, typer.Option(help="Evaluate hybrid+rerank on the first N test queries.")
+    ] = None,
     reranker_lr: Annotated[float, typer.Option(help="Reranker learning rate.")] = 3e-5,
     reranker_max_steps: Annotated[
         int, typer.Option(help="Stop reranker training after N steps (-1: epochs).")
@@ -683,7 +686,7 @@ def tune_run_command(
         rerank_pools=check_pools([p.strip() for p in rerank_pools.split(",") if p.strip()])
         if rerank_pools
         else None,
-        top_k=top_k, index_dir=index_dir, reuse=reuse,
+        top_k=top_k, index_dir=index_dir, reuse=reuse, rerank_max_queries=rerank_max_queries,
     )  # fmt: skip
     tune_run(cfg, say=lambda m: err_console.print(m, highlight=False, markup=False))
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)

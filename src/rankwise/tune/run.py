@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankwise.data import document_text, load_beir
+from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import InvalidRequest
 from rankwise.tune.data import (
     TrainExample,
@@ -65,6 +65,7 @@ class TuneRunConfig:
     top_k: int = 50
     top_n: int = 10
     max_eval_queries: int | None = None
+    rerank_max_queries: int | None = None
     index_dir: Path | None = None
     reuse: bool = True
 
@@ -83,6 +84,16 @@ def _reused(folder: Path, reuse: bool, say: Callable[[str], None]) -> TrainResul
     d["out_dir"] = Path(d["out_dir"])
     d["losses"] = [tuple(x) for x in d["losses"]]
     return TrainResult(**d)
+
+
+def test_pool_dataset(ds: BeirDataset, max_queries: int | None = None) -> BeirDataset:
+    """``ds`` restricted to its test pool: the documents judged for the evaluated queries
+    (the first ``max_queries`` by sorted id). Its global pool equals the original's test pool.
+    """
+    qids = sorted(ds.qrels)[:max_queries] if max_queries else sorted(ds.qrels)
+    qrels = {q: ds.qrels[q] for q in qids}
+    corpus = {d: ds.corpus[d] for d in sorted({d for docs in qrels.values() for d in docs})}
+    return BeirDataset(ds.path, ds.split, corpus, {q: ds.queries[q] for q in qids}, qrels)
 
 
 def _subsample(examples: list[TrainExample], n: int | None) -> list[TrainExample]:
@@ -163,35 +174,38 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         )
         stage("train_reranker", t)
 
-    # 5. before/after with the evaluation engine
+    # 5. before/after with the evaluation engine. With pools == ("test",) every evaluation
+    # runs over the test-pool documents only: the same pool, without embedding the corpus.
     common = dict(
-        split="test",
-        top_k=cfg.top_k,
-        top_n=cfg.top_n,
-        ks=(1, 5, 10),
-        pools=cfg.pools,
-        index_dir=index_dir,
-        max_queries=cfg.max_eval_queries,
-        log=say,
-    )
+        split="test", top_k=cfg.top_k, top_n=cfg.top_n, ks=(1, 5, 10), pools=cfg.pools,
+        index_dir=index_dir, max_queries=cfg.max_eval_queries, log=say,
+    )  # fmt: skip
+    test_ds = load_beir(cfg.data, "test")
+    pool_only = tuple(cfg.pools) == ("test",)
+    source = test_pool_dataset(test_ds, cfg.max_eval_queries) if pool_only else test_ds
+    tuned_emb = Embedder(str(out / "embedder"))
+    tuned_rr = Reranker(str(out / "reranker")) if cfg.reranker_base else None
+    reranked = None
+    if tuned_rr is not None:
+        # Reranking is the costly stage: it goes first, cfg.rerank_pools may restrict it to
+        # the test pool and cfg.rerank_max_queries to fewer queries; its own "hybrid" run is
+        # the baseline it is compared with (same queries).
+        t = time.perf_counter()
+        rerank_pools = tuple(cfg.rerank_pools or cfg.pools)
+        n_rr = cfg.rerank_max_queries or cfg.max_eval_queries
+        rr_source = test_pool_dataset(test_ds, n_rr) if rerank_pools == ("test",) else test_ds
+        reranked = evaluate(
+            rr_source, systems="hybrid,hybrid+rerank", embedder=tuned_emb, reranker=tuned_rr,
+            **{**common, "pools": rerank_pools, "max_queries": n_rr},
+        )  # fmt: skip
+        reranked.save(out / "eval", stem="rerank")
+        stage("evaluate_rerank", t)
     t = time.perf_counter()
-    before = evaluate(cfg.data, systems="lexical,dense,hybrid", embedder=base_emb, **common)
+    before = evaluate(source, systems="lexical,dense,hybrid", embedder=base_emb, **common)
     before.save(out / "eval", stem="before")
     stage("evaluate_before", t)
     t = time.perf_counter()
-    tuned_emb = Embedder(str(out / "embedder"))
-    tuned_rr = Reranker(str(out / "reranker")) if cfg.reranker_base else None
-    after = evaluate(cfg.data, systems="dense,hybrid", embedder=tuned_emb, **common)
-    if tuned_rr is not None:
-        # reranking is the costly stage: cfg.rerank_pools may restrict it (e.g. to "test")
-        rerank_common = {**common, "pools": cfg.rerank_pools or cfg.pools}
-        reranked = evaluate(
-            cfg.data, systems="hybrid,hybrid+rerank", embedder=tuned_emb, reranker=tuned_rr,
-            **rerank_common,
-        )  # fmt: skip
-        after.results += [r for r in reranked.results if r.system == "hybrid+rerank"]
-        after.comparisons += reranked.comparisons
-        after.config["reranker"] = tuned_rr.model_id
+    after = evaluate(source, systems="dense,hybrid", embedder=tuned_emb, **common)
     after.save(out / "eval", stem="after")
     stage("evaluate_after", t)
 
@@ -202,7 +216,7 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         "mining": mining,
         "embedder_training": emb_result.to_dict(),
         "reranker_training": rr_result.to_dict() if rr_result else None,
-        "table": compare_reports(before, after, cfg.pools),
+        "table": compare_reports(before, after, cfg.pools, reranked),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
@@ -215,14 +229,15 @@ _ROWS = (
     ("lexical (BM25)", "lexical", None),
     ("dense", "dense", "dense"),
     ("hybrid", "hybrid", "hybrid"),
-    ("hybrid + rerank (tuned CE) vs tuned hybrid", "@after:hybrid", "hybrid+rerank"),
+    ("hybrid + rerank (tuned CE) vs tuned hybrid", "@rerank:hybrid", "@rerank:hybrid+rerank"),
 )
 
 
-def compare_reports(before, after, pools: Sequence[str]) -> list[dict[str, Any]]:
+def compare_reports(before, after, pools: Sequence[str], reranked=None) -> list[dict[str, Any]]:
     """Rows ``{pool, system, metric: {before, after, delta, p}}`` with paired p-values.
 
     The p-value is the evaluation engine's paired randomisation test over per-query values.
+    ``reranked`` (optional) holds ``hybrid`` and ``hybrid+rerank`` of the tuned models.
     """
     from rankwise.evaluate import randomization_test
 
@@ -233,15 +248,16 @@ def compare_reports(before, after, pools: Sequence[str]) -> list[dict[str, Any]]
             return None
         return r.metrics
 
+    def lookup(default, system, pool):
+        if system.startswith("@rerank:"):
+            return find(reranked, system[8:], pool) if reranked is not None else None
+        return find(default, system, pool)
+
     rows = []
     for pool in pools:
         for label, b_sys, a_sys in _ROWS:
-            b = (
-                find(after, b_sys[7:], pool)
-                if b_sys.startswith("@after:")
-                else find(before, b_sys, pool)
-            )
-            a = find(after, a_sys, pool) if a_sys else None
+            b = lookup(before, b_sys, pool)
+            a = lookup(after, a_sys, pool) if a_sys else None
             if b is None and a is None:
                 continue
             row: dict[str, Any] = {"pool": pool, "system": label}
