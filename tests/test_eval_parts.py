@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from rankwise.errors import DataError, InvalidRequest
-from rankwise.evaluate.calibration import calibrate_threshold
+from rankwise.evaluate.calibration import apply_threshold, calibrate_threshold
 from rankwise.evaluate.pools import judged_candidates, pool_corpus, union_of_judged
 from rankwise.evaluate.runs import check_run_ids, read_run, write_run
 from rankwise.evaluate.separation import sample_negatives, separation
@@ -103,3 +103,11 @@ def test_threshold_calibration_f1_and_precision_floor():
         calibrate_threshold({"q": {"d9": 0.9}}, qrels)
     with pytest.raises(InvalidRequest, match="min_precision"):
         calibrate_threshold(rel, qrels, objective="precision")
+
+
+def test_a_threshold_chosen_on_one_split_is_checked_on_another():
+    qrels = {"q": {"a": 1, "b": 0, "c": 2, "d": 0}}
+    rel = {"q": {"a": 0.9, "b": 0.7, "c": 0.4, "d": 0.1, "unjudged": 0.99}}
+    got = apply_threshold(rel, qrels, 0.5)
+    assert got == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "n_pairs": 4}
+    assert apply_threshold(rel, qrels, 0.95)["precision"] == 0.0  # nothing kept

@@ -219,3 +219,15 @@ def test_cli_eval_writes_reports_and_maps_errors(tmp_path, tiny_embedder_dir, ca
     with pytest.raises(SystemExit) as exit_:
         main(["eval", "--data", str(tmp_path / "nowhere")])
     assert exit_.value.code == 2 and "missing corpus.jsonl" in capsys.readouterr().err
+
+
+def test_thresholds_chosen_on_train_are_checked_on_test(models, tmp_path):
+    root = write_beir(tmp_path / "tinyset")
+    (root / "qrels" / "train.tsv").write_text("q9\tp6\t1\nq9\tp1\t0\nq9\tu2\t0\nq2\tu1\t2\n")
+    rep = evaluate(
+        root, systems="rerank-only", embedder=models[0], reranker=models[1],
+        calibration_split="train", index_dir=tmp_path / "idx", show_progress=False,
+    )  # fmt: skip
+    assert [(c.split, c.n_pairs) for c in rep.calibration] == [("train", 4), ("train", 4)]
+    assert all(c.heldout["split"] == "test" and c.heldout["n_pairs"] == 10 for c in rep.calibration)
+    assert "held out: P / R / F1" in rep.to_markdown()

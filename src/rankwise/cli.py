@@ -321,6 +321,10 @@ def eval_command(
     min_precision: Annotated[
         float | None, typer.Option(help="Also calibrate a rerank threshold for this precision.")
     ] = None,
+    calibration_split: Annotated[
+        str | None,
+        typer.Option(help="Choose score thresholds on this split (e.g. train), check on --split."),
+    ] = None,
     max_queries: Annotated[
         int | None, typer.Option(min=1, help="Only the first N queries (quick check).")
     ] = None,
@@ -354,6 +358,7 @@ def eval_command(
         runs=runs,
         significance=significance,
         min_precision=min_precision,
+        calibration_split=calibration_split,
         max_queries=max_queries,
         show_progress=not json_out,
         log=(lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False)),

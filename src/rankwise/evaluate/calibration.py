@@ -36,9 +36,38 @@ class ThresholdChoice:
     n_positive: int
     min_precision: float | None = None
     model: str = ""
+    split: str = ""  # the qrels split the threshold was chosen on
+    heldout: dict[str, float] | None = None  # the threshold applied to another split
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _pairs(pair_scores: Run, qrels: Qrels, grade_threshold: int, unjudged_as_negative: bool):
+    scores, labels = [], []
+    for qid, docs in pair_scores.items():
+        judged = qrels.get(qid, {})
+        for d, s in docs.items():
+            if d in judged or unjudged_as_negative:
+                scores.append(float(s))
+                labels.append(judged.get(d, 0) >= grade_threshold)
+    return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+
+
+def apply_threshold(
+    pair_scores: Run, qrels: Qrels, threshold: float, *, grade_threshold: int = 1
+) -> dict[str, float]:
+    """Precision, recall and F1 of keeping judged pairs with score ``>= threshold``.
+
+    Use it to check a threshold chosen on one split (train) on another (test).
+    """
+    scores, y = _pairs(pair_scores, qrels, grade_threshold, False)
+    kept = scores >= threshold
+    tp = float((kept & y).sum())
+    precision = tp / kept.sum() if kept.any() else 0.0
+    recall = tp / y.sum() if y.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "n_pairs": int(y.size)}
 
 
 def calibrate_threshold(
@@ -50,6 +79,7 @@ def calibrate_threshold(
     min_precision: float | None = None,
     unjudged_as_negative: bool = False,
     model: str = "",
+    split: str = "",
 ) -> ThresholdChoice:
     """Pick the relevance threshold for ``pair_scores`` (``{qid: {doc_id: relevance}}``).
 
@@ -64,20 +94,13 @@ def calibrate_threshold(
         raise InvalidRequest(f"objective must be 'f1' or 'precision', got {objective!r}")
     if objective == "precision" and not (min_precision is not None and 0 < min_precision <= 1):
         raise InvalidRequest("objective='precision' needs min_precision in (0, 1]")
-    scores, labels = [], []
-    for qid, docs in pair_scores.items():
-        judged = qrels.get(qid, {})
-        for d, s in docs.items():
-            if d in judged or unjudged_as_negative:
-                scores.append(float(s))
-                labels.append(judged.get(d, 0) >= grade_threshold)
-    y = np.asarray(labels, dtype=bool)
+    scores, y = _pairs(pair_scores, qrels, grade_threshold, unjudged_as_negative)
     if y.size == 0 or y.all() or not y.any():
         raise DataError(
             f"threshold calibration needs relevant and non-relevant judged pairs; got "
             f"{int(y.sum())} relevant of {y.size}"
         )
-    precision, recall, thresholds = precision_recall_curve(y, np.asarray(scores))
+    precision, recall, thresholds = precision_recall_curve(y, scores)
     precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
     f1 = np.divide(
         2 * precision * recall,
@@ -103,4 +126,5 @@ def calibrate_threshold(
         n_positive=int(y.sum()),
         min_precision=min_precision,
         model=model,
+        split=split,
     )

@@ -211,29 +211,26 @@ class EvaluationReport:
             ]
         if self.calibration:
             lines += [
-                f"{h}# Score threshold calibration (judged pairs of this split)",
+                f"{h}# Score threshold calibration (judged pairs)",
                 "",
                 _row(
-                    ["model", "objective", "threshold", "precision", "recall", "F1", "met", "pairs"]
+                    ["model", "objective", "chosen on", "threshold", "precision", "recall", "F1"]
+                    + ["met", "pairs", "held out: P / R / F1"]
                 ),
-                _row(["---"] * 8),
+                _row(["---"] * 10),
             ]
             for t in self.calibration:
                 obj = t.objective + (f" >= {t.min_precision}" if t.min_precision else "")
-                lines.append(
-                    _row(
-                        [
-                            t.model,
-                            obj,
-                            f"{t.threshold:.4f}",
-                            _f(t.precision),
-                            _f(t.recall),
-                            _f(t.f1),
-                            str(t.met),
-                            str(t.n_pairs),
-                        ]
-                    )
+                held = t.heldout
+                check = (
+                    f"{held['split']}: {_f(held['precision'])} / {_f(held['recall'])} / "
+                    f"{_f(held['f1'])}"
+                    if held
+                    else "(same split)"
                 )
+                cells = [t.model, obj, t.split, f"{t.threshold:.4f}", _f(t.precision)]
+                cells += [_f(t.recall), _f(t.f1), str(t.met), str(t.n_pairs), check]
+                lines.append(_row(cells))
             lines += [
                 "",
                 "Cross-encoder thresholds apply to relevance = sigmoid(logit) in 0..1 (the "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import DataError, InvalidRequest
-from rankwise.evaluate.calibration import ThresholdChoice, calibrate_threshold
+from rankwise.evaluate.calibration import ThresholdChoice, apply_threshold, calibrate_threshold
 from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
 from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
 from rankwise.evaluate.pools import POOLS, union_of_judged
@@ -93,6 +93,7 @@ def evaluate(
     runs: Mapping[str, str | Path | Run] | None = None,
     significance: str = "randomization",
     min_precision: float | None = None,
+    calibration_split: str | None = None,
     negatives_per_query: int = 2,
     max_queries: int | None = None,
     show_progress: bool = True,
@@ -111,6 +112,8 @@ def evaluate(
         runs: extra systems as TREC run files or ``{qid: {doc: score}}`` dicts.
         significance: ``"randomization"`` or ``"ttest"``.
         min_precision: also calibrate the rerank threshold for this precision floor.
+        calibration_split: choose score thresholds on this split's judged pairs (e.g.
+            ``"train"``) and report how they hold on ``split``; default: ``split`` itself.
         negatives_per_query: random corpus documents added as negatives for separation.
         max_queries: evaluate only the first N queries (sorted ids), for quick checks.
 
@@ -144,6 +147,17 @@ def evaluate(
     def score(run: Run) -> QueryMetrics:
         return compute_metrics(run, qrels, ks, threshold=threshold)
 
+    plan = _CalibrationPlan(split, qrels, threshold, min_precision)
+    if calibration_split and calibration_split != split:
+        cal = load_beir(ds.path, calibration_split)
+        cal_qrels = {q: cal.qrels[q] for q in sorted(cal.qrels)[:max_queries]}
+        plan = replace(
+            plan,
+            cal_split=calibration_split,
+            cal_qrels=cal_qrels,
+            cal_queries={q: cal.queries[q] for q in cal_qrels},
+        )
+
     results: list[SystemResult] = []
     separations: list[Separation] = []
     calibration: list[ThresholdChoice] = []
@@ -168,7 +182,15 @@ def evaluate(
             q: {d: float(vectors[row[d]] @ qvecs[i]) for d in pairs[q]} for i, q in enumerate(qids)
         }
         separations.append(separation(dense_pairs, qrels, threshold=threshold, model=emb.model_id))
-        calibration += _calibrate(dense_pairs, qrels, threshold, min_precision, emb.model_id)
+        cal_dense = None
+        if plan.cal_split:
+            cal_ids = sorted(plan.cal_qrels)
+            cvecs = emb.encode_queries([plan.cal_queries[q] for q in cal_ids])
+            cal_dense = {
+                q: {d: float(vectors[row[d]] @ cvecs[i]) for d in plan.cal_qrels[q]}
+                for i, q in enumerate(cal_ids)
+            }
+        calibration += plan.choose(emb.model_id, dense_pairs, cal_dense)
 
         from rankwise.search import Searcher
 
@@ -195,8 +217,7 @@ def evaluate(
     if "rerank-only" in systems:
         judged = _judged_systems(
             ds, qids, queries, qrels, pairs, rr, dense_pairs,
-            score=score, threshold=threshold, min_precision=min_precision,
-            show_progress=show_progress,
+            score=score, threshold=threshold, plan=plan, show_progress=show_progress,
         )  # fmt: skip
         results += judged[0]
         separations += judged[1]
@@ -303,7 +324,7 @@ def _judged_systems(
     *,
     score: Callable[[Run], QueryMetrics],
     threshold: int,
-    min_precision: float | None,
+    plan: _CalibrationPlan,
     show_progress: bool,
 ) -> tuple[list[SystemResult], list[Separation], list[ThresholdChoice]]:
     """``dense [judged]`` (the bi-encoder's order of the judged candidates, the baseline)
@@ -317,31 +338,74 @@ def _judged_systems(
         return results, [], []
     col, rel = _rerank_judged(rr, ds, qids, queries, qrels, pairs, show_progress)
     results.append(SystemResult("rerank-only", "judged", score(col.run), col.run, col.latency))
-    thresholds = _calibrate(rel, qrels, threshold, min_precision, rr.model_id)
+    cal_rel = None
+    if plan.cal_split:
+        from rankwise.models import sigmoid
+
+        cal_rel = {}
+        for q in tqdm(
+            sorted(plan.cal_qrels), desc=f"rerank [{plan.cal_split}]", disable=not show_progress
+        ):
+            docs = sorted(plan.cal_qrels[q])
+            texts = [document_text(ds.corpus[d]) for d in docs]
+            logits = np.asarray(rr.score(plan.cal_queries[q], texts), dtype=np.float32)
+            cal_rel[q] = dict(zip(docs, sigmoid(logits).tolist(), strict=True))
+    thresholds = plan.choose(rr.model_id, rel, cal_rel)
     return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
 
 
-def _calibrate(
-    pair_scores: Mapping[str, Mapping[str, float]],
-    qrels: Mapping[str, Mapping[str, int]],
-    threshold: int,
-    min_precision: float | None,
-    model: str,
-) -> list[ThresholdChoice]:
-    """Best-F1 threshold (and the precision-floor one) on the judged pairs only."""
-    judged = {
-        q: {d: s for d, s in docs.items() if d in qrels[q]} for q, docs in pair_scores.items()
-    }
-    objectives: list[dict[str, Any]] = [{}]
-    if min_precision is not None:
-        objectives.append({"objective": "precision", "min_precision": min_precision})
-    try:
+@dataclass(frozen=True)
+class _CalibrationPlan:
+    """Where score thresholds are chosen (``cal_split`` if set, else ``split``) and checked."""
+
+    split: str
+    qrels: Mapping[str, Mapping[str, int]]
+    grade_threshold: int
+    min_precision: float | None
+    cal_split: str | None = None
+    cal_qrels: Mapping[str, Mapping[str, int]] | None = None
+    cal_queries: Mapping[str, str] | None = None
+
+    def choose(
+        self, model: str, scores: Run, cal_scores: Run | None = None
+    ) -> list[ThresholdChoice]:
+        """Best-F1 threshold (and the precision-floor one) on judged pairs; with a
+        calibration split, chosen there and applied to ``scores`` of the evaluated split."""
+        on_split, qrels = (
+            (self.cal_split, self.cal_qrels) if self.cal_split else (self.split, self.qrels)
+        )
+        source = cal_scores if self.cal_split else scores
+        objectives: list[dict[str, Any]] = [{}]
+        if self.min_precision is not None:
+            objectives.append({"objective": "precision", "min_precision": self.min_precision})
+        try:
+            chosen = [
+                calibrate_threshold(
+                    source,
+                    qrels,
+                    grade_threshold=self.grade_threshold,
+                    model=model,
+                    split=on_split,
+                    **kw,
+                )  # fmt: skip
+                for kw in objectives
+            ]
+        except DataError:  # no judged negatives (or positives): nothing to calibrate against
+            return []
+        if not self.cal_split:
+            return chosen
         return [
-            calibrate_threshold(judged, qrels, grade_threshold=threshold, model=model, **kw)
-            for kw in objectives
+            replace(
+                c,
+                heldout={
+                    "split": self.split,
+                    **apply_threshold(
+                        scores, self.qrels, c.threshold, grade_threshold=self.grade_threshold
+                    ),
+                },
+            )
+            for c in chosen
         ]
-    except DataError:  # no judged negatives (or positives): nothing to calibrate against
-        return []
 
 
 def _rerank_judged(
