@@ -109,6 +109,8 @@ class LanceStore:
                 raise StoreError(f"{self.uri} is a file, not an index directory")
         self.options = {**DEFAULT_OPTIONS, **(manifest or {}).get("options", {}), **options}
         self._manifest_dim = (manifest or {}).get("dim")
+        # rows when the ANN index was (re)built: past 4x that, it is rebuilt, not extended
+        self._index_built_rows = (manifest or {}).get("index_built_rows") or 0
         rci = self.options["read_consistency_interval"]
         try:
             self.path.mkdir(parents=True, exist_ok=True) if create else None
@@ -143,6 +145,7 @@ class LanceStore:
                 "format": FORMAT_VERSION,
                 "dim": self.dim,
                 "options": self.options,
+                "index_built_rows": self._index_built_rows,
             },
         )
 
@@ -241,6 +244,9 @@ class LanceStore:
             return
         stats = self._table.index_stats(VECTOR_INDEX)
         if stats is not None and stats.num_unindexed_rows > self.options["optimize_fraction"] * n:
+            if n > 4 * self._index_built_rows:  # partitions sized for a much smaller table
+                self.build_index()
+                return
             log.info("indexing %d new rows", stats.num_unindexed_rows)
             self._table.to_lance().optimize.optimize_indices()
             self._table.checkout_latest()
@@ -272,6 +278,8 @@ class LanceStore:
             params |= {"m": o["m"], "ef_construction": o["ef_construction"]}
         self._table.create_index("vector", config=config_cls(**params), name=VECTOR_INDEX)
         self._table.create_index("id", config=BTree(), replace=True)
+        self._index_built_rows = n
+        self._write_manifest()
 
     # -- reads -------------------------------------------------------------------------
 
