@@ -162,17 +162,19 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
 
     # 4. training (a finished model in OUT is reused when cfg.reuse: reruns skip it)
     t = time.perf_counter()
-    emb_result = _reused(out / "embedder", cfg.reuse, say) or train_embedder(
-        train, cfg.base, out / "embedder", cfg.embedder
-    )
-    stage("train_embedder", t)
+    emb_result = _reused(out / "embedder", cfg.reuse, say)
+    if emb_result is None:
+        emb_result = train_embedder(train, cfg.base, out / "embedder", cfg.embedder)
+        stage("train_embedder", t)
     rr_result = None
     if cfg.reranker_base:
         t = time.perf_counter()
-        rr_result = _reused(out / "reranker", cfg.reuse, say) or train_reranker(
-            train, cfg.reranker_base, out / "reranker", cfg.reranker, dev=dev
-        )
-        stage("train_reranker", t)
+        rr_result = _reused(out / "reranker", cfg.reuse, say)
+        if rr_result is None:
+            rr_result = train_reranker(
+                train, cfg.reranker_base, out / "reranker", cfg.reranker, dev=dev
+            )
+            stage("train_reranker", t)
 
     # 5. before/after with the evaluation engine. With pools == ("test",) every evaluation
     # runs over the test-pool documents only: the same pool, without embedding the corpus.
@@ -284,11 +286,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"teacher: `{cfg['teacher']}`",
         f"- train/dev queries: {report['data']['train_queries']}/{report['data']['dev_queries']} "
         f"(positives: grade >= {cfg['pos_threshold']}); evaluation: test split",
-        f"- mining: {report['mining']['negatives']} negatives for {report['mining']['queries']} "
-        f"queries; dropped {report['mining']['dropped_known']} known positives, "
-        f"{report['mining']['dropped_similarity']} by the similarity guard, "
-        f"{report['mining']['dropped_teacher']} by the teacher guard; "
-        f"{report['mining']['filled_random']} random fills",
+        "- mining: {negatives} negatives for {queries} queries; dropped {dropped_known} known "
+        "positives, {dropped_similarity} by the similarity guard, {dropped_teacher} by the "
+        "teacher guard; {filled_random} random fills".format(
+            **{k: "n/a" if v is None else v for k, v in report["mining"].items()}
+        ),
         "- wall times (s): " + ", ".join(f"{k} {v}" for k, v in report["wall_seconds"].items()),
         "",
         "Before = base models, after = tuned models. For the rerank row, before = tuned "
@@ -318,7 +320,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"**{name.replace('_', ' ')}**: {res['global_step']} steps, {res['rows']} rows "
-                f"({res['dropped']} dropped), {res['seconds']:.0f}s; loss {_fmt(first)} → {_fmt(last)}",
+                f"({res['dropped']} dropped), {_secs(res['seconds'])}; loss {_fmt(first)} → {_fmt(last)}",
             ]
             if res.get("config"):
                 keys = ("max_steps", "batch_size", "group_size", "learning_rate", "max_length")
@@ -330,6 +332,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             for w in res.get("warnings") or []:
                 lines.append(f"WARNING: {w}")
     return "\n".join(lines) + "\n"
+
+
+def _secs(x: float | None) -> str:
+    return "time not recorded" if x is None else f"{x:.0f}s"
 
 
 def _fmt(x: float | None) -> str:
