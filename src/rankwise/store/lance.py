@@ -15,8 +15,8 @@ Search is exact (flat) below ``ann_threshold`` rows. Above it an ``IVF_HNSW_SQ``
 is built and queried with ``nprobes``/``ef``/``refine_factor`` chosen so recall@10 stays
 >= 0.95 (LanceDB's query defaults lose recall once new rows are merged into the index by
 ``optimize()``; ``tests/test_store.py`` checks recall after such a merge). A filter that
-keeps few rows (``exact_filter_below``) is answered exactly over the matching rows: an
-exact scan of a few thousand vectors is faster and never loses recall to the index.
+keeps few rows (``exact_filter_below``) is answered exactly over the matching rows, so
+rare values are never lost in unprobed partitions.
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "nprobes": 20,
     "ef": 200,
     "refine_factor": 5,  # re-rank nprobes' SQ candidates with full vectors
-    "exact_filter_below": 20_000,  # filter keeps fewer rows than this: exact scan
+    # a filter keeping fewer rows than this is answered exactly (the index's probed
+    # partitions may hold none of them); above it the ANN prefilter is faster and as
+    # accurate (100k x 384, 1% filter: 134 ms recall 1.0 vs exact 894 ms, loaded CPU)
+    "exact_filter_below": 1_000,
     "optimize_fraction": 0.5,  # while writing, index new rows past this unindexed share
     "read_consistency_interval": None,  # seconds; 0 = always see other writers at once
 }
