@@ -105,3 +105,17 @@ def test_load_beir_and_its_errors(tmp_path):
     (root / "corpus.jsonl").write_text("")
     with pytest.raises(DataError, match="corpus is empty"):
         load_beir(root, "test")
+
+
+def test_read_qrels_accepts_beir_tsv_and_trec_spaces(tmp_path):
+    from rankwise.data import read_qrels
+
+    beir = tmp_path / "a.tsv"
+    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\n")
+    trec = tmp_path / "b.txt"
+    trec.write_text("q1 0 d1 2\nq1 0 d2 0\n")
+    assert read_qrels(beir) == read_qrels(trec) == {"q1": {"d1": 2, "d2": 0}}
+    bad = tmp_path / "c.tsv"
+    bad.write_text("q1 d1\n")
+    with pytest.raises(DataError, match="c.tsv:1"):
+        read_qrels(bad)

@@ -262,19 +262,21 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """TREC-style qrels TSV with header ``query-id corpus-id score`` (header optional)."""
+    """Qrels as BEIR TSV (``query-id corpus-id score``, header optional) or TREC
+    (``qid 0 docid grade``, space- or tab-separated)."""
     if not path.exists():
         raise DataError(f"qrels file not found: {path}")
     qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
-            parts = line.rstrip("\n").split("\t")
+            # BEIR tsv (tabs) and TREC qrels (spaces) both: ids never contain whitespace.
+            parts = line.split()
             if not line.strip() or (n == 1 and parts[0] == "query-id"):
                 continue
             if len(parts) == 4:  # TREC qrels: qid 0 docid grade
                 parts = [parts[0], parts[2], parts[3]]
             if len(parts) != 3:
-                raise DataError(f"{path}:{n}: expected 3 tab-separated columns, got {len(parts)}")
+                raise DataError(f"{path}:{n}: expected 'query-id corpus-id grade' (or TREC 'qid 0 docid grade'), got {len(parts)} columns")
             try:
                 grade = int(float(parts[2]))
             except ValueError:
