@@ -56,7 +56,9 @@ def set_threads(n: int) -> None:
     torch.set_num_interop_threads(1)
 
 
-def matmul_peak(threads: int, n: int = 2048, reps: int = 8) -> dict[str, float]:
+def matmul_peak(
+    threads: int, n: int = 2048, reps: int = 8
+) -> dict[str, float]:  # quiet-machine check
     """Best fp32 GFLOP/s of an n x n sgemm with torch and numpy (``threads`` threads)."""
     import torch
 
@@ -138,19 +140,89 @@ def pseudo_descriptions(titles: list[str], tokenizer, seed: int = 0) -> list[str
     return out
 
 
-def run_worker(script: Path, args: list[str], threads: int, timeout: float = 1200) -> dict:
-    """Run ``script --worker ...`` in a fresh interpreter pinned to ``threads``; its JSON result."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run(
-        [sys.executable, str(script), "--threads", str(threads), "--worker", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Worker:
+    """One measured path in its own interpreter (``script --worker ...``), driven in lock-step.
+
+    Paths are measured round-robin, one unit of work per path per round (the order rotating
+    each round), so that when other processes load the machine, every path sees the same
+    contention instead of whichever happened to run during a busy minute.
+    """
+
+    def __init__(self, script: Path, args: list[str], threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--threads", str(threads), "--worker", *args],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:  # libraries may print too: our lines carry a marker
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK) :])
+        return {"error": f"worker exited with {self.proc.wait()}"}
+
+    def ask(self, command: str) -> dict:
+        if self.proc.poll() is not None:
+            return {"error": "worker is not running"}
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> dict:
+        out = self.ask("quit")
+        self.proc.wait(timeout=60)
+        return out
+
+
+MARK = "@@rankwise-bench "
+
+
+def serve(handlers: dict, ready: dict) -> None:
+    """Worker side of :class:`Worker`: answer ``command arg`` lines until ``quit``."""
+    print(MARK + json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "quit":
+            print(MARK + json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+            return
+        print(MARK + json.dumps(handlers[cmd](arg)), flush=True)
+
+
+def peak_handlers(threads: int) -> dict:
+    """A worker that measures the fp32 sgemm rate once per round (same contention as the paths)."""
+    import torch
+
+    set_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+
+    def sample(_arg: str) -> dict:
+        c, t = time.process_time(), time.perf_counter()
+        for _ in range(3):
+            torch.mm(a, b)
+        cpu, wall = time.process_time() - c, time.perf_counter() - t
+        flops = 3 * 2 * 2048**3
+        return {"gflops": flops / wall / 1e9, "gflops_cpu": flops / cpu * threads / 1e9}
+
+    return {"speed": sample, "query": sample, "ndcg": lambda _a: {}}
+
+
+def rounds(workers: dict[str, Worker], commands: list[str], label: str) -> dict[str, list[dict]]:
+    """Send each command to every worker, rotating the order per round; answers per worker."""
+    from tqdm import tqdm
+
+    names = list(workers)
+    out: dict[str, list[dict]] = {n: [] for n in names}
+    for i, cmd in enumerate(tqdm(commands, desc=label)):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(workers[name].ask(cmd))
+    return out
 
 
 def machine_info(threads: int) -> dict:
