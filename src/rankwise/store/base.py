@@ -73,6 +73,11 @@ class Store(Protocol):
     ) -> Iterable[list[dict[str, Any]]]:
         """All records in batches (used by migrate, evaluation and mining)."""
 
+    def optimize(self) -> None:
+        """Bring indexes up to date after bulk writes (ANN index over new rows, file
+        compaction, Milvus flush). ``close()`` does it when the handle wrote; call it
+        after a large ingest to pay the cost then rather than at the first search."""
+
     def info(self) -> dict[str, Any]:
         """Backend name, uri, count, dim, index parameters: for ``rankwise store info``."""
 
