@@ -46,6 +46,7 @@ import numpy as np
 
 from rankwise.errors import StoreError, UnsupportedFeature
 from rankwise.lexical import LexicalIndex, tokenize
+from rankwise.store import backend_for
 from rankwise.store.base import Hit
 from rankwise.store.filters import Filter, build_filter
 from rankwise.store.schema import MetaSchema, check_filter, infer_schema, validate_batch
@@ -144,9 +145,7 @@ class MilvusStore:
         self.options = {**DEFAULT_OPTIONS, **options}
         self.uri = str(uri)
         self.collection = self.options["collection"]
-        self.lite = not self.uri.lower().startswith(
-            ("http://", "https://", "milvus://", "tcp://", "grpc://")
-        )
+        self.lite = backend_for(self.uri) == "milvus-lite"
         self.backend = "milvus-lite" if self.lite else "milvus"
         if self.lite:
             if not create and not Path(self.uri).exists():
