@@ -22,7 +22,7 @@ from store_backends import (  # noqa: F401  (milvus_server: a fixture, used by n
     unit,
 )
 
-from rankwise.errors import FilterError, StoreError
+from rankwise.errors import FilterError, StoreError, UnsupportedFeature
 from rankwise.store import Filter, Hit, Store, build_filter, open_store
 
 DIM = 16
@@ -190,6 +190,20 @@ def test_lexical_english_and_chinese(shared_store):
     assert ids(store.lexical_search("leather shoes", 3))[0] == "p4"
     assert store.lexical_search("zebra", 5) == []
     assert all(h.score > 0 for h in hits) and hits[0].record["category"] == "phone"
+
+
+def test_native_hybrid_or_reported_missing(store):
+    """Milvus >= 2.5 / milvus-lite: native hybrid; Milvus 2.3: UnsupportedFeature and
+    ``info()`` says BM25 runs beside; embedded store: fusion happens in search.py."""
+    v = unit(len(PRODUCTS), DIM, seed=1)
+    if "hybrid" in store.capabilities:
+        hits = store.hybrid_search(v[0], "苹果手机", 3)
+        assert hits[0].id == "p1"
+        assert ids(store.hybrid_search(v[0], "苹果手机", 3, {"category": "fruit"})) == ["p2"]
+    elif hasattr(store, "hybrid_search"):
+        with pytest.raises(UnsupportedFeature, match="hybrid"):
+            store.hybrid_search(v[0], "苹果手机", 3)
+        assert "beside" in store.info()["lexical"]["engine"]
 
 
 def test_persistence_across_reopen(make_store):
