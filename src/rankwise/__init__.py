@@ -29,7 +29,18 @@ _EXPORTS = {
     "evaluate": "rankwise.evaluate",
     "RankwiseError": "rankwise.errors",
 }
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "Catalog",
+    "Embedder",
+    "RankwiseError",
+    "Reranker",
+    "Searcher",
+    "SkipRule",
+    "Store",
+    "__version__",
+    "evaluate",
+    "open_store",
+]
 
 if TYPE_CHECKING:
     from rankwise.catalog import Catalog

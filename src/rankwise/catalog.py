@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from rankwise.data import FieldMapping, Record, document_text, read_catalog
-from rankwise.errors import RankwiseError, StoreError
+from rankwise.errors import RankwiseError, SchemaMismatch, StoreError
 from rankwise.store import Store, open_store
+from rankwise.store.schema import MetaSchema, resolve_schema, scan_types
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder
@@ -67,7 +68,19 @@ class Catalog:
     def __init__(self, store: Store, embedder: Embedder):
         self.store = store
         self.embedder = embedder
+        #: Bumped by every write through this catalog; part of the Searcher's cache key.
+        self.generation = 0
         self._check_embedder()
+
+    def close(self) -> None:
+        """Flush and release the store (Milvus seals and indexes segments; Lance compacts)."""
+        self.store.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def open(
@@ -90,15 +103,19 @@ class Catalog:
                 "use the embedder the index was built with, or re-index into a new directory"
             )
         if mp is not None and mp.exists():
-            meta = json.loads(mp.read_text())
+            try:
+                meta = json.loads(mp.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise StoreError(
+                    f"{mp} is unreadable ({e}); delete it to re-stamp the index"
+                ) from None
             if meta.get("version") != self.embedder.version:
-                import warnings
-
-                warnings.warn(
-                    f"index {self.store.uri} was built with {meta.get('model')} "
-                    f"(version {meta.get('version')}); searching with {self.embedder.model_id} "
-                    f"(version {self.embedder.version}). Re-index for consistent results.",
-                    stacklevel=3,
+                raise StoreError(
+                    f"index {self.store.uri} was built with embedder {meta.get('model')} "
+                    f"(version {meta.get('version')}), not {self.embedder.model_id} "
+                    f"(version {self.embedder.version}); vectors from two models do not compare. "
+                    "Search with the embedder the index was built with (same model and revision), "
+                    "or re-index into a new directory"
                 )
 
     def _write_meta(self) -> None:
@@ -117,12 +134,17 @@ class Catalog:
             os.replace(tmp, mp)
 
     # -- writes
-    def upsert(self, records: Sequence[Record]) -> int:
-        """Embed and upsert already-validated records."""
+    def upsert(self, records: Sequence[Record], *, schema: MetaSchema | None = None) -> int:
+        """Embed and upsert already-validated records.
+
+        ``schema`` (field → type) types a new store from the whole catalog rather than
+        from this first batch; :meth:`ingest` computes it in its validation pass.
+        """
         if not records:
             return 0
         vectors = self.embedder.encode_documents([document_text(r) for r in records])
-        n = self.store.upsert(list(records), vectors)
+        n = self.store.upsert(list(records), vectors, schema=schema)
+        self.generation += 1
         self._write_meta()
         return n
 
@@ -130,10 +152,36 @@ class Catalog:
         self, products: Iterable[Mapping[str, Any]], mapping: FieldMapping | None = None
     ) -> int:
         """Validate and upsert products given as dicts."""
-        return self.upsert([r for _, r in read_catalog(products, mapping)])
+        records = [r for _, r in read_catalog(products, mapping)]
+        return self.upsert(records, schema=self._catalog_schema(records))
 
     def delete(self, ids: Iterable[str]) -> int:
-        return self.store.delete(list(ids))
+        n = self.store.delete(list(ids))
+        self.generation += 1
+        return n
+
+    def _catalog_schema(self, records: Sequence[Record]) -> MetaSchema:
+        return self._check_schema(resolve_schema(scan_types(records)))
+
+    def _check_schema(self, schema: MetaSchema) -> MetaSchema:
+        """Fail before writing when the catalog does not fit an existing store's fields."""
+        existing = getattr(self.store, "schema", None) if self.store.dim is not None else None
+        if not existing:
+            return schema
+        for name, ftype in schema.items():
+            have = existing.get(name)
+            if have is None:
+                raise SchemaMismatch(
+                    f"catalog field '{name}' is not in index {self.store.uri} "
+                    f"(its fields: {', '.join(sorted(existing)) or 'none'}); "
+                    "drop it with --fields metadata=..., or re-index into a new directory"
+                )
+            if have != ftype and not (have == "float" and ftype == "int"):
+                raise SchemaMismatch(
+                    f"catalog field '{name}' holds {ftype} values but index {self.store.uri} "
+                    f"stores {have}; convert the values, or re-index into a new directory"
+                )
+        return existing
 
     def ingest(
         self,
@@ -149,12 +197,26 @@ class Catalog:
         """Stream ``source`` into the store; see the module docstring for the guarantees."""
         report = IngestReport()
         t0 = time.perf_counter()
-        # Pass 1: validate everything before writing anything (strict) or collect skips.
-        total = sum(
-            1
-            for _ in read_catalog(source, mapping, skip_invalid=skip_invalid, errors=report.invalid)
+        if not isinstance(source, str | Path):
+            source = list(source)  # two passes below: a generator would be empty the second time
+        # Pass 1: validate everything and type every metadata field over the whole catalog
+        # before writing anything (strict), or collect the skipped rows' messages.
+        types: dict[str, set[str]] = {}
+        total = 0
+        for _, record in read_catalog(
+            source, mapping, skip_invalid=skip_invalid, errors=report.invalid
+        ):
+            scan_types([record], types)
+            total += 1
+        schema = self._check_schema(resolve_schema(types))
+        identity = {
+            "mapping": repr(mapping),
+            "skip_invalid": skip_invalid,
+            "embedder": self.embedder.version,
+        }
+        ckpt = (
+            _Checkpoint.for_source(source, self.store.uri, checkpoint, identity) if resume else None
         )
-        ckpt = _Checkpoint.for_source(source, self.store.uri, checkpoint) if resume else None
         done = ckpt.load() if ckpt else 0
         done = min(done, total)
         report.skipped_done = done
@@ -173,7 +235,7 @@ class Catalog:
             nonlocal batch
             for attempt in (1, 2):
                 try:
-                    report.count += self.upsert(batch)
+                    report.count += self.upsert(batch, schema=schema)
                     break
                 except RankwiseError:
                     raise
@@ -189,7 +251,7 @@ class Catalog:
             bar.update(len(batch))
             batch = []
 
-        for _, record in read_catalog(source, mapping, skip_invalid=skip_invalid):
+        for _, record in read_catalog(source, mapping, skip_invalid=skip_invalid, errors=[]):
             position += 1
             if position <= done:
                 continue
@@ -215,8 +277,10 @@ class _Checkpoint:
 
     @classmethod
     def for_source(
-        cls, source: Any, store_uri: str, explicit: str | Path | None
+        cls, source: Any, store_uri: str, explicit: str | Path | None, extra: dict[str, Any]
     ) -> _Checkpoint | None:
+        """``extra`` (field mapping, embedder version, ...) is part of the identity: a rerun
+        with other settings starts over instead of skipping records written differently."""
         if not isinstance(source, str | Path):
             return None  # an in-memory iterable cannot be resumed
         src = Path(source).resolve()
@@ -226,6 +290,7 @@ class _Checkpoint:
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
             "store": store_uri,
+            **extra,
         }
         if explicit is not None:
             return cls(Path(explicit), identity)

@@ -102,15 +102,15 @@ def index(
         quantize=quantize,
     )
     mapping = FieldMapping.parse(fields)
-    cat = Catalog.open(s.index, _embedder(s))
-    report = cat.ingest(
-        catalog,
-        mapping,
-        batch_size=batch_size,
-        skip_invalid=skip_invalid,
-        resume=resume,
-        show_progress=not json_out,
-    )
+    with Catalog.open(s.index, _embedder(s)) as cat:  # close() flushes and indexes
+        report = cat.ingest(
+            catalog,
+            mapping,
+            batch_size=batch_size,
+            skip_invalid=skip_invalid,
+            resume=resume,
+            show_progress=not json_out,
+        )
     if json_out:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -151,8 +151,16 @@ def search(
             help="Metadata filter, repeatable: category=phone, price<500, 'brand in a,b'.",
         ),
     ] = None,
+    fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: rrf or weighted.")] = None,
     embedder: EmbedderOpt = None,
+    embedder_revision: Annotated[
+        str | None,
+        typer.Option("--embedder-revision", help="Pinned embedder revision (the index's)."),
+    ] = None,
     reranker: RerankerOpt = None,
+    reranker_revision: Annotated[
+        str | None, typer.Option("--reranker-revision", help="Pinned reranker revision.")
+    ] = None,
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
@@ -170,18 +178,27 @@ def search(
         top_k=top_k,
         top_n=top_n,
         threshold=threshold,
+        fusion=fusion,
         embedder=embedder,
+        embedder_revision=embedder_revision,
         reranker=reranker,
+        reranker_revision=reranker_revision,
         device=device,
         backend=backend,
         quantize=quantize,
     )
-    cat = Catalog.open(s.index, _embedder(s), create=False)
-    rr = _reranker(s) if (rerank and s.reranker) else None
-    searcher = Searcher(
-        cat, rr, top_k=s.top_k, top_n=s.top_n, mode=s.mode, fusion=s.fusion, threshold=s.threshold
-    )
-    resp = searcher.search(query, filters=filter or None, rerank=rerank)
+    with Catalog.open(s.index, _embedder(s), create=False) as cat:
+        rr = _reranker(s) if (rerank and s.reranker) else None
+        searcher = Searcher(
+            cat,
+            rr,
+            top_k=s.top_k,
+            top_n=s.top_n,
+            mode=s.mode,
+            fusion=s.fusion,
+            threshold=s.threshold,
+        )
+        resp = searcher.search(query, filters=filter or None, rerank=rerank)
     if json_out:
         print(json.dumps(resp.to_dict(), ensure_ascii=False))
         return
@@ -199,6 +216,9 @@ def rerank(
         typer.Option(
             "--documents",
             "-d",
+            exists=True,
+            dir_okay=False,
+            readable=True,
             help="File with one document per line (.txt) or JSONL with 'text'; default stdin.",
         ),
     ] = None,

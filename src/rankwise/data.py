@@ -75,8 +75,14 @@ def _clean_scalar(value: Any) -> Any:
     return value
 
 
-def to_record(row: Mapping[str, Any], mapping: FieldMapping, where: str) -> Record:
-    """Map and validate one catalog row. ``where`` ("file:line") prefixes every error."""
+def to_record(
+    row: Mapping[str, Any], mapping: FieldMapping, where: str, *, coerce_metadata: bool = False
+) -> Record:
+    """Map and validate one catalog row. ``where`` ("file:line") prefixes every error.
+
+    ``coerce_metadata`` (CSV): metadata cells that read as numbers become int/float so
+    range filters work; id, title and text always stay strings (SKU "00123" stays "00123").
+    """
     if not isinstance(row, Mapping):
         raise CatalogError(f"{where}: expected a JSON object, got {type(row).__name__}")
     id_field = _pick(row, mapping.id, _ID_CANDIDATES)
@@ -122,7 +128,10 @@ def to_record(row: Mapping[str, Any], mapping: FieldMapping, where: str) -> Reco
             continue
         if mapping.metadata is not None and f not in row:
             raise CatalogError(f"{where}: metadata field '{f}' is missing")
-        v = _clean_scalar(row.get(f))
+        v = row.get(f)
+        if coerce_metadata and isinstance(v, str):
+            v = _coerce_csv(v)
+        v = _clean_scalar(v)
         if v is None:
             record[f] = None
             continue
@@ -151,6 +160,20 @@ def _coerce_csv(value: str) -> Any:
         return value
 
 
+def _open_text(p: Path, newline: str | None = None):
+    # utf-8-sig: a byte-order mark (Excel's CSV export) must not become part of the first header
+    return p.open(encoding="utf-8-sig", newline=newline)
+
+
+def _lines(fh, p: Path) -> Iterator[tuple[int, str]]:
+    n = 0
+    try:
+        for n, line in enumerate(fh, 1):
+            yield n, line
+    except UnicodeDecodeError:
+        raise CatalogError(f"{p}:{n + 1}: not UTF-8 text; re-encode the file as UTF-8") from None
+
+
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, raw_row)`` from a JSONL, CSV or Parquet file."""
     p = Path(path)
@@ -158,8 +181,8 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
         raise CatalogError(f"catalog file not found: {p}")
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with p.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
+        with _open_text(p) as fh:
+            for n, line in _lines(fh, p):
                 if not line.strip():
                     continue
                 try:
@@ -169,12 +192,18 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
                         f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})"
                     ) from None
     elif suffix in (".csv", ".tsv"):
-        with p.open(encoding="utf-8", newline="") as fh:
+        with _open_text(p, newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            for n, row in enumerate(reader, 2):
-                if None in row:
-                    raise CatalogError(f"{p}:{n}: more cells than header columns")
-                yield n, {k: _coerce_csv(v) for k, v in row.items()}
+            n = 1
+            try:
+                for n, row in enumerate(reader, 2):
+                    if None in row:
+                        raise CatalogError(f"{p}:{n}: more cells than header columns")
+                    yield n, row  # strings; metadata cells are coerced in to_record
+            except UnicodeDecodeError:
+                raise CatalogError(
+                    f"{p}: near line {n + 1}: not UTF-8 text; re-encode the file as UTF-8"
+                ) from None
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -200,16 +229,18 @@ def read_catalog(
     With ``skip_invalid`` bad rows are skipped and their messages appended to ``errors``.
     """
     mapping = mapping or FieldMapping()
+    coerce = False
     if isinstance(source, str | Path):
         rows: Iterable[tuple[int, Any]] = iter_rows(source)
         name = str(source)
+        coerce = Path(source).suffix.lower() in (".csv", ".tsv")
     else:
         rows = enumerate(source, 1)
         name = "<records>"
     seen: dict[str, int] = {}
     for n, row in rows:
         try:
-            rec = to_record(row, mapping, f"{name}:{n}")
+            rec = to_record(row, mapping, f"{name}:{n}", coerce_metadata=coerce)
             if rec["id"] in seen:
                 raise CatalogError(
                     f"{name}:{n}: duplicate product id {rec['id']!r} (first at line {seen[rec['id']]})"
@@ -276,7 +307,9 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if len(parts) == 4:  # TREC qrels: qid 0 docid grade
                 parts = [parts[0], parts[2], parts[3]]
             if len(parts) != 3:
-                raise DataError(f"{path}:{n}: expected 'query-id corpus-id grade' (or TREC 'qid 0 docid grade'), got {len(parts)} columns")
+                raise DataError(
+                    f"{path}:{n}: expected 'query-id corpus-id grade' (or TREC 'qid 0 docid grade'), got {len(parts)} columns"
+                )
             try:
                 grade = int(float(parts[2]))
             except ValueError:

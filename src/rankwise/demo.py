@@ -120,6 +120,7 @@ def run_demo(
         second = searcher.search(q["query"]) if rr is not None else None
         console.print(side_by_side(q["query"], first, second, unavailable))
         console.print(f"[dim]trap: {q['note']}[/]\n")
+    catalog.close()
     console.print(
         'Next: `rankwise index your.jsonl --index ./index` and `rankwise search "query" --index ./index`.'
     )

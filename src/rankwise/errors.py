@@ -48,6 +48,14 @@ class StoreError(RankwiseError):
     error_type = "store_error"
 
 
+class SchemaMismatch(StoreError):
+    """Records do not fit the store's schema (unknown field, wrong type, bad id or vector
+    shape). The client's data is at fault, so HTTP 422, not 500."""
+
+    http_status = 422
+    error_type = "invalid_data"
+
+
 class FilterError(RankwiseError):
     """A metadata filter cannot be parsed or names an unknown field."""
 

@@ -31,6 +31,7 @@ import numpy as np
 from rankwise.catalog import Catalog
 from rankwise.data import document_text
 from rankwise.errors import InvalidRequest
+from rankwise.models.results import sigmoid
 from rankwise.store import Hit
 from rankwise.store.filters import Filter, build_filter
 
@@ -249,7 +250,7 @@ class Searcher:
             if docs
             else np.zeros(0, np.float32)
         )
-        rel = _sigmoid(logits)
+        rel = sigmoid(logits)
         order = sorted(range(len(hits)), key=lambda i: (-logits[i], i))
         out: list[SearchResult] = []
         for i in order:
@@ -292,11 +293,11 @@ class Searcher:
             raise InvalidRequest("top_k and top_n must be at least 1")
         flt = build_filter(filters)
         do_rerank = rerank and self.reranker is not None
-        key = (
-            self._cache_key(query, mode, top_k, top_n, flt, do_rerank, threshold)
-            if self.cache
-            else None
-        )
+        # A caller-supplied vector may not come from this embedder: never cache those.
+        key = None
+        if self.cache is not None and query_vector is None:
+            key = self._cache_key(query, mode, top_k, top_n, flt, do_rerank, threshold)
+        generation = _generation(self.cache)
         if key is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -337,7 +338,9 @@ class Searcher:
             skipped_reason=skipped,
             timings=timings,
         )
-        if key is not None:
+        # Only store if nothing was invalidated while we searched: otherwise a result computed
+        # from the old catalog would be cached under the new generation.
+        if key is not None and _generation(self.cache) == generation:
             self.cache.set(key, json.dumps(resp.to_dict()).encode())
         return resp
 
@@ -347,15 +350,17 @@ class Searcher:
             "m": mode,
             "k": top_k,
             "n": top_n,
-            "f": [list(map(str, (c.field, c.op, c.value))) for c in flt.conditions]
-            if flt
-            else None,
+            # typed values: {"price": 10} and {"price": "10"} are different filters
+            "f": [[c.field, c.op, repr(c.value)] for c in flt.conditions] if flt else None,
             "r": rerank,
             "t": self.threshold if threshold is None else threshold,
             "fu": [self.fusion, self.rrf_k, list(self.weights)],
             "e": self.catalog.embedder.version,
             "x": self.reranker.version if (rerank and self.reranker is not None) else None,
             "s": self.catalog.store.uri,
+            "g": getattr(self.catalog, "generation", 0),  # writes through this catalog
+            "skip": repr(self.skip_rule),
+            "chars": self.rerank_max_chars,
         }
         return (
             "rankwise:search:"
@@ -363,12 +368,6 @@ class Searcher:
         )
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Local copy of the numerically stable sigmoid to avoid importing torch-backed models here.
-    x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+def _generation(cache: Cache | None) -> int | None:
+    """The cache's invalidation generation when it has one (see ``rankwise.cache``)."""
+    return getattr(cache, "generation", None) if cache is not None else None

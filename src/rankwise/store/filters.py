@@ -77,8 +77,10 @@ class Filter:
 
 def _check_scalar(field: str, value: Any) -> Scalar:
     if isinstance(value, bool | int | float | str):
-        if isinstance(value, float) and value != value:  # NaN
-            raise FilterError(f"filter on '{field}': NaN is not a valid value")
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            raise FilterError(f"filter on '{field}': {value} is not a valid value")
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise FilterError(f"filter on '{field}': {value} does not fit a 64-bit integer")
         return value
     raise FilterError(f"filter on '{field}': value {value!r} must be a string, number or boolean")
 
@@ -112,11 +114,11 @@ def parse_filter_string(expr: str) -> Condition:
         )
     field, op, raw = m["field"], m["op"].strip(), m["value"]
     if op == "in":
-        values = tuple(_coerce(p) for p in raw.split(",") if p.strip())
+        values = tuple(_check_scalar(field, _coerce(p)) for p in raw.split(",") if p.strip())
         if not values:
             raise FilterError(f"filter {expr!r}: 'in' needs at least one value")
         return Condition(field, "in", values)
-    return Condition(field, _STRING_OPS[op], _coerce(raw))
+    return Condition(field, _STRING_OPS[op], _check_scalar(field, _coerce(raw)))
 
 
 def build_filter(spec: Filter | Mapping[str, Any] | Iterable[str] | str | None) -> Filter | None:

@@ -9,12 +9,12 @@ fields (None = missing is always allowed) and compatible types (an int is accept
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from rankwise.errors import FilterError, StoreError
+from rankwise.errors import FilterError, SchemaMismatch
 from rankwise.store.base import RESERVED_FIELDS
 from rankwise.store.filters import _FIELD_RE, Condition, Filter
 
@@ -34,9 +34,15 @@ def _type_of(value: Any) -> str | None:
     return t
 
 
-def infer_schema(records: Sequence[Mapping[str, Any]]) -> MetaSchema:
-    """Metadata field types from a first batch of records (reserved fields excluded)."""
-    schema: dict[str, set[str]] = {}
+def scan_types(
+    records: Iterable[Mapping[str, Any]], into: dict[str, set[str]] | None = None
+) -> dict[str, set[str]]:
+    """Accumulate the value types seen per metadata field (reserved fields excluded).
+
+    Streaming-friendly: call it per batch with the same ``into`` to type a whole catalog
+    before its first write, then :func:`resolve_schema`.
+    """
+    schema: dict[str, set[str]] = {} if into is None else into
     for rec in records:
         for key, value in rec.items():
             if key in RESERVED_FIELDS:
@@ -45,21 +51,31 @@ def infer_schema(records: Sequence[Mapping[str, Any]]) -> MetaSchema:
             seen = schema.setdefault(key, set())
             if t is not None:
                 seen.add(t)
+    return schema
+
+
+def infer_schema(records: Sequence[Mapping[str, Any]]) -> MetaSchema:
+    """Metadata field types from a first batch of records (reserved fields excluded)."""
+    return resolve_schema(scan_types(records))
+
+
+def resolve_schema(schema: Mapping[str, set[str]]) -> MetaSchema:
+    """One type per field: ints and floats → float; None-only → str; else an error."""
     out: MetaSchema = {}
     for key, types in schema.items():
         if not _FIELD_RE.match(key):
-            raise StoreError(
+            raise SchemaMismatch(
                 f"metadata field name {key!r} is not allowed: use letters, digits and "
                 "underscores, not starting with a digit"
             )
         if "unsupported" in types:
-            raise StoreError(
+            raise SchemaMismatch(
                 f"metadata field '{key}' must hold str, int, float or bool values (or None)"
             )
         if types == {"int", "float"}:
             out[key] = "float"
         elif len(types) > 1:
-            raise StoreError(
+            raise SchemaMismatch(
                 f"metadata field '{key}' mixes types {sorted(types)} in one batch; "
                 "use one type per field"
             )
@@ -78,31 +94,31 @@ def validate_batch(
 
     Returns the records normalised (all schema fields present, numpy scalars unwrapped,
     ints widened to float where the field is float, duplicate ids collapsed to the last
-    occurrence) and the matching float32 (n, dim) vectors. Raises :class:`StoreError`
+    occurrence) and the matching float32 (n, dim) vectors. Raises :class:`SchemaMismatch` (a :class:`StoreError`)
     naming the record and field on the first problem.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(records):
-        raise StoreError(
+        raise SchemaMismatch(
             f"vectors must have shape (n_records, dim) = ({len(records)}, dim); got {vectors.shape}"
         )
     if dim is not None and vectors.shape[1] != dim:
-        raise StoreError(
+        raise SchemaMismatch(
             f"vectors have dimension {vectors.shape[1]} but this store holds dimension {dim}; "
             "use the embedder the index was built with, or a new index"
         )
     if not np.isfinite(vectors).all():
-        raise StoreError("vectors contain NaN or infinite values")
+        raise SchemaMismatch("vectors contain NaN or infinite values")
     cleaned: dict[str, tuple[int, dict[str, Any]]] = {}  # id -> (row, record); last wins
     for n, rec in enumerate(records):
         rid = rec.get("id")
         if not isinstance(rid, str) or not rid:
-            raise StoreError(f"record {n}: 'id' must be a non-empty string, got {rid!r}")
+            raise SchemaMismatch(f"record {n}: 'id' must be a non-empty string, got {rid!r}")
         clean: dict[str, Any] = {"id": rid}
         for key in ("title", "text"):
             v = rec.get(key)
             if v is not None and not isinstance(v, str):
-                raise StoreError(
+                raise SchemaMismatch(
                     f"record {rid!r}: '{key}' must be a string, got {type(v).__name__}"
                 )
             clean[key] = v or ""
@@ -110,7 +126,7 @@ def validate_batch(
             if key in RESERVED_FIELDS:
                 continue
             if key not in schema:
-                raise StoreError(
+                raise SchemaMismatch(
                     f"record {rid!r}: unknown metadata field '{key}'; this store's fields are "
                     f"{sorted(schema) or 'none'} (fixed by the first write; rebuild the index "
                     "to change them)"
@@ -124,7 +140,7 @@ def validate_batch(
                 if t == "int" and ftype == "float":
                     value = float(value)
                 else:
-                    raise StoreError(
+                    raise SchemaMismatch(
                         f"record {rid!r}: field '{key}' is {ftype} in this store, got {t} {value!r}"
                     )
             clean[key] = value
