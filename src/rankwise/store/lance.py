@@ -190,7 +190,12 @@ class LanceStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    def upsert(self, records: Sequence[dict[str, Any]], vectors: np.ndarray) -> int:
+    def upsert(
+        self,
+        records: Sequence[dict[str, Any]],
+        vectors: np.ndarray,
+        schema: MetaSchema | None = None,
+    ) -> int:
         """Insert or replace by ``id`` in one commit. ``vectors``: float32 (n, dim).
 
         Returns the number of records written (duplicates within the call collapse to the
@@ -199,7 +204,7 @@ class LanceStore:
         """
         if len(records) == 0:
             return 0
-        schema = self.schema if self._table is not None else infer_schema(records)
+        schema = self.schema if self._table is not None else (schema or infer_schema(records))
         recs, vecs = validate_batch(records, vectors, schema, self.dim)
         arrow_schema = self._arrow_schema(schema, vecs.shape[1])
         columns = {name: [r[name] for r in recs] for name in arrow_schema.names[:-1]}

@@ -313,12 +313,17 @@ class MilvusStore:
             rows.append(row)
         return rows
 
-    def upsert(self, records: Sequence[dict[str, Any]], vectors: np.ndarray) -> int:
+    def upsert(
+        self,
+        records: Sequence[dict[str, Any]],
+        vectors: np.ndarray,
+        schema: MetaSchema | None = None,
+    ) -> int:
         """Insert or replace by ``id`` (Milvus ``upsert``, idempotent). ``vectors``:
         float32 (n, dim). Validates the whole call before writing; returns n written."""
         if len(records) == 0:
             return 0
-        schema = self.schema if self._fields else infer_schema(records)
+        schema = self.schema if self._fields else (schema or infer_schema(records))
         recs, vecs = validate_batch(records, vectors, schema, self._dim)
         if not self._fields:
             self._create(schema, vecs.shape[1])
