@@ -122,6 +122,20 @@ def _start_milvus(base: Path):
     return server
 
 
+def _stop_milvus(server) -> None:
+    """``MilvusServer.stop`` gives the process 1 s to exit; a loaded machine needs more."""
+    proc = server.server_proc
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    server.server_proc = None
+    server.stop()  # closes its log files
+
+
 def _du(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -171,7 +185,7 @@ def worker(backend: str, n: int, q: int, workdir: Path) -> dict:
         res["index"] = info.get("index")
         store.close()
         if server is not None:
-            server.stop()
+            _stop_milvus(server)
     res["disk_mb"] = round(_du(target) / 2**20, 1)
     exact = exact_top10(n, queries, centres)
     for f in FILTERS:

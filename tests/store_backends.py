@@ -8,6 +8,7 @@ on small data, and ``subprocess_spec`` lets a child process open it too (SIGKILL
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -95,4 +96,13 @@ def milvus_server(tmp_path_factory) -> str:
     server.start()
     print(f"milvus server up on port {server.listen_port} in {time.perf_counter() - t:.1f}s")
     yield f"http://127.0.0.1:{server.listen_port}"
+    proc = server.server_proc  # MilvusServer.stop waits only 1 s: too short on busy CI
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        server.server_proc = None
     server.stop()
