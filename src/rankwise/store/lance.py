@@ -59,7 +59,9 @@ _ARROW = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "ann_threshold": 50_000,  # rows; below: exact search, above: ANN index
     "index_type": "IVF_HNSW_SQ",
-    "num_partitions": None,  # None: n / 4096 (min 1), a small HNSW graph per partition
+    # None: n / 32768 (min 1). With n / 4096 (244 partitions at 1M) nprobes=20 probed 8%
+    # of them and recall@10 fell to 0.56 (benchmarks/results/store_scale.md)
+    "num_partitions": None,
     "m": 16,
     "ef_construction": 100,  # 300 (LanceDB's default) builds ~5x slower, same recall here
     "nprobes": 20,
@@ -274,7 +276,7 @@ class LanceStore:
         """(Re)build the ANN index over all rows now (also done automatically)."""
         n = self._table.count_rows()
         o = self.options
-        parts = o["num_partitions"] or max(1, n // 4096)
+        parts = o["num_partitions"] or max(1, n // 32768)
         log.info("building %s index over %d vectors (%d partitions)", o["index_type"], n, parts)
         config_cls = _INDEX_CONFIGS.get(o["index_type"])
         if config_cls is None:
