@@ -123,12 +123,12 @@ def _start_milvus(base: Path):
 
 
 def _stop_milvus(server) -> None:
-    """``MilvusServer.stop`` gives the process 1 s to exit; a loaded machine needs more."""
+    """``MilvusServer.stop`` gives the process 1 s to exit; a loaded machine needs more (10 s, then SIGKILL: the data dir is temporary)."""
     proc = server.server_proc
     if proc is not None:
         proc.terminate()
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
