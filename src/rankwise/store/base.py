@@ -48,9 +48,16 @@ class Store(Protocol):
     def dim(self) -> int | None:
         """Vector dimension, or None for a store that holds nothing yet."""
 
-    def upsert(self, records: Sequence[dict[str, Any]], vectors: np.ndarray) -> int:
+    def upsert(
+        self,
+        records: Sequence[dict[str, Any]],
+        vectors: np.ndarray,
+        schema: dict[str, str] | None = None,
+    ) -> int:
         """Insert or replace records by ``id``. ``vectors``: float32 (n, dim). Returns n.
 
+        ``schema`` (metadata field → "str"|"int"|"float"|"bool") types a *new* store from a
+        whole catalog instead of this first batch; ignored once the store has a schema.
         Atomic per call: after a crash the store shows either the old or the new state.
         """
 
