@@ -70,6 +70,7 @@ class Catalog:
         self.embedder = embedder
         #: Bumped by every write through this catalog; part of the Searcher's cache key.
         self.generation = 0
+        self._meta_written = False
         self._check_embedder()
 
     def close(self) -> None:
@@ -119,8 +120,9 @@ class Catalog:
                 )
 
     def _write_meta(self) -> None:
+        """Stamp the index with the embedder once per catalog, not once per batch."""
         mp = self._meta_path()
-        if mp is not None:
+        if mp is not None and not self._meta_written:
             tmp = mp.with_suffix(".tmp")
             tmp.write_text(
                 json.dumps(
@@ -132,6 +134,7 @@ class Catalog:
                 )
             )
             os.replace(tmp, mp)
+            self._meta_written = True
 
     # -- writes
     def upsert(self, records: Sequence[Record], *, schema: MetaSchema | None = None) -> int:
