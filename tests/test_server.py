@@ -538,3 +538,23 @@ def test_weaviate_legacy_property_form(http, reranker):
     expected = 1 / (1 + np.exp(-float(reranker.score("drill", [DOCS[4]])[0])))
     assert r.json()["score"] == pytest.approx(expected, abs=1e-5)
     assert http.post("/weaviate/rerank", json={"query": "drill"}).status_code == 422
+
+
+def test_over_limit_bodies_get_the_413_not_a_connection_reset(server):
+    """The server answers 413 only after reading (and dropping) the rest of the body:
+    closing with unread bytes makes the kernel reset the connection, and the client would
+    see ``ConnectionResetError`` instead of the 413 (CI hit exactly that)."""
+    big = b'{"input": ["' + b"y" * 6_000_000 + b'"]}'
+
+    def chunks():
+        for i in range(0, len(big), 64_000):
+            yield big[i : i + 64_000]
+
+    for attempt in range(12):
+        with httpx.Client(base_url=server.url, timeout=60) as c:  # a fresh connection each
+            content = big if attempt % 2 == 0 else chunks()
+            r = c.post(
+                "/v1/embeddings", content=content, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 413, attempt
+            assert r.json()["error_type"] == "payload_too_large"

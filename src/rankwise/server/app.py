@@ -25,7 +25,14 @@ class BodyLimitMiddleware:
     Hand-written rather than FastAPI's ``max_body_size`` because Starlette's limiter
     replaces the response with a plain-text 413, breaking the ``{error, error_type}``
     contract. Checks ``Content-Length`` first, then counts streamed (chunked) bytes.
+
+    Before answering it reads and discards the rest of the body (up to ``DRAIN_BYTES``):
+    closing a socket with unread request bytes makes the kernel send a TCP reset, and
+    the client then sees "connection reset" instead of the 413 (the lingering close
+    that nginx does for the same reason).
     """
+
+    DRAIN_BYTES = 64 * 1024 * 1024
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -57,6 +64,8 @@ class BodyLimitMiddleware:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            if int(length) <= self.DRAIN_BYTES:
+                await _drain(receive, self.DRAIN_BYTES)
             await self._reject(send)
             return
         received = 0
@@ -68,6 +77,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive, self.DRAIN_BYTES - received)
                     raise _TooLarge
             return message
 
@@ -81,6 +92,18 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await self._reject(send)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop request body messages until the body ends, the client goes away
+    or ``budget`` bytes have been read."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class _TooLarge(HTTPException):
