@@ -37,7 +37,9 @@ def test_catalog_that_does_not_fit_the_index_fails_before_writing(tmp_path, embe
     with Catalog.open(str(tmp_path / "idx"), embedder) as cat:
         cat.add([{"id": "a", "title": "x", "brand": "acme"}])
         src = tmp_path / "c.jsonl"
-        src.write_text('{"id": "b", "title": "y", "brand": "acme"}\n{"id": "c", "title": "z", "brand": 5}\n')
+        src.write_text(
+            '{"id": "b", "title": "y", "brand": "acme"}\n{"id": "c", "title": "z", "brand": 5}\n'
+        )
         with pytest.raises(Exception) as e:  # mixed str/int in one field
             cat.ingest(src, show_progress=False)
         assert "brand" in str(e.value)
@@ -52,7 +54,9 @@ def test_csv_keeps_ids_and_titles_as_text(tmp_path):
     src = tmp_path / "c.csv"
     src.write_bytes("\ufeffsku,title,price\n00123,1984,12.5\n".encode())  # with a BOM
     [(_, rec)] = list(read_catalog(src))
-    assert rec == {"id": "00123", "title": "1984", "text": "", "price": 12.5} or rec["id"] == "00123"
+    assert (
+        rec == {"id": "00123", "title": "1984", "text": "", "price": 12.5} or rec["id"] == "00123"
+    )
     assert rec["title"] == "1984" and rec["price"] == 12.5
 
 
@@ -67,7 +71,9 @@ def test_non_utf8_catalog_is_a_clear_error(tmp_path):
 
 def test_generator_source_is_ingested(tmp_path, embedder):
     with Catalog.open(str(tmp_path / "idx"), embedder) as cat:
-        report = cat.ingest(({"id": str(i), "title": f"t{i}"} for i in range(5)), show_progress=False)
+        report = cat.ingest(
+            ({"id": str(i), "title": f"t{i}"} for i in range(5)), show_progress=False
+        )
         assert report.count == 5 and cat.store.count() == 5
 
 

@@ -15,19 +15,53 @@ RANKWISE = str(Path(sys.executable).parent / "rankwise")
 
 def run(*args, stdin: str | None = None, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RANKWISE_RERANKER": ""}
-    return subprocess.run([RANKWISE, *map(str, args)], input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [RANKWISE, *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
     p = tmp_path_factory.mktemp("cat") / "products.jsonl"
     rows = [
-        {"id": "p1", "title": "Apple iPhone 15 苹果手机", "text": "5G smartphone", "category": "phone", "price": 5999},
-        {"id": "p2", "title": "红富士苹果 新鲜水果", "text": "5斤装", "category": "fruit", "price": 39},
-        {"id": "p3", "title": "summer breathable running shoes", "text": "mesh", "category": "shoes", "price": 89},
-        {"id": "p4", "title": "leather oxford shoes", "text": "breathable lining", "category": "shoes", "price": 149},
+        {
+            "id": "p1",
+            "title": "Apple iPhone 15 苹果手机",
+            "text": "5G smartphone",
+            "category": "phone",
+            "price": 5999,
+        },
+        {
+            "id": "p2",
+            "title": "红富士苹果 新鲜水果",
+            "text": "5斤装",
+            "category": "fruit",
+            "price": 39,
+        },
+        {
+            "id": "p3",
+            "title": "summer breathable running shoes",
+            "text": "mesh",
+            "category": "shoes",
+            "price": 89,
+        },
+        {
+            "id": "p4",
+            "title": "leather oxford shoes",
+            "text": "breathable lining",
+            "category": "shoes",
+            "price": 149,
+        },
     ]
-    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    p.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
     return p
 
 
@@ -37,16 +71,39 @@ def test_index_then_search_round_trip(tmp_path, catalog, tiny_embedder_dir, tiny
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total_in_store"] == 4
 
-    r = run("search", "running shoes", "--index", idx, "--embedder", tiny_embedder_dir, "--no-rerank",
-            "--mode", "lexical", "--filter", "category=shoes", "--json")
+    r = run(
+        "search",
+        "running shoes",
+        "--index",
+        idx,
+        "--embedder",
+        tiny_embedder_dir,
+        "--no-rerank",
+        "--mode",
+        "lexical",
+        "--filter",
+        "category=shoes",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["reranked"] is False
     assert [x["id"] for x in out["results"]][0] == "p3"
     assert {x["record"]["category"] for x in out["results"]} == {"shoes"}
 
-    r = run("search", "苹果手机", "--index", idx, "--embedder", tiny_embedder_dir, "--reranker", tiny_reranker_dir,
-            "--top-n", "2", "--json")
+    r = run(
+        "search",
+        "苹果手机",
+        "--index",
+        idx,
+        "--embedder",
+        tiny_embedder_dir,
+        "--reranker",
+        tiny_reranker_dir,
+        "--top-n",
+        "2",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["reranked"] is True and len(out["results"]) == 2
@@ -60,12 +117,25 @@ def test_bad_catalog_line_fails_cleanly_and_writes_nothing(tmp_path, catalog, ti
     idx = tmp_path / "index"
     assert run("index", catalog, "--index", idx, "--embedder", tiny_embedder_dir).returncode == 0
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "n1", "title": "new product"}\n{"id": "n2", "price": 3}\n', encoding="utf-8")
+    bad.write_text(
+        '{"id": "n1", "title": "new product"}\n{"id": "n2", "price": 3}\n', encoding="utf-8"
+    )
     r = run("index", bad, "--index", idx, "--embedder", tiny_embedder_dir)
     assert r.returncode == 2
     assert "bad.jsonl:2" in r.stderr and "no title" in r.stderr
     assert "Traceback" not in r.stderr
-    r = run("search", "new product", "--index", idx, "--embedder", tiny_embedder_dir, "--no-rerank", "--json", "--top-n", "10")
+    r = run(
+        "search",
+        "new product",
+        "--index",
+        idx,
+        "--embedder",
+        tiny_embedder_dir,
+        "--no-rerank",
+        "--json",
+        "--top-n",
+        "10",
+    )
     assert "n1" not in {x["id"] for x in json.loads(r.stdout)["results"]}  # nothing half-written
 
 
@@ -77,7 +147,14 @@ def test_missing_model_and_missing_index_errors(tmp_path, catalog):
 
 
 def test_rerank_reads_stdin(tiny_reranker_dir):
-    r = run("rerank", "running shoes", "--reranker", tiny_reranker_dir, "--json", stdin="leather shoes\nrunning shoes\n\napples\n")
+    r = run(
+        "rerank",
+        "running shoes",
+        "--reranker",
+        tiny_reranker_dir,
+        "--json",
+        stdin="leather shoes\nrunning shoes\n\napples\n",
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert sorted(x["index"] for x in rows) == [0, 1, 2]

@@ -13,7 +13,9 @@ from rankwise.errors import CatalogError, DataError
 
 
 def _write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -25,18 +27,33 @@ def test_jsonl_csv_parquet_give_the_same_records(tmp_path):
     mapping = FieldMapping.parse("id=sku,title=name,text=desc")
     j = _write_jsonl(tmp_path / "c.jsonl", rows)
     c = tmp_path / "c.csv"
-    c.write_text("sku,name,desc,price,brand\na1,苹果手机 iPhone 15,5G,5999,Apple\nb2,Red apples,,3.5,Orchard\n", encoding="utf-8")
+    c.write_text(
+        "sku,name,desc,price,brand\na1,苹果手机 iPhone 15,5G,5999,Apple\nb2,Red apples,,3.5,Orchard\n",
+        encoding="utf-8",
+    )
     p = tmp_path / "c.parquet"
     pq.write_table(pa.Table.from_pylist(rows), p)
     got = [[r for _, r in read_catalog(f, mapping)] for f in (j, c, p)]
     assert got[0] == got[1] == got[2]
-    assert got[0][0] == {"id": "a1", "title": "苹果手机 iPhone 15", "text": "5G", "price": 5999, "brand": "Apple"}
+    assert got[0][0] == {
+        "id": "a1",
+        "title": "苹果手机 iPhone 15",
+        "text": "5G",
+        "price": 5999,
+        "brand": "Apple",
+    }
 
 
 def test_default_mapping_guesses_common_names(tmp_path):
-    f = _write_jsonl(tmp_path / "c.jsonl", [{"_id": 7, "name": "Drill", "description": "20V", "tags": ["x"]}])
+    f = _write_jsonl(
+        tmp_path / "c.jsonl", [{"_id": 7, "name": "Drill", "description": "20V", "tags": ["x"]}]
+    )
     [(_, rec)] = list(read_catalog(f))
-    assert rec == {"id": "7", "title": "Drill", "text": "20V"}  # nested 'tags' is not filterable metadata
+    assert rec == {
+        "id": "7",
+        "title": "Drill",
+        "text": "20V",
+    }  # nested 'tags' is not filterable metadata
 
 
 @pytest.mark.parametrize(
@@ -60,7 +77,9 @@ def test_bad_lines_name_file_line_and_field(tmp_path, line, message):
 
 def test_skip_invalid_collects_messages(tmp_path):
     f = tmp_path / "c.jsonl"
-    f.write_text('{"id": "a", "title": "ok"}\n{"id": "b"}\n{"id": "c", "title": "fine"}\n', encoding="utf-8")
+    f.write_text(
+        '{"id": "a", "title": "ok"}\n{"id": "b"}\n{"id": "c", "title": "fine"}\n', encoding="utf-8"
+    )
     errors: list[str] = []
     ids = [r["id"] for _, r in read_catalog(f, skip_invalid=True, errors=errors)]
     assert ids == ["a", "c"] and len(errors) == 1 and ":2:" in errors[0]

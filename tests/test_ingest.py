@@ -21,7 +21,17 @@ RANKWISE = str(Path(sys.executable).parent / "rankwise")
 def _catalog(path: Path, n: int) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"p{i:05d}", "title": f"product {i} drill shoes apple", "text": "x" * (i % 50), "price": i}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"p{i:05d}",
+                        "title": f"product {i} drill shoes apple",
+                        "text": "x" * (i % 50),
+                        "price": i,
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -36,8 +46,23 @@ def test_sigkill_mid_ingest_then_rerun_gives_every_product_once(tmp_path, tiny_e
     n = 4000
     cat = _catalog(tmp_path / "big.jsonl", n)
     idx = tmp_path / "index"
-    args = [RANKWISE, "index", str(cat), "--index", str(idx), "--embedder", str(tiny_embedder_dir), "--batch-size", "200"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    args = [
+        RANKWISE,
+        "index",
+        str(cat),
+        "--index",
+        str(idx),
+        "--embedder",
+        str(tiny_embedder_dir),
+        "--batch-size",
+        "200",
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     deadline = time.time() + 240
     ckpts: list[Path] = []
     while time.time() < deadline and proc.poll() is None:
@@ -56,7 +81,13 @@ def test_sigkill_mid_ingest_then_rerun_gives_every_product_once(tmp_path, tiny_e
     partial = _ids(str(idx))
     assert 0 < len(partial) < n
 
-    r = subprocess.run(args + ["--json"], capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = subprocess.run(
+        args + ["--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["skipped_done"] >= 600  # resumed from the checkpoint, not from zero

@@ -51,6 +51,43 @@ def test_token_budget_batches_cover_every_item_once_within_budget():
     assert token_budget_batches([], max_batch_size=4) == []
 
 
+def test_overhead_aware_cuts_are_the_cheapest_and_respect_the_caps():
+    """With a per-batch overhead, the cuts minimise sum(overhead + rows x longest): checked
+    against brute force over every split of short sorted inputs, then on a Top-50 call."""
+    import itertools
+
+    def cost(batches, lengths, overhead):
+        return sum(overhead + len(b) * max(lengths[i] for i in b) for b in batches)
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        lengths = rng.integers(1, 60, size=int(rng.integers(1, 9))).tolist()
+        overhead = float(rng.choice([0, 4, 20, 200]))
+        got = token_budget_batches(lengths, max_batch_size=4, batch_overhead=overhead)
+        flat = np.concatenate(got)
+        assert sorted(flat.tolist()) == list(range(len(lengths)))
+        assert all(len(b) <= 4 for b in got)
+        srt = sorted(lengths, reverse=True)
+        brute = min(
+            sum(overhead + (b - a) * srt[a] for a, b in zip((0, *c), (*c, len(srt)), strict=True))
+            for r in range(len(srt))
+            for c in itertools.combinations(range(1, len(srt)), r)
+            if all(b - a <= 4 for a, b in zip((0, *c), (*c, len(srt)), strict=True))
+        )
+        assert cost(got, lengths, overhead) == pytest.approx(brute)
+
+    top50 = rng.integers(20, 400, size=50).tolist()
+    filled = token_budget_batches(top50, max_batch_size=32)
+    cheap = token_budget_batches(top50, max_batch_size=32, batch_overhead=8)
+    assert cost(cheap, top50, 8) < 0.8 * cost(filled, top50, 8)  # a real saving, not a no-op
+    equal = token_budget_batches([50] * 70, max_batch_size=32, batch_overhead=8)
+    assert sorted(len(b) for b in equal) == [6, 32, 32]  # no padding to save: full batches
+    budget = token_budget_batches(top50, max_batch_size=32, token_budget=900, batch_overhead=1e6)
+    assert all(len(b) == 1 or len(b) * max(top50[i] for i in b) <= 900 for b in budget)
+    with pytest.raises(ValueError):
+        token_budget_batches(top50, batch_overhead=-1)
+
+
 # -- embedder ---------------------------------------------------------------------------------
 def test_embedder_vectors_are_fp32_unit_and_order_independent(tiny_embedder_dir, embedder):
     vecs = embedder.encode_documents(DOCS)

@@ -30,9 +30,18 @@ def searcher(tmp_path_factory, minilm_dir):
     ],
 )
 def test_paraphrase_found_by_dense_not_by_bm25(searcher, query, wanted):
-    dense = [r.record["title"] for r in searcher.search(query, mode="dense", rerank=False, top_n=5).results]
-    lexical = [r.record["title"] for r in searcher.search(query, mode="lexical", rerank=False, top_n=5).results]
+    dense = [
+        r.record["title"]
+        for r in searcher.search(query, mode="dense", rerank=False, top_n=5).results
+    ]
+    lexical = [
+        r.record["title"]
+        for r in searcher.search(query, mode="lexical", rerank=False, top_n=5).results
+    ]
     assert any(wanted in t for t in dense), dense
     assert not any(wanted in t for t in lexical), lexical
-    hybrid = [r.record["title"] for r in searcher.search(query, mode="hybrid", rerank=False, top_n=10).results]
+    hybrid = [
+        r.record["title"]
+        for r in searcher.search(query, mode="hybrid", rerank=False, top_n=10).results
+    ]
     assert any(wanted in t for t in hybrid), hybrid  # fusion keeps what dense found

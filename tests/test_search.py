@@ -49,8 +49,13 @@ def searcher(tmp_path_factory, tiny_embedder_dir, tiny_reranker_dir):
 
     catalog = Catalog.open(str(tmp_path_factory.mktemp("idx")), Embedder(str(tiny_embedder_dir)))
     records = [
-        {"id": f"p{i:03d}", "title": f"{CATEGORIES[i % 4]} product {i} apple iphone shoes drill",
-         "text": "summer breathable" if i % 3 else "", "category": CATEGORIES[i % 4], "price": float(i)}
+        {
+            "id": f"p{i:03d}",
+            "title": f"{CATEGORIES[i % 4]} product {i} apple iphone shoes drill",
+            "text": "summer breathable" if i % 3 else "",
+            "category": CATEGORIES[i % 4],
+            "price": float(i),
+        }
         for i in range(120)
     ]
     # Few phones are cheap: an unfiltered Top-K would hold only a handful of them.
@@ -60,7 +65,13 @@ def searcher(tmp_path_factory, tiny_embedder_dir, tiny_reranker_dir):
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
 def test_filters_apply_before_top_n(searcher, mode):
-    resp = searcher.search("apple iphone", mode=mode, top_k=10, top_n=8, filters={"category": "tools", "price": {"lt": 60}})
+    resp = searcher.search(
+        "apple iphone",
+        mode=mode,
+        top_k=10,
+        top_n=8,
+        filters={"category": "tools", "price": {"lt": 60}},
+    )
     ids = [r.id for r in resp.results]
     # 15 tools products have price < 60 (i = 3, 7, ..., 59): a post-filter of an
     # unfiltered Top-10 would return about 10 / 4 of them; prefiltering returns 8.
@@ -87,7 +98,9 @@ def test_rerank_orders_by_logit_and_reports_both_scores(searcher):
     # reranked scores equal the reranker's own scores for the same documents
     from rankwise.data import document_text
 
-    direct = searcher.reranker.score("apple iphone", [document_text(r.record) for r in resp.results])
+    direct = searcher.reranker.score(
+        "apple iphone", [document_text(r.record) for r in resp.results]
+    )
     np.testing.assert_allclose(direct, logits, rtol=1e-5, atol=1e-5)
 
 

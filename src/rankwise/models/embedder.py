@@ -28,6 +28,9 @@ class Embedder(BaseModel):
             ``sentence_bert_config.json``, or 512; never above the model's position limit.
         batch_size: most texts per forward pass (default 64).
         token_budget: most padded tokens per forward pass (``None``: no cap).
+        batch_overhead: fixed cost of one forward pass, in tokens, used to choose where
+            batches are cut (``None``: measured defaults on CPU, plain filling on GPU;
+            see ``rankwise.models.batching``).
         query_instruction: prefix for queries; ``None`` = from the spec (e.g. the BGE zh
             instruction), ``""`` = none.
         local_files_only: never touch the network; ``None`` = honour ``HF_HUB_OFFLINE``.
@@ -49,6 +52,7 @@ class Embedder(BaseModel):
         max_length: int | None = None,
         batch_size: int = 64,
         token_budget: int | None = None,
+        batch_overhead: float | None = None,
         query_instruction: str | None = None,
         local_files_only: bool | None = None,
     ):
@@ -63,6 +67,7 @@ class Embedder(BaseModel):
             max_length=max_length,
             batch_size=batch_size,
             token_budget=token_budget,
+            batch_overhead=batch_overhead,
             local_files_only=local_files_only,
         )
         cfg = self.resolved.config

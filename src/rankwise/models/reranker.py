@@ -27,6 +27,9 @@ class Reranker(BaseModel):
             (default 0.5); the document fills the rest.
         batch_size: most pairs per forward pass (default 32).
         token_budget: most padded tokens per forward pass (``None``: no cap).
+        batch_overhead: fixed cost of one forward pass, in tokens, used to choose where
+            batches are cut (``None``: measured defaults on CPU, plain filling on GPU;
+            see ``rankwise.models.batching``).
         token_cache_size: documents whose token ids are kept between calls (LRU, default
             20,000) so catalog products reranked again are not re-tokenised; 0 disables.
 
@@ -48,6 +51,7 @@ class Reranker(BaseModel):
         query_max_share: float = 0.5,
         batch_size: int = 32,
         token_budget: int | None = None,
+        batch_overhead: float | None = None,
         local_files_only: bool | None = None,
         token_cache_size: int = 20_000,
     ):
@@ -66,6 +70,7 @@ class Reranker(BaseModel):
             max_length=max_length,
             batch_size=batch_size,
             token_budget=token_budget,
+            batch_overhead=batch_overhead,
             local_files_only=local_files_only,
             token_cache_size=token_cache_size,
         )
