@@ -195,3 +195,23 @@ def test_reranker_pointwise_margin_and_lora_run(tiny_embedder_dir, tmp_path):
             tmp_path / "z",
             RerankerTrainConfig(objective="pairwise"),
         )
+
+
+def test_pointwise_rows_carry_graded_labels():
+    """Pointwise rows: positives 1, related (judged, below the positive grade) the middle
+    label, negatives 0; teacher scores replace them when distilling."""
+    from rankwise.tune.data import TrainExample
+    from rankwise.tune.reranker import _pointwise_rows
+
+    ex = TrainExample("drill", ["drill kit"], ["garden hose"], related=["drill bits"])
+    rows = _pointwise_rows([ex], distill=False, related_label=0.4)
+    assert {(r["document"], r["label"]) for r in rows} == {
+        ("drill kit", 1.0),
+        ("drill bits", 0.4),
+        ("garden hose", 0.0),
+    }
+    scored = TrainExample("drill", ["drill kit"], ["garden hose"], [2.0], [-2.0])
+    labels = [r["label"] for r in _pointwise_rows([scored], distill=True)]
+    assert labels == pytest.approx([1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))])
+    with pytest.raises(InvalidRequest, match="related_label"):
+        RerankerTrainConfig(objective="pointwise", related_label=1.5).check()

@@ -601,6 +601,9 @@ def tune_reranker(
     max_length: Annotated[int, typer.Option(help="Max tokens per pair.")] = 96,
     distill_weight: Annotated[float, typer.Option(help="KL distillation weight (0: off).")] = 0.0,
     teacher_temperature: Annotated[float, typer.Option(help="Teacher softmax temperature.")] = 1.0,
+    related_label: Annotated[
+        float, typer.Option(help="Pointwise label of 'related' (middle-grade) documents.")
+    ] = 0.5,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank (0: full fine-tuning).")] = 0,
     eval_steps: Annotated[
         int, typer.Option(help="Dev evaluation every N steps (0: end only).")
@@ -618,7 +621,7 @@ def tune_reranker(
         group_size=group_size, learning_rate=lr, max_length=max_length,
         distill_weight=distill_weight, teacher_temperature=teacher_temperature,
         lora_rank=lora_rank, eval_steps=eval_steps, save_steps=save_steps,
-        freeze_embeddings=freeze_embeddings,
+        freeze_embeddings=freeze_embeddings, related_label=related_label,
     )  # fmt: skip
     result = train_reranker(
         read_examples(train_file), base, out, cfg,
@@ -654,6 +657,12 @@ def tune_run_command(
     max_length: Annotated[int, typer.Option(help="Embedder max tokens.")] = 64,
     reranker_batch_size: Annotated[int, typer.Option(help="Reranker groups per batch.")] = 16,
     reranker_group_size: Annotated[int, typer.Option(help="Reranker group size.")] = 8,
+    reranker_objective: Annotated[
+        str, typer.Option(help="Reranker objective: listwise, pointwise (graded) or margin_mse.")
+    ] = "listwise",
+    related_label: Annotated[
+        float, typer.Option(help="Pointwise label of judged documents below --pos-threshold.")
+    ] = 0.5,
     reranker_max_length: Annotated[int, typer.Option(help="Reranker max tokens per pair.")] = 96,
     reranker_eval_steps: Annotated[
         int, typer.Option(help="Reranker dev evaluation every N steps.")
@@ -706,6 +715,7 @@ def tune_run_command(
             max_length=reranker_max_length, eval_steps=reranker_eval_steps,
             distill_weight=distill_weight, learning_rate=reranker_lr,
             max_steps=reranker_max_steps, freeze_embeddings=freeze_embeddings,
+            objective=reranker_objective, related_label=related_label,
         ),
         pools=check_pools([p.strip() for p in pools.split(",") if p.strip()]),
         rerank_pools=check_pools([p.strip() for p in rerank_pools.split(",") if p.strip()])

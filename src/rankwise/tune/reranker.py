@@ -8,7 +8,9 @@ Objectives (``RerankerTrainConfig.objective``):
   term pulls the group's distribution towards the teacher's (a small model learns from a
   big one).
 * ``"pointwise"``: ``BinaryCrossEntropyLoss`` on (query, doc) pairs labelled 1 for
-  positives and 0 for negatives, or sigmoid(teacher logit) when distilling.
+  positives, ``related_label`` (default 0.5) for ``related`` documents (judged, graded
+  between 0 and the positive threshold: graded labels, e.g. Home Depot's 0/1/2 as
+  0/0.5/1) and 0 for negatives; or sigmoid(teacher logit) when distilling.
 * ``"margin_mse"``: ``MarginMSELoss`` on teacher margins (needs teacher scores).
 
 Collapse guard: fine-tuned rerankers sometimes end up scoring everything alike. With a
@@ -66,6 +68,7 @@ class RerankerTrainConfig:
     max_length: int = 96
     distill_weight: float = 0.0
     teacher_temperature: float = 1.0
+    related_label: float = 0.5
     lora_rank: int = 0
     lora_alpha: int = 16
     freeze_embeddings: bool = False
@@ -80,6 +83,8 @@ class RerankerTrainConfig:
             raise InvalidRequest(
                 f"objective must be listwise, pointwise or margin_mse, got {self.objective!r}"
             )
+        if not 0.0 <= self.related_label <= 1.0:
+            raise InvalidRequest(f"related_label must be in [0, 1], got {self.related_label}")
         if self.objective != "pointwise" and self.group_size < 2:
             raise InvalidRequest(f"{self.objective} needs group_size >= 2")
 
@@ -141,16 +146,19 @@ def load_cross_encoder(base: str, max_length: int):
         raise ModelLoadError(f"Cannot load '{base}' as a cross-encoder for training: {e}") from None
 
 
-def _pointwise_rows(examples: Sequence[TrainExample], distill: bool) -> list[dict[str, Any]]:
+def _pointwise_rows(
+    examples: Sequence[TrainExample], distill: bool, related_label: float = 0.5
+) -> list[dict[str, Any]]:
     rows = []
     for ex in examples:
-        texts = [*ex.pos, *ex.neg]
         if distill:
             if not ex.has_scores:
                 raise InvalidRequest(f"query {ex.query!r} has no teacher scores")
+            texts = [*ex.pos, *ex.neg]
             labels = 1.0 / (1.0 + np.exp(-np.array([*ex.pos_scores, *ex.neg_scores])))
         else:
-            labels = [1.0] * len(ex.pos) + [0.0] * len(ex.neg)
+            texts = [*ex.pos, *ex.related, *ex.neg]
+            labels = [1.0] * len(ex.pos) + [related_label] * len(ex.related) + [0.0] * len(ex.neg)
         rows += [
             {"query": ex.query, "document": t, "label": float(y)}
             for t, y in zip(texts, labels, strict=True)
@@ -238,7 +246,7 @@ def train_reranker(
     out = Path(out_dir)
     distill = cfg.distill_weight > 0 or cfg.objective == "margin_mse"
     if cfg.objective == "pointwise":
-        rows, dropped = _pointwise_rows(examples, distill), 0
+        rows, dropped = _pointwise_rows(examples, distill, cfg.related_label), 0
     else:
         rows, dropped = group_rows(examples, cfg.group_size, with_scores=distill, seed=cfg.seed)
         if not distill:

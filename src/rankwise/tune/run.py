@@ -324,7 +324,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             ]
             if res.get("config"):
                 keys = ("max_steps", "batch_size", "group_size", "learning_rate", "max_length")
-                keys += ("temperature", "objective", "distill_weight", "freeze_embeddings")
+                keys += (
+                    "temperature",
+                    "objective",
+                    "related_label",
+                    "distill_weight",
+                    "freeze_embeddings",
+                )
                 cfg_items = {k: res["config"][k] for k in keys if k in res["config"]}
                 lines.append(f"settings: {json.dumps(cfg_items)}")
             if res.get("dev"):
