@@ -125,3 +125,20 @@ def test_killed_ingest_resumes_without_duplicates_or_losses(tmp_path, uri_name):
     assert s.dense_search(v[3], 1)[0].id == f"p{5 * batch + 3}"
     assert len(s.lexical_search("item", n + 1)) == n
     s.close()
+
+
+def test_embedded_store_optimize_drops_old_versions_keeps_data(tmp_path):
+    """optimize() prunes table versions older than ``keep_versions_s`` (LanceDB keeps a
+    week of them by default: disk grows with every batch) and keeps every row."""
+    path = str(tmp_path / "index")
+    s = open_store(path, keep_versions_s=0)
+    for b in range(6):
+        recs = [{"id": f"p{b}-{i}", "title": f"item {i}"} for i in range(50)]
+        s.upsert(recs, unit(50, 8, seed=b))
+    before = len(s._table.list_versions())
+    s.optimize()
+    after = len(s._table.list_versions())
+    assert before >= 6 and after < before
+    s.close()
+    s = open_store(path)
+    assert s.count() == 300 and s.get(["p5-49"])[0]["title"] == "item 49"
