@@ -78,7 +78,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # partitions may hold none of them); above it the ANN prefilter is faster and as
     # accurate (100k x 384, 1% filter: 134 ms recall 1.0 vs exact 894 ms, loaded CPU)
     "exact_filter_below": 1_000,
-    "optimize_fraction": 0.5,  # while writing, index new rows past this unindexed share
+    # Rows added after the index was built are searched exactly (flat) until the index is
+    # rebuilt over all rows. LanceDB's incremental merge (optimize_indices) is not used: on
+    # IVF_HNSW_SQ it dropped recall@10 from 1.0 to 0.685 (800k indexed + 200k merged,
+    # 1,000 clusters x 384; benchmarks/results/store_scale.md).
+    "optimize_fraction": 0.5,  # while writing: rebuild once unindexed rows pass this share
+    "rest_fraction": 0.1,  # optimize() / close(): rebuild once they pass this share
     "read_consistency_interval": None,  # seconds; 0 = always see other writers at once
 }
 
@@ -251,38 +256,42 @@ class LanceStore:
         return existing
 
     def _maintain_index(self) -> None:
-        """After a write: build the ANN index past ``ann_threshold``; index new rows once
-        they exceed ``optimize_fraction`` of the table (geometric, so a bulk ingest
-        indexes O(log n) times). Unindexed rows are still searched, exactly."""
+        """After a write: build the ANN index past ``ann_threshold``; rebuild it once rows
+        added since exceed ``optimize_fraction`` of the table (geometric, so a bulk ingest
+        builds O(log n) times, ~2n rows of work in all). Unindexed rows are searched exactly."""
+        self._refresh_index(self.options["optimize_fraction"])
+
+    def _refresh_index(self, fraction: float) -> bool:
+        """Build or rebuild the index when unindexed rows exceed ``fraction``; True if built."""
         n = self._table.count_rows()
         if not self._has_vector_index():
             if n >= self.options["ann_threshold"]:
                 self.build_index()
-            return
+                return True
+            return False
         stats = self._table.index_stats(VECTOR_INDEX)
-        if stats is not None and stats.num_unindexed_rows > self.options["optimize_fraction"] * n:
-            if n > 4 * self._index_built_rows:  # partitions sized for a much smaller table
-                self.build_index()
-                return
-            log.info("indexing %d new rows", stats.num_unindexed_rows)
-            self._table.to_lance().optimize.optimize_indices()
-            self._table.checkout_latest()
+        if stats is not None and stats.num_unindexed_rows > fraction * n:
+            self.build_index()
+            return True
+        return False
 
     def optimize(self) -> None:
-        """Compact files and bring the ANN index up to date (done by ``close()`` after
-        writes): builds it past ``ann_threshold``, else merges unindexed rows into it."""
+        """Done by ``close()`` after writes: (re)build the ANN index when more than
+        ``rest_fraction`` of the rows are outside it, and delete table versions older than
+        ``keep_versions_s``."""
         if self._table is None:
             return
+        self._refresh_index(self.options["rest_fraction"])
         keep = timedelta(seconds=self.options["keep_versions_s"])
-        if self._has_vector_index():
-            self._table.optimize(cleanup_older_than=keep)
-            return
-        if self._table.count_rows() >= self.options["ann_threshold"]:
-            self.build_index()
         self._table.to_lance().cleanup_old_versions(older_than=keep)
+        self._table.checkout_latest()
 
     def build_index(self) -> None:
-        """(Re)build the ANN index over all rows now (also done automatically)."""
+        """(Re)build the ANN index over all rows now (also done automatically). Small data
+        files are compacted first: the index is replaced right after, so nothing relies on
+        compaction's remapping of the old one."""
+        self._table.to_lance().optimize.compact_files()
+        self._table.checkout_latest()
         n = self._table.count_rows()
         o = self.options
         parts = o["num_partitions"] or max(1, n // 32768)
