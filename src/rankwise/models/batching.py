@@ -52,7 +52,10 @@ def token_budget_batches(
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     longest = np.maximum(lengths[order], 1)
-    caps = np.array([_rows(int(x), max_batch_size, token_budget) for x in longest], np.int64)
+    if token_budget is None:  # most rows of a batch led by each item
+        caps = np.full(len(order), max_batch_size, dtype=np.int64)
+    else:
+        caps = np.clip(token_budget // longest, 1, max_batch_size).astype(np.int64)
     if batch_overhead is None:
         cuts, start = [0], 0
         while start < len(order):
@@ -61,13 +64,6 @@ def token_budget_batches(
     else:
         cuts = _cheapest_cuts(longest, caps, float(batch_overhead))
     return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-
-
-def _rows(longest: int, max_batch_size: int, token_budget: int | None) -> int:
-    """Most rows of a batch whose longest item has ``longest`` tokens."""
-    if token_budget is None:
-        return max_batch_size
-    return max(1, min(max_batch_size, token_budget // longest))
 
 
 def _cheapest_cuts(longest: np.ndarray, caps: np.ndarray, overhead: float) -> list[int]:
@@ -79,8 +75,9 @@ def _cheapest_cuts(longest: np.ndarray, caps: np.ndarray, overhead: float) -> li
     n = len(longest)
     best = np.zeros(n + 1)
     start = np.zeros(n + 1, dtype=np.int64)
+    widest = int(caps.max()) if n else 0
     for i in range(1, n + 1):
-        js = np.arange(max(0, i - int(caps.max())), i)
+        js = np.arange(max(0, i - widest), i)
         js = js[i - js <= caps[js]]
         cost = best[js] + overhead + (i - js) * longest[js]
         k = int(np.argmin(cost))  # first minimum: the biggest batch among equals
