@@ -81,7 +81,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # Rows added after the index was built are searched exactly (flat) until the index is
     # rebuilt over all rows. LanceDB's incremental merge (optimize_indices) is not used: on
     # IVF_HNSW_SQ it dropped recall@10 from 1.0 to 0.685 (800k indexed + 200k merged,
-    # 1,000 clusters x 384; benchmarks/results/store_scale.md).
+    # 1,000 clusters x 384; benchmarks/results/lance_index_merge.json).
     "optimize_fraction": 0.5,  # while writing: rebuild once unindexed rows pass this share
     "rest_fraction": 0.1,  # optimize() / close(): rebuild once they pass this share
     "read_consistency_interval": None,  # seconds; 0 = always see other writers at once
@@ -261,19 +261,17 @@ class LanceStore:
         builds O(log n) times, ~2n rows of work in all). Unindexed rows are searched exactly."""
         self._refresh_index(self.options["optimize_fraction"])
 
-    def _refresh_index(self, fraction: float) -> bool:
-        """Build or rebuild the index when unindexed rows exceed ``fraction``; True if built."""
+    def _refresh_index(self, fraction: float) -> None:
+        """Build the index past ``ann_threshold``, or rebuild it over all rows once the
+        unindexed ones exceed ``fraction`` of the table."""
         n = self._table.count_rows()
         if not self._has_vector_index():
             if n >= self.options["ann_threshold"]:
                 self.build_index()
-                return True
-            return False
+            return
         stats = self._table.index_stats(VECTOR_INDEX)
         if stats is not None and stats.num_unindexed_rows > fraction * n:
             self.build_index()
-            return True
-        return False
 
     def optimize(self) -> None:
         """Done by ``close()`` after writes: (re)build the ANN index when more than
