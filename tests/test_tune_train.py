@@ -168,6 +168,7 @@ def test_reranker_from_plain_encoder_learns_and_loads(varied_encoder, tmp_path):
     examples = make_examples(24, seed=2)
     train, dev = examples[:16], examples[16:]
     cfg = RerankerTrainConfig(max_steps=16, group_size=4, learning_rate=2e-3, max_length=32, **FAST)
+    torch.manual_seed(cfg.seed)  # the same random head the trainer starts from
     before = group_ce(load_cross_encoder(str(varied_encoder), 32), train)
     result = train_reranker(train, str(varied_encoder), tmp_path / "rr", cfg, dev=dev)
     trained = load_cross_encoder(str(tmp_path / "rr"), 32)

@@ -253,6 +253,9 @@ def train_reranker(
             for r in rows:
                 r["label"] = 0.0  # the trainer wants a label column; the loss ignores it
     dataset = to_dataset(rows)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # a plain encoder's new head is random: make runs reproducible
     model = load_cross_encoder(base, cfg.max_length)
     if cfg.lora_rank > 0:
         _apply_lora(model, cfg)
