@@ -43,7 +43,7 @@ def train_tiny_reranker(out: Path, steps: int = 300) -> Path:
     config = BertConfig(
         vocab_size=len(tok),
         hidden_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=3,  # mixed int8 keeps layers 0-1's feed-forward fp32: quantise layer 2's
         num_attention_heads=4,
         intermediate_size=256,
         max_position_embeddings=128,
@@ -112,9 +112,10 @@ def test_token_budget_batches_equal_one_by_one(tiny_reranker_dir):
     np.testing.assert_allclose(budgeted.score("running shoes", DOCS), one_by_one, atol=1e-5)
 
 
-def test_int8_keeps_per_query_ranking(trained_reranker_dir):
+@pytest.mark.parametrize("mode", ["int8", "int8-full"])
+def test_int8_keeps_per_query_ranking(trained_reranker_dir, mode):
     fp32 = Reranker(str(trained_reranker_dir))
-    int8 = Reranker(str(trained_reranker_dir), backend="onnx", quantize="int8")
+    int8 = Reranker(str(trained_reranker_dir), backend="onnx", quantize=mode)
     products = [p for p in TOKENIZER_CORPUS if " " in p]
     rhos = []
     for query in [
@@ -130,6 +131,27 @@ def test_int8_keeps_per_query_ranking(trained_reranker_dir):
         rhos.append(spearmanr(a, b).statistic)
     print("int8 spearman per query", np.round(rhos, 4))
     assert min(rhos) >= 0.95, rhos
+
+
+def test_int8_keeps_the_first_layers_feed_forward_fp32(trained_reranker_dir):
+    import onnx
+
+    def graph(mode):
+        path = Reranker(str(trained_reranker_dir), backend="onnx", quantize=mode).runner.path
+        return onnx.load(str(path)).graph
+
+    mixed, full = graph("int8"), graph("int8-full")
+    float_ffn = rw_onnx.fp32_ffn_nodes(mixed, layers=99)
+    # layers 0 and 1: intermediate + output dense stay float MatMul; layer 2's are quantised
+    assert sorted(float_ffn) == sorted(
+        f"/model/bert/encoder/layer.{i}/{part}/dense/MatMul"
+        for i in (0, 1)
+        for part in ("intermediate", "output")
+    ), float_ffn
+    assert rw_onnx.fp32_ffn_nodes(full, layers=99) == []
+    for g in (mixed, full):
+        ops = [n.op_type for n in g.node]
+        assert "MatMulInteger" in ops and "QAttention" in ops, ops
 
 
 def test_export_is_cached_and_reused(tiny_reranker_dir, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     reranker_revision: str | None = None
     device: str | None = None
     backend: Literal["torch", "onnx"] = "torch"
-    quantize: Literal["int8"] | None = None
+    quantize: Literal["int8", "int8-full"] | None = None
     # store
     index: str = "./index"
     # search

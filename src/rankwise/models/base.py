@@ -17,7 +17,7 @@ from rankwise.models.specs import Kind, ModelSpec, Pooling
 from rankwise.models.tokens import Encoded, TokenEncoder
 
 BACKENDS = ("torch", "onnx")
-QUANTIZE = (None, "int8")
+QUANTIZE = (None, "int8", "int8-full")
 # Fixed cost of one forward pass in token-equivalents on a CPU (MiniLM, 2 cores: ONNX Runtime
 # 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts.
 _CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0}
@@ -90,10 +90,12 @@ class BaseModel:
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
         if quantize not in QUANTIZE:
-            raise ConfigError(f"Unknown quantize '{quantize}'. Use None or 'int8'.")
+            raise ConfigError(
+                f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full'."
+            )
         if quantize and backend != "onnx":
             raise ConfigError(
-                "quantize='int8' needs backend='onnx' (dynamic int8 runs in ONNX Runtime)."
+                f"quantize='{quantize}' needs backend='onnx' (dynamic int8 runs in ONNX Runtime)."
             )
         if batch_size < 1 or (token_budget is not None and token_budget < 1):
             raise ConfigError("batch_size and token_budget must be positive.")

@@ -23,7 +23,8 @@ class Embedder(BaseModel):
         revision: pinned hub revision (branch, tag or commit); default from the spec table.
         device: ``None`` = auto (cuda, then mps, then cpu); fp16 on GPUs, fp32 on CPU.
         backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime on CPU, exported once and cached).
-        quantize: ``None`` or ``"int8"`` (dynamic int8, ONNX backend only).
+        quantize: ``None``, ``"int8"`` (dynamic int8, the first two layers' feed-forward kept
+            fp32 to keep rankings) or ``"int8-full"`` (every matmul int8); ONNX backend only.
         max_length: token cap per text; default from the spec (bge-m3: 1024), the folder's
             ``sentence_bert_config.json``, or 512; never above the model's position limit.
         batch_size: most texts per forward pass (default 64).

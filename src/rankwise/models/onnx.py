@@ -9,7 +9,9 @@ versions, so the second load only opens a session):
 2. ``onnxruntime.transformers.optimizer`` fuses it into ORT's Attention, EmbedLayerNormalization,
    SkipLayerNormalization and BiasGelu kernels;
 3. for ``quantize="int8"``, ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, uint8
-   activations quantised per batch; Attention becomes QAttention).
+   activations quantised per batch; Attention becomes QAttention), except the feed-forward
+   matmuls of the first ``INT8_FP32_FFN_LAYERS`` layers, which stay fp32 (mixed precision, see
+   below); ``quantize="int8-full"`` quantises every matmul.
 
 Models over ~2 GB (e.g. bge-m3 in fp32) are written with external data next to the graph.
 The cache lives next to a local model folder (``<folder>/onnx/``) when it is writable, else
@@ -44,6 +46,20 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 # mean cosine of 0.958 with fp32 (min 0.940), per-channel to 0.992 (min 0.988) at the same speed
 # (64 Home Depot titles; speed and rankings in benchmarks/results/{embed,rerank}_speed.md).
 INT8_PER_CHANNEL = True
+# Mixed precision: the feed-forward matmuls of the first layers stay fp32. Their inputs (GELU
+# outputs of early layers) carry outliers that one uint8 scale per tensor cannot represent.
+# Measured on the MiniLM cross-encoder of benchmarks/rerank_speed.py, 60 Home Depot test queries
+# x Top-50 that the benchmark does not time: quantising one matmul alone, the FFN matmuls of
+# layers 0-1 cost 5-25x more ranking agreement than any attention or later matmul; all int8 gave
+# per-query Spearman mean 0.986 / min 0.881 vs torch fp32, these four kept fp32 0.996 / 0.987,
+# for ~25% of the int8 speed-up (80.8 -> 61.0 pairs/s; fp32 44.1).
+INT8_FP32_FFN_LAYERS = 2
+# Feed-forward matmul names in the exported graph: BERT/RoBERTa/XLM-R/ELECTRA/MPNet
+# (``encoder/layer.N/intermediate|output/dense``) and DistilBERT (``layer.N/ffn/lin1|lin2``).
+_FFN_NODE = re.compile(
+    r"/layer\.(\d+)/(?:intermediate/dense|output/dense|ffn/lin1|ffn/lin2)/MatMul$"
+)
+QUANTIZE_MODES = ("int8", "int8-full")
 # ORT's fusion optimizer knows these encoder families as "bert" (RoBERTa/XLM-R included).
 _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet"}
 _MODEL_FILE = "model.onnx"
@@ -158,16 +174,33 @@ def _save(src: Path, dst: Path, large: bool) -> None:
     )
 
 
-def _quantize(src: Path, out: Path) -> None:
-    """Dynamic int8 quantisation of ``src`` into ``out/model.onnx``."""
+def fp32_ffn_nodes(graph, layers: int) -> list[str]:
+    """Names of the feed-forward MatMul nodes of encoder layers ``0..layers-1`` in ``graph``."""
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and (m := _FFN_NODE.search(n.name)) and int(m.group(1)) < layers
+    ]
+
+
+def _quantize(src: Path, out: Path, mode: str) -> None:
+    """Dynamic int8 quantisation of ``src`` into ``out/model.onnx`` (``mode``: int8, int8-full)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    keep: list[str] = []
+    if mode == "int8":
+        keep = fp32_ffn_nodes(
+            onnx.load(str(src), load_external_data=False).graph, INT8_FP32_FFN_LAYERS
+        )
+        if not keep:
+            log.warning("No feed-forward layers recognised in %s: every matmul is int8", src)
     quantize_dynamic(
         str(src),
         str(out / _MODEL_FILE),
         weight_type=QuantType.QInt8,
         per_channel=INT8_PER_CHANNEL,
+        nodes_to_exclude=keep,
         # fused ORT ops (Attention, SkipLayerNorm) have no ONNX type inference: default to float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
         use_external_data_format=(src.parent / (src.name + ".data")).exists(),
@@ -204,8 +237,9 @@ def onnx_model_file(
         fp32 = _cached(fp32_dir, lambda out: _export(resolved, kind, pooling, out))
         if quantize is None:
             return fp32
-        int8_dir = base / f"rankwise-{kind}-{short_hash(*key, quantize, INT8_PER_CHANNEL)}"
-        return _cached(int8_dir, lambda out: _quantize(fp32, out))
+        options = (quantize, INT8_PER_CHANNEL, INT8_FP32_FFN_LAYERS if quantize == "int8" else 0)
+        int8_dir = base / f"rankwise-{kind}-{short_hash(*key, *options)}"
+        return _cached(int8_dir, lambda out: _quantize(fp32, out, quantize))
     except ModelLoadError:
         raise
     except Exception as e:  # exporter/optimizer/quantizer failures come in many types
