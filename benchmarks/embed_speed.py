@@ -1,4 +1,4 @@
-"""Embedding speed on CPU: rankwise (torch, ONNX fp32, ONNX int8) vs sentence-transformers and
+"""Embedding speed on CPU: rankwise (torch, ONNX fp32, ONNX int8 mixed and full) vs sentence-transformers and
 FlagEmbedding, same model (all-MiniLM-L6-v2), same texts, same thread count, one run.
 
     .venv/bin/python benchmarks/embed_speed.py [--docs 2000] [--queries 100] [--threads 2]
@@ -35,6 +35,7 @@ PATHS = [
     "rankwise-torch",
     "rankwise-onnx",
     "rankwise-onnx-int8",
+    "rankwise-onnx-int8-full",
 ]
 REFERENCE = "hf-torch-unsorted"
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length
@@ -108,9 +109,8 @@ def make_encoder(path: str, model: str, threads: int):
         from rankwise.models import Embedder
 
         backend = "torch" if path == "rankwise-torch" else "onnx"
-        emb = Embedder(
-            model, backend=backend, quantize="int8" if "int8" in path else None, batch_size=BATCH
-        )
+        quantize = "int8-full" if "int8-full" in path else "int8" if "int8" in path else None
+        emb = Embedder(model, backend=backend, quantize=quantize, batch_size=BATCH)
         return emb.encode_documents
     raise SystemExit(f"unknown path {path}")
 

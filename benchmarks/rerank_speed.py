@@ -1,4 +1,4 @@
-"""Rerank speed on CPU: rankwise (torch, ONNX fp32, ONNX int8) vs sentence-transformers and
+"""Rerank speed on CPU: rankwise (torch, ONNX fp32, ONNX int8 mixed and full) vs sentence-transformers and
 FlagEmbedding, same cross-encoder, same pairs, same thread count, one run.
 
     .venv/bin/python benchmarks/rerank_speed.py [--model DIR] [--queries 20] [--docs 50] [--threads 2]
@@ -43,6 +43,7 @@ PATHS = [
     "rankwise-torch",
     "rankwise-onnx",
     "rankwise-onnx-int8",
+    "rankwise-onnx-int8-full",
 ]
 REFERENCE = "hf-torch-unsorted"
 MAX_LENGTH = 512
@@ -213,7 +214,7 @@ def make_scorer(path: str, model: str, threads: int):
 
         rw_onnx.INT8_PER_CHANNEL = not path.endswith("pertensor")
         backend = "torch" if path == "rankwise-torch" else "onnx"
-        quantize = "int8" if "int8" in path else None
+        quantize = "int8-full" if "int8-full" in path else "int8" if "int8" in path else None
         rr = Reranker(
             model, backend=backend, quantize=quantize, max_length=MAX_LENGTH, batch_size=BATCH
         )
@@ -459,6 +460,7 @@ def main() -> None:
             "- Agreement reference: plain transformers fp32 (`hf-torch-unsorted`: batches of 32 in input order, padded to the longest pair).",
             "- Home Depot products have titles only; the speed workload appends a pseudo description (other products' titles) to 75% of them, 40-320 tokens, to get realistic mixed lengths. nDCG uses the real titles.",
             "- FlagEmbedding runs `FlagReranker.compute_score` (fp32, CPU); sentence-transformers runs `CrossEncoder.predict` with raw logits.",
+            "- `rankwise-onnx-int8` is `quantize=\"int8\"`: dynamic per-channel int8 with the feed-forward matmuls of the first two layers kept fp32 (mixed precision); `rankwise-onnx-int8-full` (`quantize=\"int8-full\"`) quantises every matmul.",
         ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
