@@ -41,7 +41,12 @@ RevisionOpt = Annotated[
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, mps (default: auto).")]
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="torch or onnx.")]
-QuantizeOpt = Annotated[str | None, typer.Option("--quantize", help="int8 (onnx backend; first layers' feed-forward kept fp32) or int8-full.")]
+QuantizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quantize", help="int8 (onnx backend; first layers' feed-forward kept fp32) or int8-full."
+    ),
+]
 
 
 def _settings(**overrides: Any):

@@ -90,9 +90,7 @@ class BaseModel:
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
         if quantize not in QUANTIZE:
-            raise ConfigError(
-                f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full'."
-            )
+            raise ConfigError(f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full'.")
         if quantize and backend != "onnx":
             raise ConfigError(
                 f"quantize='{quantize}' needs backend='onnx' (dynamic int8 runs in ONNX Runtime)."
