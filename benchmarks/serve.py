@@ -100,7 +100,7 @@ def start_server(
         "--embedder", "none", "--index", "none", "--cache-url", "off",
         "--batching" if batching else "--no-batching", "--log-level", "warning",
     ]  # fmt: skip
-    env = dict(os.environ)
+    env = dict(os.environ, RANKWISE_SCORE_CACHE_SIZE="0")  # measure the model, not the cache
     if threads:  # torch reads these at start-up for its intra-op thread pool
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)

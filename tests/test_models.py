@@ -34,7 +34,8 @@ def embedder(tiny_embedder_dir):
 
 @pytest.fixture(scope="module")
 def reranker(tiny_reranker_dir):
-    return Reranker(str(tiny_reranker_dir), batch_size=4, max_length=64)
+    # no score cache: the tests below call it again with the same pairs to test the model
+    return Reranker(str(tiny_reranker_dir), batch_size=4, max_length=64, score_cache_size=0)
 
 
 # -- batching ---------------------------------------------------------------------------------
@@ -157,6 +158,28 @@ def test_reranker_scores_fp32_independent_of_batching_and_order(tiny_reranker_di
     np.testing.assert_allclose(mixed[: len(DOCS)], scores, atol=1e-5)
     np.testing.assert_allclose(mixed[len(DOCS) :], reranker.score("苹果手机", DOCS), atol=1e-5)
     assert reranker.score(q, []).shape == (0,)
+
+
+def test_score_cache_scores_only_new_pairs_and_keys_on_exact_text(tiny_reranker_dir, reranker):
+    cached = Reranker(str(tiny_reranker_dir), batch_size=4, max_length=64)
+    q = "breathable running shoes"
+    first = cached.score(q, DOCS)
+    assert cached.score_cache_info() == {"hits": 0, "misses": len(DOCS), "size": len(DOCS)}
+    # the same query with a changed list: old pairs from the cache, one new and one edited doc
+    docs = [*DOCS[2:], "waterproof hiking boots", DOCS[0] + " (new)"]
+    again = cached.score(q, docs)
+    info = cached.score_cache_info()
+    assert info["hits"] == len(DOCS) - 2 and info["misses"] == len(DOCS) + 2, info
+    np.testing.assert_array_equal(again[: len(DOCS) - 2], first[2:])
+    np.testing.assert_allclose(again, reranker.score(q, docs), atol=1e-5)  # = no cache at all
+    # another query never reuses these scores
+    np.testing.assert_allclose(
+        cached.score("苹果手机", DOCS), reranker.score("苹果手机", DOCS), atol=1e-5
+    )
+    assert cached.score_cache_info()["hits"] == len(DOCS) - 2
+    off = Reranker(str(tiny_reranker_dir), max_length=64, score_cache_size=0)
+    off.score(q, DOCS), off.score(q, DOCS)
+    assert off.score_cache_info() == {"hits": 0, "misses": 2 * len(DOCS), "size": 0}
 
 
 def test_reranker_pair_tokens_match_transformers(tiny_reranker_dir, reranker):

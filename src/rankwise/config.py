@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     cache_url: str | None = None
     cache_ttl: int = Field(300, ge=0)
     cache_size: int = Field(10_000, ge=0)
+    score_cache_size: int = Field(100_000, ge=0)  # reranker (query, document) scores; 0 = off
     # server (`rankwise serve`; see server/settings docs in server/__init__.py)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)

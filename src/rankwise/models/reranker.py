@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from rankwise.errors import ConfigError, InvalidRequest
 from rankwise.models.base import BaseModel, check_texts
 from rankwise.models.results import RankedResults
 from rankwise.models.specs import spec_for
+from rankwise.models.tokens import LRU
 
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
 
@@ -32,6 +34,10 @@ class Reranker(BaseModel):
             see ``rankwise.models.batching``).
         token_cache_size: documents whose token ids are kept between calls (LRU, default
             20,000) so catalog products reranked again are not re-tokenised; 0 disables.
+        score_cache_size: (query, document) scores kept between calls (LRU, default 100,000,
+            ~100 bytes each); 0 disables. Keyed by the exact query and document text in this
+            model instance, so an edited product or another model never gets an old score;
+            a query reranked again with a changed candidate list scores only the new ones.
 
     Scores are raw logits in float32 whatever the compute dtype; ``relevance`` is their sigmoid.
     Identical pairs within one call are scored once.
@@ -54,12 +60,14 @@ class Reranker(BaseModel):
         batch_overhead: float | None = None,
         local_files_only: bool | None = None,
         token_cache_size: int = 20_000,
+        score_cache_size: int = 100_000,
     ):
         if not 0.0 < query_max_share < 1.0:
             raise ConfigError(
                 f"query_max_share must be between 0 and 1 (exclusive), got {query_max_share}."
             )
         self.query_max_share = float(query_max_share)
+        self._scores = LRU(score_cache_size)
         super().__init__(
             model,
             spec=spec_for(model, "reranker"),
@@ -73,6 +81,12 @@ class Reranker(BaseModel):
             batch_overhead=batch_overhead,
             local_files_only=local_files_only,
             token_cache_size=token_cache_size,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> Reranker:
+        return super().from_settings(
+            settings, **{"score_cache_size": settings.score_cache_size, **overrides}
         )
 
     def _version_parts(self) -> tuple[Any, ...]:
@@ -98,10 +112,23 @@ class Reranker(BaseModel):
                 raise InvalidRequest(f"pairs[{i}] must be a (query, document) pair of strings.")
             clean.append((p[0], p[1]))
         unique = list(dict.fromkeys(clean))
+        keys = [_pair_key(p) for p in unique]
+        scores = np.array(
+            [s if (s := self._scores.get(k)) is not None else np.nan for k in keys], np.float32
+        ).reshape(-1)
+        todo = np.flatnonzero(np.isnan(scores))
+        if len(todo):
+            missing = [unique[i] for i in todo]
+            encoded = self.tokens.encode_pairs(missing, self.max_length, self.query_max_share)
+            scores[todo] = self._infer(encoded, None)
+            for i in todo:
+                self._scores.put(keys[i], float(scores[i]))
         where = {p: i for i, p in enumerate(unique)}
-        encoded = self.tokens.encode_pairs(unique, self.max_length, self.query_max_share)
-        scores = self._infer(encoded, None)
-        return scores[np.array([where[p] for p in clean], dtype=np.int64)] if clean else scores
+        return scores[np.array([where[p] for p in clean], dtype=np.int64)]
+
+    def score_cache_info(self) -> dict[str, int]:
+        """Hits, misses and size of the (query, document) score cache."""
+        return {"hits": self._scores.hits, "misses": self._scores.misses, "size": len(self._scores)}
 
     def rank(
         self,
@@ -118,3 +145,12 @@ class Reranker(BaseModel):
         return RankedResults.from_scores(
             query, docs, self.score(query, docs), top_n=top_n, threshold=threshold
         )
+
+
+def _pair_key(pair: tuple[str, str]) -> bytes:
+    """16-byte digest of a (query, document) pair: bounded memory whatever the text length."""
+    query = pair[0].encode("utf-8", "surrogatepass")
+    h = hashlib.blake2b(len(query).to_bytes(8, "little"), digest_size=16)
+    h.update(query)
+    h.update(pair[1].encode("utf-8", "surrogatepass"))
+    return h.digest()

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,17 +90,17 @@ class SpecialTemplate:
         return np.concatenate(id_parts), np.concatenate(type_parts)
 
 
-class _LRU:
+class LRU:
     """A small thread-safe LRU (functools.lru_cache cannot be sized per instance or batch-filled)."""
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             value = self._data.get(key)
             if value is None:
@@ -109,7 +110,7 @@ class _LRU:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key: str, value: np.ndarray) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         if self.maxsize <= 0:
             return
         with self._lock:
@@ -173,7 +174,7 @@ class TokenEncoder:
                 f"Cannot use the tokenizer of '{model_id}': its special-token template could not be read ({e})."
             ) from None
         self.pad_id = pad_id if pad_id is not None else self._tokenizer_pad_id()
-        self._cache = _LRU(cache_size)
+        self._cache = LRU(cache_size)
         self._cache_cap = cache_cap
 
     def _tokenizer_pad_id(self) -> int:
