@@ -48,11 +48,11 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 INT8_PER_CHANNEL = True
 # Mixed precision: the feed-forward matmuls of the first layers stay fp32. Their inputs (GELU
 # outputs of early layers) carry outliers that one uint8 scale per tensor cannot represent.
-# Measured on the MiniLM cross-encoder of benchmarks/rerank_speed.py, 60 Home Depot test queries
-# x Top-50 that the benchmark does not time: quantising one matmul alone, the FFN matmuls of
-# layers 0-1 cost 5-25x more ranking agreement than any attention or later matmul; all int8 gave
-# per-query Spearman mean 0.986 / min 0.881 vs torch fp32, these four kept fp32 0.996 / 0.987,
-# for ~25% of the int8 speed-up (80.8 -> 61.0 pairs/s; fp32 44.1).
+# benchmarks/int8_sensitivity.py (MiniLM cross-encoder, 30 Home Depot test queries x Top-50 that
+# rerank_speed does not time): quantising one matmul at a time, the four FFN matmuls of layers
+# 0-1 are the four that move rankings most, 63% of the summed damage of all 24. All int8 gave
+# per-query Spearman vs torch fp32 mean 0.987 / min 0.935; these four kept fp32: 0.995 / 0.989,
+# keeping ~60% of the int8 speed-up (fp32 52.6, mixed 75.2, all int8 88.9 pairs/s).
 INT8_FP32_FFN_LAYERS = 2
 # Feed-forward matmul names in the exported graph: BERT/RoBERTa/XLM-R/ELECTRA/MPNet
 # (``encoder/layer.N/intermediate|output/dense``) and DistilBERT (``layer.N/ffn/lin1|lin2``).
