@@ -33,7 +33,9 @@ QUERIES = {
 }  # fmt: skip
 QRELS = {
     "train": [("q1", "d1", 2), ("q1", "d2", 0), ("q2", "d2", 2), ("q3", "d3", 2), ("q4", "d4", 2),
-              ("q5", "d5", 2), ("q6", "d6", 2), ("q7", "d7", 2), ("q7", "d5", 0)],
+              ("q5", "d5", 2), ("q6", "d6", 2), ("q7", "d7", 2), ("q7", "d5", 0),
+              # judged non-positives for every train query (the judged dev check needs them)
+              ("q2", "d1", 0), ("q3", "d4", 0), ("q4", "d3", 1), ("q5", "d7", 0), ("q6", "d8", 0)],
     "test": [("q8", "d9", 2), ("q9", "d10", 2), ("q10", "d4", 2), ("q10", "d3", 1)],
 }  # fmt: skip
 
@@ -78,6 +80,8 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
     # reranking was evaluated on the test pool only, over the test-pool documents
     assert {p for p, s in rows if "rerank" in s} == {"test"}
     assert (out / "eval" / "rerank.json").is_file()
+    # the reranker was also checked on held-out queries' judged (unmined) candidates
+    assert {"judged_before", "judged_after"} <= set(report["reranker_training"]["dev"])
     dense = next(r for r in report["table"] if r["system"] == "dense")
     for m in REPORT_METRICS:
         assert set(dense[m]) == {"before", "after", "delta", "p"}

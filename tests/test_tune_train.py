@@ -181,6 +181,24 @@ def test_reranker_from_plain_encoder_learns_and_loads(varied_encoder, tmp_path):
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
+def test_judged_dev_check_warns_when_real_candidates_get_worse(minilm_dir, tmp_path):
+    """Mined negatives rise while judged candidates, as evaluation sees them, fall: warn.
+    (Real MiniLM weights and tokenizer: the tiny random fixtures train too erratically.)"""
+    examples = make_examples(16, seed=0)
+    cfg = RerankerTrainConfig(max_steps=32, group_size=4, learning_rate=2e-4, max_length=32, **FAST)
+    # judged documents that contradict what training teaches: the matching product judged 0,
+    # the random ones judged relevant (on the queries the model fits)
+    contrary = [TrainExample(e.query, e.neg, [], related=e.pos) for e in examples]
+    result = train_reranker(
+        examples, str(minilm_dir), tmp_path / "rr", cfg, dev=examples, judged_dev=contrary
+    )
+    print(result.dev)
+    assert result.dev["after"]["ndcg@10"] > result.dev["before"]["ndcg@10"] + 0.1
+    assert result.dev["judged_after"]["ndcg@10"] < result.dev["judged_before"]["ndcg@10"] - 0.1
+    assert any("judged held-out" in w for w in result.warnings), result.warnings
+    assert not any("dev nDCG@10 fell" in w for w in result.warnings), result.warnings
+
+
 def test_reranker_pointwise_margin_and_lora_run(tiny_embedder_dir, tmp_path):
     examples = make_examples(8, scores=True)
     for objective, extra in (("pointwise", {}), ("margin_mse", {}), ("listwise", {"lora_rank": 4})):

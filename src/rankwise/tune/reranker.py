@@ -18,7 +18,10 @@ dev set, the model is evaluated before training and every ``eval_steps``
 (``CrossEncoderRerankingEvaluator``, nDCG@10 of each dev query's positives among its
 candidates), the best checkpoint is kept, and the result reports the dev metric before
 and after plus the spread of dev scores; a collapsed or worse model raises a warning in
-the result. ``lora_rank`` trains LoRA adapters (peft) and merges them before saving.
+the result. Mined negatives make an easy dev set (a reranker can rise on it while it
+ranks judged candidates worse), so ``judged_dev`` adds a second check on what evaluation
+sees: held-out positives among their *judged* non-positive documents, unmined; a fall
+there warns too. ``lora_rank`` trains LoRA adapters (peft) and merges them before saving.
 
 The output folder is a transformers ``*ForSequenceClassification`` model with one logit,
 which :class:`rankwise.models.Reranker` loads as-is. A plain encoder (e.g. MiniLM) as
@@ -176,8 +179,15 @@ def _build_loss(cfg: RerankerTrainConfig, model) -> nn.Module:
     return GroupCrossEntropyLoss(model, cfg.distill_weight, cfg.teacher_temperature)
 
 
-def _dev_samples(dev: Sequence[TrainExample]) -> list[dict[str, Any]]:
-    return [{"query": ex.query, "positive": ex.pos, "negative": ex.neg} for ex in dev if ex.neg]
+def _dev_samples(dev: Sequence[TrainExample], judged: bool = False) -> list[dict[str, Any]]:
+    """Evaluator samples; ``judged``: the judged non-positives (grade 0 and related) are the
+    candidates beside the positives."""
+    out = []
+    for ex in dev:
+        negative = [*ex.neg, *ex.related] if judged else ex.neg
+        if negative:
+            out.append({"query": ex.query, "positive": ex.pos, "negative": negative})
+    return out
 
 
 def _apply_lora(model, cfg: RerankerTrainConfig) -> None:
@@ -219,6 +229,7 @@ def train_reranker(
     config: RerankerTrainConfig | None = None,
     *,
     dev: Sequence[TrainExample] | None = None,
+    judged_dev: Sequence[TrainExample] | None = None,
     resume_from_checkpoint: str | bool | None = None,
 ) -> TrainResult:
     """Fine-tune a cross-encoder on ``examples``; the model is saved to ``out_dir``.
@@ -229,6 +240,8 @@ def train_reranker(
         out_dir: output folder; checkpoints under ``out_dir/checkpoints``.
         config: :class:`RerankerTrainConfig`.
         dev: held-out examples for the collapse guard and best-checkpoint selection.
+        judged_dev: held-out examples as evaluation sees them (positives, judged grade-0
+            ``neg`` and ``related``, no mined negatives): nDCG@10 before/after, warning on a fall.
         resume_from_checkpoint: a checkpoint folder, or True for the latest.
 
     Returns:
@@ -267,6 +280,14 @@ def train_reranker(
     result_dev: dict[str, Any] = {}
     warnings: list[str] = []
     extra: dict[str, Any] = {}
+    judged_samples = _dev_samples(judged_dev or [], judged=True)
+    judged_eval = (
+        CrossEncoderRerankingEvaluator(judged_samples, at_k=10, name="judged", write_csv=False)
+        if judged_samples
+        else None
+    )
+    if judged_eval is not None:
+        result_dev["judged_before"] = _pick(judged_eval(model), "judged")
     if samples:
         evaluator = CrossEncoderRerankingEvaluator(samples, at_k=10, name="dev", write_csv=False)
         result_dev["before"] = {**_pick(evaluator(model)), **dev_separation(model, dev)}
@@ -314,6 +335,15 @@ def train_reranker(
                 f"dev nDCG@10 fell from {result_dev['before']['ndcg@10']:.4f} to "
                 f"{after['ndcg@10']:.4f}; the base model may be the better reranker"
             )
+    if judged_eval is not None:
+        before, after = result_dev["judged_before"], _pick(judged_eval(model), "judged")
+        result_dev["judged_after"] = after
+        if after["ndcg@10"] < before["ndcg@10"]:
+            warnings.append(
+                f"on judged held-out candidates (as evaluation sees them) nDCG@10 fell from "
+                f"{before['ndcg@10']:.4f} to {after['ndcg@10']:.4f}: the reranker ranks real "
+                "candidates worse than the base model"
+            )
     for w in warnings:
         log.warning(w)
     model.save_pretrained(str(out))
@@ -333,11 +363,11 @@ def train_reranker(
     return result
 
 
-def _pick(metrics: dict[str, float]) -> dict[str, float]:
+def _pick(metrics: dict[str, float], prefix: str = "dev") -> dict[str, float]:
     """``{"dev_ndcg@10": x, ...}`` → ``{"ndcg@10": x, "mrr@10": y, "map": z}``."""
     out = {}
     for k, v in metrics.items():
-        name = k.split("dev_", 1)[-1]
+        name = k.split(f"{prefix}_", 1)[-1]
         if name in ("ndcg@10", "mrr@10", "map"):
             out[name] = float(v)
     return out

@@ -123,6 +123,7 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     train_ds = load_beir(cfg.data, "train")
     examples = _subsample(from_beir(train_ds, threshold=cfg.pos_threshold), cfg.max_train_queries)
     train, dev = split_by_query(examples, cfg.dev_fraction)
+    judged_dev = dev  # before mining: positives among their judged documents only
     write_examples(train, out / "data" / "train.jsonl")
     write_examples(dev, out / "data" / "dev.jsonl")
     say(
@@ -172,7 +173,12 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         rr_result = _reused(out / "reranker", cfg.reuse, say)
         if rr_result is None:
             rr_result = train_reranker(
-                train, cfg.reranker_base, out / "reranker", cfg.reranker, dev=dev
+                train,
+                cfg.reranker_base,
+                out / "reranker",
+                cfg.reranker,
+                dev=dev,
+                judged_dev=judged_dev,
             )
             stage("train_reranker", t)
 
