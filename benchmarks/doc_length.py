@@ -66,7 +66,7 @@ def _beir(name: str) -> tuple[dict, dict, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=sc.CACHE / "minilm-ce-homedepot-200")
+    ap.add_argument("--model", type=Path, default=sc.TRAINED_CE)
     ap.add_argument("--max-lengths", default="32,48,64,96,128,256,512")
     ap.add_argument("--dataset", default="homedepot", help="a ../shared/data set or a BEIR folder")
     ap.add_argument("--queries", type=int, default=20, help="speed: Top-50 calls")
@@ -77,8 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=sc.OUT / "doc_length")
     args = ap.parse_args()
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"{args.model} not found: run benchmarks/rerank_speed.py once to train it")
+    sc.require_model(args.model)
     import pytrec_eval
     from tqdm import tqdm
 

@@ -46,13 +46,12 @@ def sgemm_gflops(threads: int, reps: int = 8) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=sc.CACHE / "minilm-ce-homedepot-200")
+    ap.add_argument("--model", type=Path, default=sc.TRAINED_CE)
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=sc.OUT / "fp32_ceiling")
     args = ap.parse_args()
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"{args.model} not found: run benchmarks/rerank_speed.py once to train it")
+    sc.require_model(args.model)
     import onnxruntime as ort
 
     import rankwise.models.onnx as rw_onnx

@@ -35,14 +35,13 @@ import speed_common as sc  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=sc.CACHE / "minilm-ce-homedepot-200")
+    ap.add_argument("--model", type=Path, default=sc.TRAINED_CE)
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--skip", type=int, default=20, help="rerank_speed's own timed queries")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=sc.OUT / "int8_sensitivity")
     args = ap.parse_args()
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"{args.model} not found: run benchmarks/rerank_speed.py once to train it")
+    sc.require_model(args.model)
 
     import onnx
     import onnxruntime as ort

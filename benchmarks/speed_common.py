@@ -29,6 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
+# the MiniLM cross-encoder rerank_speed.py fine-tunes (200 steps) and the other CPU benchmarks reuse
+TRAINED_CE = CACHE / "minilm-ce-homedepot-200"
+
+
+def require_model(model: Path) -> None:
+    """Exit with a clear message when ``model`` (default: rerank_speed's trained one) is missing."""
+    if not (Path(model) / "config.json").is_file():
+        raise SystemExit(f"{model} not found: run benchmarks/rerank_speed.py once to train it")
 
 
 def minilm_path() -> Path:
