@@ -60,7 +60,6 @@ def main() -> None:
     os.environ["RANKWISE_ONNX_THREADS"] = str(args.threads)
     sc.set_threads(args.threads)
     cfg = json.loads((args.model / "config.json").read_text())
-    h, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     data = rs.build_workload(args.queries, 50, 0, args.model)["speed"]
     rr = Reranker(str(args.model), backend="onnx", max_length=512, score_cache_size=0)
     rr.score(data[0]["query"], data[0]["docs"][:4])  # warm-up (unprofiled session)
@@ -68,22 +67,23 @@ def main() -> None:
 
     # FLOPs per operator type, from the padded batches rankwise actually runs
     flops = {"MatMul": 0.0, "Attention": 0.0}
-    real = rr.runner.session
 
-    class Counting:  # wraps the real session: counts what each batch computes, then runs it
+    class Counting:  # wraps the profiled session: counts what each batch computes, then runs it
+        def __init__(self, session):
+            self.session = session
+
         def run(self, names, feed):
             b, n = feed["input_ids"].shape
-            flops["MatMul"] += layers * 2 * b * n * (h * h + 2 * h * ff)
-            flops["Attention"] += layers * (2 * b * n * 3 * h * h + 4 * b * n * n * h)
-            return real.run(names, feed)
+            for op, f in sc.encoder_flops_by_op(n, cfg).items():
+                flops[op] += b * f
+            return self.session.run(names, feed)
 
     with tempfile.TemporaryDirectory() as tmp:
         so = rw_onnx.session_options(args.threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
         prof = ort.InferenceSession(str(rr.runner.path), so, providers=["CPUExecutionProvider"])
-        real = prof
-        rr.runner.session = Counting()
+        rr.runner.session = Counting(prof)
         t = time.perf_counter()
         for item in data:
             rr.score(item["query"], item["docs"])

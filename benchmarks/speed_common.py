@@ -92,8 +92,17 @@ def encoder_flops(length: int, cfg: dict) -> float:
     """Useful FLOPs of one unpadded sequence through a BERT-shaped encoder: the dense matmuls
     (QKV + output projection + FFN: 2*L*(4h^2 + 2*h*ff) per layer) plus attention
     (QK^T and AV: 4*L^2*h per layer). Embeddings, norms and the head are negligible."""
+    return sum(encoder_flops_by_op(length, cfg).values())
+
+
+def encoder_flops_by_op(length: int, cfg: dict) -> dict[str, float]:
+    """:func:`encoder_flops` split as ORT's fused graph runs it: ``Attention`` (QKV projection
+    + QK^T + AV) and ``MatMul`` (attention output projection + FFN)."""
     h, ff, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    return layers * (2 * length * (4 * h * h + 2 * h * ff) + 4 * length * length * h)
+    return {
+        "Attention": layers * (2 * length * 3 * h * h + 4 * length * length * h),
+        "MatMul": layers * 2 * length * (h * h + 2 * h * ff),
+    }
 
 
 def peak_rss_mb() -> float:

@@ -59,7 +59,6 @@ INT8_FP32_FFN_LAYERS = 2
 _FFN_NODE = re.compile(
     r"/layer\.(\d+)/(?:intermediate/dense|output/dense|ffn/lin1|ffn/lin2)/MatMul$"
 )
-QUANTIZE_MODES = ("int8", "int8-full")
 # ORT's fusion optimizer knows these encoder families as "bert" (RoBERTa/XLM-R included).
 _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet"}
 _MODEL_FILE = "model.onnx"
