@@ -640,6 +640,37 @@ def tune_reranker(
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+@tune_app.command("fusion")
+def tune_fusion_command(
+    data: Annotated[Path, typer.Option("--data", help="BEIR folder whose corpus the index holds.")],
+    index: Annotated[str | None, typer.Option(help="Index directory or URI.")] = None,
+    split: Annotated[str, typer.Option(help="Judged queries to calibrate on.")] = "train",
+    embedder: EmbedderOpt = None,
+    reranker: Annotated[
+        str | None, typer.Option(help="Also gate this reranker over the calibrated recall.")
+    ] = None,
+    max_queries: Annotated[int, typer.Option(help="At most N judged queries.")] = 1000,
+    alpha: Annotated[float, typer.Option(help="Fusion/rerank must win at this p-value.")] = 0.05,
+    top_k: Annotated[int | None, typer.Option(help="First-stage depth served.")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Pipeline file (default: beside the index).")
+    ] = None,
+) -> None:
+    """Choose the recall recipe (mode, fusion, k, weights, depth; per query language) for an
+    index on judged train queries; a fused recipe must beat the best single list."""
+    from rankwise.render import fusion_table
+    from rankwise.tune.fusion import FusionConfig, tune_fusion
+
+    s = _settings(index=index, embedder=embedder, reranker=reranker, top_k=top_k)
+    cfg = FusionConfig(top_k=s.top_k, alpha=alpha, max_queries=max_queries)
+    rr = _reranker(s) if reranker else None
+    _, choices, _ = tune_fusion(
+        data, s.index, _embedder(s), reranker=rr, split=split, cfg=cfg, top_n=s.top_n, out=out,
+        log=console.print,
+    )  # fmt: skip
+    console.print(fusion_table(choices))
+
+
 @tune_app.command("run")
 def tune_run_command(
     data: Annotated[

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     # store
     index: str = "./index"
     # search
-    mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    # None: the pipeline calibrated for the index (`rankwise tune fusion`), else hybrid RRF
+    mode: Literal["dense", "lexical", "hybrid"] | None = None
     top_k: int = Field(50, ge=1, le=1000)
     top_n: int = Field(10, ge=1, le=1000)
     fusion: Literal["rrf", "weighted"] = "rrf"

@@ -82,3 +82,23 @@ def side_by_side(
             right, rel = (unavailable or "-") if i == 0 else "", ""
         t.add_row(str(i + 1), str(a.record.get("title", "")), _fmt(a.recall_score, 4), right, rel)
     return t
+
+
+def fusion_table(choices: Sequence[Any]) -> Table:
+    """Calibrated recall: per query group, lexical / dense / best fused / chosen (nDCG@10)."""
+    t = Table(title="calibrated recall (train queries)", title_justify="left")
+    for col in ("group", "queries", "lexical", "dense", "best fused", "chosen", "why"):
+        t.add_column(col, overflow="fold")
+    for c in choices:
+        fused = {k: v for k, v in c.scores.items() if k.startswith("hybrid")}
+        best = max(fused, key=fused.get) if fused else None
+        t.add_row(
+            c.group,
+            str(c.queries),
+            _fmt(c.scores.get("lexical"), 4),
+            _fmt(c.scores.get("dense"), 4),
+            f"{_fmt(fused[best], 4)} ({best})" if best else "-",
+            c.chosen.label(),
+            c.reason,
+        )
+    return t

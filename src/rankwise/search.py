@@ -15,6 +15,14 @@ Reranking scores the fused Top-K with the cross-encoder (raw fp32 logits, and
 ``relevance = sigmoid(logit)`` in 0..1), keeps those with ``relevance >= threshold`` and
 returns the Top-N. The skip rule may decide the first stage is already sure (see
 :class:`SkipRule`); the response then says ``reranked=False`` and why.
+
+Calibrated pipeline: when no mode is given (``mode=None``, the default), the Searcher uses
+the :class:`~rankwise.recipe.Pipeline` chosen for this catalog by ``rankwise tune fusion``
+(stored beside the index): the query's language picks a recall recipe (mode, fusion, RRF
+``k``, weights, depth), and a reranker recorded there as not promoted is skipped with
+``skipped_reason="reranker not promoted for this catalog"``. Without a stored pipeline, or
+with an explicit ``mode``, the constructor's ``mode``/``fusion``/``rrf_k``/``weights`` apply
+(``hybrid`` RRF with k=60 by default).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -32,14 +40,14 @@ from rankwise.catalog import Catalog
 from rankwise.data import document_text
 from rankwise.errors import InvalidRequest
 from rankwise.models.results import sigmoid
+from rankwise.recipe import MODES, Mode, Pipeline, RecallRecipe, find_pipeline
 from rankwise.store import Hit
 from rankwise.store.filters import Filter, build_filter
 
 if TYPE_CHECKING:
     from rankwise.models import Reranker
 
-Mode = Literal["dense", "lexical", "hybrid"]
-MODES = ("dense", "lexical", "hybrid")
+NOT_PROMOTED = "reranker not promoted for this catalog"
 
 
 @dataclass
@@ -64,6 +72,8 @@ class SearchResponse:
     skipped_reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+    language: str | None = None  # detected query language (calibrated pipelines route by it)
+    recipe: str | None = None  # the recall recipe used, e.g. "hybrid rrf k=10 w=0.67/0.33"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +168,7 @@ class Searcher:
         *,
         top_k: int = 50,
         top_n: int = 10,
-        mode: Mode = "hybrid",
+        mode: Mode | None = None,
         fusion: Literal["rrf", "weighted"] = "rrf",
         rrf_k: int = 60,
         weights: tuple[float, float] = (0.5, 0.5),
@@ -166,13 +176,24 @@ class Searcher:
         skip_rule: SkipRule | None = None,
         cache: Cache | None = None,
         rerank_max_chars: int | None = 2000,
+        pipeline: Pipeline | Literal["auto"] | None = "auto",
     ):
-        if fusion not in ("rrf", "weighted"):
-            raise InvalidRequest(f"unknown fusion {fusion!r}; use 'rrf' or 'weighted'")
+        """``mode=None`` follows the calibrated ``pipeline`` (``"auto"``: the one stored beside
+        the catalog's index, if any), else hybrid; an explicit ``mode`` uses ``fusion``,
+        ``rrf_k`` and ``weights`` as given."""
         self.catalog = catalog
         self.reranker = reranker
-        self.top_k, self.top_n, self.mode = top_k, top_n, self._check_mode(mode)
-        self.fusion, self.rrf_k, self.weights = fusion, rrf_k, weights
+        self.top_k, self.top_n = top_k, top_n
+        self.mode = None if mode is None else self._check_mode(mode)
+        # the manual recipe: used with an explicit mode, or when nothing was calibrated
+        self.manual = RecallRecipe(mode or "hybrid", fusion, rrf_k, tuple(weights))
+        self.fusion, self.rrf_k, self.weights = fusion, rrf_k, tuple(weights)
+        if pipeline == "auto":
+            pipeline = find_pipeline(catalog.store.uri)
+        if pipeline is None:  # uncalibrated: the manual recipe, routed by the embedder's languages
+            spec = getattr(catalog.embedder, "spec", None)
+            pipeline = Pipeline(self.manual, dense_languages=getattr(spec, "languages", None))
+        self.pipeline: Pipeline = pipeline
         self.threshold = threshold
         self.skip_rule = skip_rule
         self.cache = cache
@@ -189,6 +210,17 @@ class Searcher:
         return mode
 
     # ------------------------------------------------------------------ first stage
+    def route(self, query: str, mode: str | None = None) -> tuple[str | None, RecallRecipe]:
+        """The query's language (when a pipeline routes it) and the recipe for it."""
+        if mode is not None:
+            mode = self._check_mode(mode)
+            return None, (
+                self.manual if mode == self.manual.mode else _with_mode(self.manual, mode)
+            )
+        if self.mode is None:
+            return self.pipeline.route(query)
+        return None, self.manual
+
     def recall(
         self,
         query: str,
@@ -198,33 +230,31 @@ class Searcher:
         filters: Filter | Mapping[str, Any] | Sequence[str] | None = None,
         query_vector: np.ndarray | None = None,
         timings: dict[str, float] | None = None,
+        recipe: RecallRecipe | None = None,
     ) -> list[Hit]:
-        """First-stage candidates, best first (fused in hybrid mode)."""
-        mode = self._check_mode(mode or self.mode)
+        """First-stage candidates, best first (fused in hybrid mode), by ``recipe``
+        (default: :meth:`route`'s choice for ``query`` and ``mode``)."""
+        recipe = recipe or self.route(query, mode)[1]
         k = top_k or self.top_k
+        depth = max(k, recipe.depth or k)
         flt = build_filter(filters)
         timings = timings if timings is not None else {}
         lists: list[list[Hit]] = []
-        if mode in ("dense", "hybrid"):
+        if recipe.mode in ("dense", "hybrid"):
             t = time.perf_counter()
             if query_vector is None:
                 query_vector = self.catalog.embedder.encode_queries([query])[0]
             timings["embed"] = time.perf_counter() - t
             t = time.perf_counter()
             lists.append(
-                self.store.dense_search(np.asarray(query_vector, dtype=np.float32), k, flt)
+                self.store.dense_search(np.asarray(query_vector, dtype=np.float32), depth, flt)
             )
             timings["dense"] = time.perf_counter() - t
-        if mode in ("lexical", "hybrid"):
+        if recipe.mode in ("lexical", "hybrid"):
             t = time.perf_counter()
-            lists.append(self.store.lexical_search(query, k, flt))
+            lists.append(self.store.lexical_search(query, depth, flt))
             timings["lexical"] = time.perf_counter() - t
-        if mode != "hybrid":
-            hits = lists[0]
-        elif self.fusion == "rrf":
-            hits = rrf_fuse(lists, self.rrf_k, self.weights)
-        else:
-            hits = weighted_fuse(lists, self.weights)
+        hits = fuse(lists, recipe)
         timings["recall"] = (
             timings.get("dense", 0.0) + timings.get("lexical", 0.0) + timings.get("embed", 0.0)
         )
@@ -287,7 +317,8 @@ class Searcher:
     ) -> SearchResponse:
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequest("query must be a non-empty string")
-        mode = self._check_mode(mode or self.mode)
+        language, recipe = self.route(query, mode or self.mode)
+        mode = recipe.mode
         top_k, top_n = top_k or self.top_k, top_n or self.top_n
         if top_k < 1 or top_n < 1:
             raise InvalidRequest("top_k and top_n must be at least 1")
@@ -296,7 +327,7 @@ class Searcher:
         # A caller-supplied vector may not come from this embedder: never cache those.
         key = None
         if self.cache is not None and query_vector is None:
-            key = self._cache_key(query, mode, top_k, top_n, flt, do_rerank, threshold)
+            key = self._cache_key(query, recipe, top_k, top_n, flt, do_rerank, threshold)
         generation = _generation(self.cache)
         if key is not None:
             hit = self.cache.get(key)
@@ -307,10 +338,18 @@ class Searcher:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         hits = self.recall(
-            query, mode=mode, top_k=top_k, filters=flt, query_vector=query_vector, timings=timings
-        )
+            query, top_k=top_k, filters=flt, query_vector=query_vector, timings=timings,
+            recipe=recipe,
+        )  # fmt: skip
         skipped = None
-        if do_rerank and self.skip_rule is not None:
+        decision = (
+            self.pipeline.rerank_decision(getattr(self.reranker, "version", None))
+            if do_rerank
+            else None
+        )
+        if decision is not None and not decision.promoted:
+            skipped = NOT_PROMOTED
+        if do_rerank and skipped is None and self.skip_rule is not None:
             skipped = self.skip_rule.reason(query, hits, mode)
         if do_rerank and skipped is None:
             t = time.perf_counter()
@@ -337,6 +376,8 @@ class Searcher:
             reranked=do_rerank and skipped is None,
             skipped_reason=skipped,
             timings=timings,
+            language=language,
+            recipe=recipe.label(),
         )
         # Only store if nothing was invalidated while we searched: otherwise a result computed
         # from the old catalog would be cached under the new generation.
@@ -344,17 +385,17 @@ class Searcher:
             self.cache.set(key, json.dumps(resp.to_dict()).encode())
         return resp
 
-    def _cache_key(self, query, mode, top_k, top_n, flt, rerank, threshold) -> str:
+    def _cache_key(self, query, recipe, top_k, top_n, flt, rerank, threshold) -> str:
         parts = {
             "q": query,
-            "m": mode,
+            "m": recipe.to_dict(),
+            "pl": self.pipeline.to_dict()["rerank"],
             "k": top_k,
             "n": top_n,
             # typed values: {"price": 10} and {"price": "10"} are different filters
             "f": [[c.field, c.op, repr(c.value)] for c in flt.conditions] if flt else None,
             "r": rerank,
             "t": self.threshold if threshold is None else threshold,
-            "fu": [self.fusion, self.rrf_k, list(self.weights)],
             "e": self.catalog.embedder.version,
             "x": self.reranker.version if (rerank and self.reranker is not None) else None,
             "s": self.catalog.store.uri,
@@ -371,3 +412,16 @@ class Searcher:
 def _generation(cache: Cache | None) -> int | None:
     """The cache's invalidation generation when it has one (see ``rankwise.cache``)."""
     return getattr(cache, "generation", None) if cache is not None else None
+
+
+def fuse(lists: Sequence[Sequence[Hit]], recipe: RecallRecipe) -> list[Hit]:
+    """The first-stage list of ``recipe`` from its dense and/or lexical lists."""
+    if recipe.mode != "hybrid":
+        return list(lists[0])
+    if recipe.fusion == "rrf":
+        return rrf_fuse(lists, recipe.rrf_k, recipe.weights)
+    return weighted_fuse(lists, recipe.weights)
+
+
+def _with_mode(recipe: RecallRecipe, mode: str) -> RecallRecipe:
+    return replace(recipe, mode=mode)

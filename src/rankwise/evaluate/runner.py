@@ -44,8 +44,10 @@ from rankwise.evaluate.significance import TESTS, compare
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder, Reranker
+    from rankwise.recipe import Pipeline
 
-RECALL_MODES = ("lexical", "dense", "hybrid")
+# "calibrated": the Searcher's routed pipeline (``pipeline=``; see rankwise.recipe).
+RECALL_MODES = ("lexical", "dense", "hybrid", "calibrated")
 SYSTEMS = (*RECALL_MODES, *(f"{m}+rerank" for m in RECALL_MODES), "rerank-only")
 NO_RERANKER = "not run: no cross-encoder given (pass --reranker; none is available offline here)"
 
@@ -96,6 +98,7 @@ def evaluate(
     calibration_split: str | None = None,
     negatives_per_query: int = 2,
     max_queries: int | None = None,
+    pipeline: Pipeline | Mapping[str, Pipeline] | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
@@ -116,6 +119,9 @@ def evaluate(
             ``"train"``) and report how they hold on ``split``; default: ``split`` itself.
         negatives_per_query: random corpus documents added as negatives for separation.
         max_queries: evaluate only the first N queries (sorted ids), for quick checks.
+        pipeline: the calibrated pipeline that ``calibrated`` systems search with (one for
+            every pool, or ``{pool: pipeline}``); ``None``: the uncalibrated default, routed
+            by the embedder's languages.
 
     Returns:
         :class:`EvaluationReport` (``.to_markdown()``, ``.to_dict()``, ``.save(dir)``).
@@ -200,7 +206,8 @@ def evaluate(
             cat = pool_catalog(
                 ds.corpus, doc_ids, emb, root, name, ids=ids, vectors=vectors, log=say
             )
-            searcher = Searcher(cat, rr, top_k=top_k, top_n=top_n)
+            chosen = pipeline.get(pool) if isinstance(pipeline, Mapping) else pipeline
+            searcher = Searcher(cat, rr, top_k=top_k, top_n=top_n, pipeline=chosen)
             for system in searched:
                 mode, _, rerank = system.partition("+")
                 if rerank and rr is None:
@@ -293,21 +300,21 @@ def _run_searcher(
     """One system over all queries: the run (Top-K recall, or reranked Top-N) and timings."""
     col = _Collected()
     if qids:  # warm-up, untimed: lazy index loads (BM25, ANN) must not count as query latency
-        searcher.search(queries[0], mode=mode, top_k=top_k, rerank=rerank,
-                        query_vector=None if mode == "lexical" else qvecs[0])  # fmt: skip
+        searcher.search(queries[0], mode=None if mode == "calibrated" else mode, top_k=top_k,
+                        rerank=rerank, query_vector=None if mode == "lexical" else qvecs[0])  # fmt: skip
     for i, (qid, query) in enumerate(
         tqdm(list(zip(qids, queries, strict=True)), desc=desc, disable=not show_progress)
     ):
         resp = searcher.search(
             query,
-            mode=mode,
+            mode=None if mode == "calibrated" else mode,
             top_k=top_k,
             top_n=top_n if rerank else top_k,
             rerank=rerank,
             query_vector=None if mode == "lexical" else qvecs[i],
         )
         col.run[qid] = {
-            r.id: float(r.rerank_score if rerank else r.recall_score) for r in resp.results
+            r.id: float(r.rerank_score if resp.reranked else r.recall_score) for r in resp.results
         }
         col.add_timings({k: v for k, v in resp.timings.items() if k != "embed"})
     return col

