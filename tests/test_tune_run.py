@@ -72,6 +72,15 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
         "data/train.mined.jsonl",
     ):
         assert (out / f).is_file(), f
+    # promotion: gates on the dev queries, the serving pipeline written, and the promoted
+    # pipeline compared with the best single stage of the base models
+    assert (out / "pipeline.json").is_file()
+    gates = report["promotion"]
+    assert {"embedder", "reranker", "serving_embedder"} <= set(gates)
+    assert "promoted" in gates["reranker"]["reason"]  # "promoted" or "not promoted"
+    assert {r["pool"] for r in report["promoted"]} == {"test", "global"}
+    assert all(r["best_single"] in ("lexical", "dense") for r in report["promoted"])
+    assert "**Promotion**" in (out / "report.md").read_text()
     mined = read_examples(out / "data" / "train.mined.jsonl")
     assert all(ex.neg and not set(ex.neg) & set(ex.pos) for ex in mined)
     rows = {(r["pool"], r["system"]) for r in report["table"]}

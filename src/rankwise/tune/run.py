@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,13 @@ from rankwise.tune.data import (
 )
 from rankwise.tune.embedder import EmbedderTrainConfig, train_embedder
 from rankwise.tune.mine import MiningConfig, mine_hard_negatives
+from rankwise.tune.promote import (
+    PromotionConfig,
+    calibrated_searcher,
+    dev_query_ids,
+    first_stage_negatives,
+    promote,
+)
 from rankwise.tune.reranker import RerankerTrainConfig, train_reranker
 from rankwise.tune.score import score_examples
 from rankwise.tune.training import TrainResult
@@ -68,6 +75,7 @@ class TuneRunConfig:
     rerank_max_queries: int | None = None
     index_dir: Path | None = None
     reuse: bool = True
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,9 +139,22 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     )
     stage("split", t)
 
+    # the gates and the calibration serve the run's own Top-K / Top-N
+    promo = replace(cfg.promotion, fusion=replace(cfg.promotion.fusion, top_k=cfg.top_k),
+                    top_n=cfg.top_n)  # fmt: skip
+    dev_qids = dev_query_ids(train_ds, dev)
+    calib_qids = [q for q in sorted(train_ds.qrels) if q not in set(dev_qids)]
+
     # 2. mining with the base embedder (its corpus vectors are shared with the evaluation)
     t = time.perf_counter()
     base_emb = Embedder(cfg.base)
+    # the base embedder's calibrated first stage: its real candidates become negatives, and
+    # it is what a tuned model must beat to be promoted
+    base_searcher, base_pipeline, _ = calibrated_searcher(
+        train_ds, base_emb, index_dir, calib_qids, promo, say=say
+    )
+    stage("calibrate_base", t)
+    t = time.perf_counter()
     root = dataset_root(index_dir, train_ds.path.name, train_ds.corpus, base_emb)
     ids, vectors = corpus_vectors(train_ds.corpus, base_emb, root, log=say)
     mined_files = [out / "data" / f"{part}.mined.jsonl" for part in ("train", "dev")]
@@ -149,6 +170,9 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
             train + dev, corpus, base_emb, cfg.mining, teacher=teacher, doc_vectors=vectors
         )
         train, dev = mined[: len(train)], mined[len(train) :]
+        n_first = promo.first_stage_negatives
+        train = first_stage_negatives(train, base_searcher, n_first)
+        dev = first_stage_negatives(dev, base_searcher, n_first)
         stage("mine", t)
         # 3. teacher scores
         if teacher is not None:
@@ -182,7 +206,21 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
             )
             stage("train_reranker", t)
 
-    # 5. before/after with the evaluation engine. With pools == ("test",) every evaluation
+    # 5. promotion: each tuned model must beat what it would replace on the dev queries
+    t = time.perf_counter()
+    tuned_emb = Embedder(str(out / "embedder"))
+    tuned_rr = Reranker(str(out / "reranker")) if cfg.reranker_base else None
+    tuned_searcher, tuned_pipeline, _ = calibrated_searcher(
+        train_ds, tuned_emb, index_dir, calib_qids, promo, say=say
+    )
+    serving_emb, pipeline, gates = promote(
+        train_ds, dev_qids, (base_emb, base_searcher, base_pipeline),
+        (tuned_emb, tuned_searcher, tuned_pipeline), tuned_rr, promo, say=say,
+    )  # fmt: skip
+    pipeline.save(out / "pipeline.json")
+    stage("promote", t)
+
+    # 6. before/after with the evaluation engine. With pools == ("test",) every evaluation
     # runs over the test-pool documents only: the same pool, without embedding the corpus.
     common = dict(
         split="test", top_k=cfg.top_k, top_n=cfg.top_n, ks=(1, 5, 10), pools=cfg.pools,
@@ -191,8 +229,6 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     test_ds = load_beir(cfg.data, "test")
     pool_only = tuple(cfg.pools) == ("test",)
     source = test_pool_dataset(test_ds, cfg.max_eval_queries) if pool_only else test_ds
-    tuned_emb = Embedder(str(out / "embedder"))
-    tuned_rr = Reranker(str(out / "reranker")) if cfg.reranker_base else None
     reranked = None
     if tuned_rr is not None:
         # Reranking is the costly stage: it goes first, cfg.rerank_pools may restrict it to
@@ -216,6 +252,13 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     after = evaluate(source, systems="dense,hybrid", embedder=tuned_emb, **common)
     after.save(out / "eval", stem="after")
     stage("evaluate_after", t)
+    t = time.perf_counter()
+    promoted = evaluate(
+        source, systems="calibrated+rerank" if tuned_rr else "calibrated",
+        embedder=serving_emb, reranker=tuned_rr, pipeline=pipeline, **common,
+    )  # fmt: skip
+    promoted.save(out / "eval", stem="promoted")
+    stage("evaluate_promoted", t)
 
     report = {
         "config": cfg.to_dict(),
@@ -225,6 +268,9 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         "embedder_training": emb_result.to_dict(),
         "reranker_training": rr_result.to_dict() if rr_result else None,
         "table": compare_reports(before, after, cfg.pools, reranked),
+        "promotion": gates,
+        "pipeline": pipeline.to_dict(),
+        "promoted": promoted_rows(before, promoted, cfg.pools),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
@@ -239,6 +285,33 @@ _ROWS = (
     ("hybrid", "hybrid", "hybrid"),
     ("hybrid + rerank (tuned CE) vs tuned hybrid", "@rerank:hybrid", "@rerank:hybrid+rerank"),
 )
+
+
+def promoted_rows(before, promoted, pools: Sequence[str]) -> list[dict[str, Any]]:
+    """The promoted pipeline against the best single stage of the base models, per pool
+    (nDCG@10 and the paired test), so the report never hides a loss to BM25 alone."""
+    from rankwise.evaluate import randomization_test
+
+    rows = []
+    for pool in pools:
+        singles = {}
+        for system in ("lexical", "dense"):
+            try:
+                singles[system] = before.result(system, pool).metrics.values["ndcg@10"]
+            except (KeyError, AttributeError):
+                continue
+        served = next((r for r in promoted.results if r.pool == pool and r.metrics), None)
+        if not singles or served is None:
+            continue
+        best = max(singles, key=lambda k: singles[k].mean())
+        vals = served.metrics.values["ndcg@10"]
+        rows.append({
+            "pool": pool, "system": served.system, "best_single": best,
+            "best_single_ndcg@10": float(singles[best].mean()), "ndcg@10": float(vals.mean()),
+            "delta": float(vals.mean() - singles[best].mean()),
+            "p": randomization_test(vals, singles[best], n_resamples=2000),
+        })  # fmt: skip
+    return rows
 
 
 def compare_reports(before, after, pools: Sequence[str], reranked=None) -> list[dict[str, Any]]:
@@ -318,6 +391,27 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"{c['before']:.4f} → {c['after']:.4f} ({c['delta']:+.4f}, p={c['p']:.3g})"
                 )
         lines.append(f"| {row['pool']} | {row['system']} | " + " | ".join(cells) + " |")
+    gates = report.get("promotion") or {}
+    if gates:
+        lines += ["", f"**Promotion** (gate: paired test on {gates['dev_queries']} held-out train "
+                  f"queries, {gates['metric']}, alpha {gates['alpha']})"]  # fmt: skip
+        for key in ("embedder", "reranker"):
+            if gates.get(key):
+                lines.append(f"- {gates[key]['reason']}")
+        pl = report.get("pipeline") or {}
+        langs = ", ".join(f"{k}: {v['mode']}" for k, v in (pl.get("by_language") or {}).items())
+        lines.append(
+            f"- serving: embedder `{gates.get('serving_embedder')}`; recall "
+            f"{pl.get('default', {}).get('mode')}" + (f" ({langs})" if langs else "")
+        )
+    if report.get("promoted"):
+        lines += ["", "| pool | promoted pipeline | best single stage (base) | nDCG@10 | Δ vs best single (p) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in report["promoted"]:
+            lines.append(
+                f"| {r['pool']} | {r['system']} | {r['best_single']} {r['best_single_ndcg@10']:.4f} "
+                f"| {r['ndcg@10']:.4f} | {r['delta']:+.4f} (p={r['p']:.3g}) |"
+            )
     for name in ("embedder_training", "reranker_training"):
         res = report.get(name)
         if res:
