@@ -179,6 +179,8 @@ class SearchResponseBody(BaseModel):
     skipped_reason: str | None
     timings: dict[str, float]
     cached: bool
+    language: str | None = Field(None, description="Detected query language (by script).")
+    recipe: str | None = Field(None, description="Recall recipe used (calibrated or given).")
 
 
 class ProductsUpsert(_Request):

