@@ -332,7 +332,9 @@ def eval_command(
     data: Annotated[Path, typer.Option("--data", help="BEIR folder (corpus, queries, qrels/).")],
     split: Annotated[
         str | None,
-        typer.Option(help="qrels split: qrels/<split>.tsv (default test; judged with --judgments)."),
+        typer.Option(
+            help="qrels split: qrels/<split>.tsv (default test; judged with --judgments)."
+        ),
     ] = None,
     judgments: JudgmentsOpt = None,
     systems: Annotated[
