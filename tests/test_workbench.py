@@ -331,3 +331,4 @@ def test_tune_run_reads_the_judgments_file(tmp_path, tiny_embedder_dir, capsys):
     beir = path.parent / f"{path.name}.beir"
     assert len(read_qrels(beir / "qrels" / "test.tsv")) == n_test
     assert len(read_qrels(beir / "qrels" / "train.tsv")) == len(texts) - n_test
+    assert (out / "embedder" / "config.json").exists()

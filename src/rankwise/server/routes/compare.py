@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -89,8 +90,8 @@ def describe(p: Pipeline, s: Searcher, wb: Workbench) -> str:
             parts.append(f"w={s.weights[0]:g}/{s.weights[1]:g}")
     parts.append(f"top-k {p.top_k or s.top_k}")
     if p.rerank and s.reranker is not None:
-        name = wb.compare_name if p.reranker == "compare" else s.reranker.model_id
-        parts.append(f"rerank {name}")
+        name = str(wb.compare_name if p.reranker == "compare" else s.reranker.model_id)
+        parts.append(f"rerank {Path(name).name if Path(name).exists() else name}")
     else:
         parts.append("no rerank")
     return " · ".join(str(x) for x in parts)

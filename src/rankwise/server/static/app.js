@@ -68,6 +68,8 @@ function say(text, kind = "error") {
 }
 function clearMessage() { $("#message").classList.add("hidden"); }
 
+// A local folder is shown by its last part (full path on hover); hub ids stay as they are.
+const short = (name) => (!name ? "none" : /^[./~]/.test(name) ? name.replace(/\/+$/, "").split("/").pop() : name);
 const fmt = (x, d = 3) => (x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(d));
 const ms = (s) => (s < 0.01 ? `${(s * 1000).toFixed(1)} ms` : `${(s * 1000).toFixed(0)} ms`);
 
@@ -112,8 +114,9 @@ async function init() {
   $("#rerank").checked = !!info.reranker;
   $("#rerank").disabled = !info.reranker;
   $("#server-info").replaceChildren(
-    el("div", {}, el("b", {}, info.count.toLocaleString()), " products · ", el("span", { class: "mono" }, info.index)),
-    el("div", {}, "embedder ", el("b", {}, info.embedder || "none"), " · reranker ", el("b", {}, info.reranker || "none")),
+    el("div", {}, el("b", {}, info.count.toLocaleString()), " products · ", el("span", { class: "mono", title: info.index }, short(info.index))),
+    el("div", {}, "embedder ", el("b", { title: info.embedder || "" }, short(info.embedder)),
+      " · reranker ", el("b", { title: info.reranker || "" }, short(info.reranker))),
   );
   buildFilters(info.fields);
   buildPipeline($("#pipe-a"), "a", { rerank: !!info.compare_reranker, reranker: "compare" });
@@ -370,8 +373,8 @@ function buildPipeline(box, name, { rerank, reranker }) {
   const info = app.info;
   const d = info.defaults;
   const legend = box.querySelector("legend");
-  const rerankers = [el("option", { value: "main", selected: reranker === "main" }, `served: ${info.reranker || "none"}`)];
-  if (info.compare_reranker) rerankers.push(el("option", { value: "compare", selected: reranker === "compare" }, `compare: ${info.compare_reranker}`));
+  const rerankers = [el("option", { value: "main", selected: reranker === "main" }, `served: ${short(info.reranker)}`)];
+  if (info.compare_reranker) rerankers.push(el("option", { value: "compare", selected: reranker === "compare" }, `compare: ${short(info.compare_reranker)}`));
   box.replaceChildren(legend,
     el("label", {}, "Mode", el("select", { id: `${name}-mode` }, info.modes.map((m) => el("option", { value: m, selected: m === d.mode }, m)))),
     el("label", {}, "Fusion", el("select", { id: `${name}-fusion` },
