@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -145,9 +146,9 @@ def test_info_lists_filter_fields_and_models(http, server):
     assert info["count"] == len(PRODUCTS)
 
 
-def test_concurrent_writers_threads_and_processes_lose_no_line(http, server, tmp_path):
-    """16 HTTP threads and 2 other processes append to the same file at once."""
-    n_threads, per_thread, per_proc = 16, 10, 40
+def test_concurrent_http_writers_lose_no_line(http, server):
+    """16 client threads judging through the server at once (its thread pool writes)."""
+    n_threads, per_thread = 16, 10
     errors: list[str] = []
 
     def worker(t: int) -> None:
@@ -157,33 +158,57 @@ def test_concurrent_writers_threads_and_processes_lose_no_line(http, server, tmp
                 if r.status_code != 200:
                     errors.append(r.text)
 
-    script = (
-        "import sys\nfrom rankwise.evaluate.judgments import JudgmentsFile\n"
-        "jf = JudgmentsFile(sys.argv[1])\n"
-        f"for i in range({per_proc}):\n"
-        "    jf.append(f'concurrent query {i % 4}', f'p{i % 8 + 1}', i % 4)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(rankwise.__file__).parents[1])}
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(server.qrels)], env=env)
-        for _ in range(2)
-    ]
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert all(p.wait(120) == 0 for p in procs)
     assert not errors, errors[:3]
     lines = server.qrels.read_text().splitlines()
     assert lines.count(HEADER.strip()) == 1 and lines[0] == HEADER.strip()
     ids = {query_id(f"concurrent query {i}") for i in range(4)}
     mine = [ln.split("\t") for ln in lines if ln.split("\t")[0] in ids]
-    assert len(mine) == n_threads * per_thread + 2 * per_proc
+    assert len(mine) == n_threads * per_thread
     assert all(len(parts) == 3 and parts[2] in "0123" for parts in mine)
-    qlines = (server.qrels.parent / "queries.jsonl").read_text().splitlines()
-    qids = [json.loads(line)["_id"] for line in qlines]
+    qids = [json.loads(ln)["_id"] for ln in (server.qrels.parent / "queries.jsonl").open()]
     assert len(qids) == len(set(qids)) and ids <= set(qids)
+
+
+def test_concurrent_processes_on_a_fresh_file(tmp_path):
+    """Processes released at the same instant on a new file, all judging the same new
+    queries: one header, every line whole, each query written once to queries.jsonl.
+    (Without the flock this fails: several headers and duplicated query lines.)"""
+    n_procs, n_queries = 4, 40
+    qrels = tmp_path / "shared" / "qrels.tsv"
+    go = tmp_path / "go"
+    script = (
+        "import sys, time, pathlib\n"
+        "from rankwise.evaluate.judgments import JudgmentsFile\n"
+        "jf = JudgmentsFile(sys.argv[1])\n"
+        "pathlib.Path(sys.argv[3]).touch()\n"
+        "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+        f"for i in range({n_queries}):\n"
+        "    jf.append(f'shared query {i}', f'p{i % 8 + 1}', i % 4)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(rankwise.__file__).parents[1])}
+    ready = [tmp_path / f"ready{i}" for i in range(n_procs)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(qrels), str(go), str(r)], env=env)
+        for r in ready
+    ]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.touch()
+    assert all(p.wait(120) == 0 for p in procs)
+    lines = qrels.read_text().splitlines()
+    assert lines[0] == HEADER.strip() and lines.count(HEADER.strip()) == 1
+    assert len(lines) == 1 + n_procs * n_queries
+    assert all(len(ln.split("\t")) == 3 for ln in lines)
+    qids = [json.loads(ln)["_id"] for ln in (qrels.parent / "queries.jsonl").open()]
+    assert sorted(qids) == sorted(query_id(f"shared query {i}") for i in range(n_queries))
+    assert len(JudgmentsFile(qrels).read().qrels) == n_queries
 
 
 def test_server_without_judgments_or_second_reranker_says_how_to_start(embedder, catalog):
@@ -192,6 +217,8 @@ def test_server_without_judgments_or_second_reranker_says_how_to_start(embedder,
         assert r.status_code == 501 and "--judgments FILE" in r.json()["error"]
         r = httpx.get(f"{srv.url}/v1/workbench")
         assert r.status_code == 200 and r.json()["judgments"] is None
+        r = httpx.post(f"{srv.url}/v1/compare", json={"a": {}, "b": {}})
+        assert r.status_code == 501 and "--judgments FILE" in r.json()["error"]
 
 
 # ----------------------------------------------------------------------------- compare
@@ -257,6 +284,8 @@ def test_compare_rejects_bad_pipelines(http):
     assert r.status_code == 422 and "a.mode" in r.json()["error"]
     r = http.post("/v1/compare", json={"a": {}, "b": {"top_k": 5000}})
     assert r.status_code == 413
+    r = http.post("/v1/compare", json={"a": {}, "b": {}, "k": 0})
+    assert r.status_code == 422 and "k" in r.json()["error"]
 
 
 # ----------------------------------------------------------------------------- eval and tune

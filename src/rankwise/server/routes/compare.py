@@ -115,6 +115,8 @@ async def compare(
 ) -> dict[str, Any]:
     """Per-query nDCG@k of pipelines A and B on the judged queries, and the means."""
     jf = wb.require_judgments()
+    sa = await run_in_threadpool(pipeline_searcher, state, wb, req.a)  # may load a model
+    sb = await run_in_threadpool(pipeline_searcher, state, wb, req.b)
     j = await run_in_threadpool(jf.read)
     qids = [q for q in sorted(j.qrels) if req.split == "all" or split_of(q) == req.split]
     if not qids:
@@ -127,8 +129,6 @@ async def compare(
         raise PayloadTooLarge(f"{len(qids):,} judged queries; compare runs at most {MAX_QUERIES:,}")
     queries = {q: j.queries[q] for q in qids}
     qrels = {q: j.qrels[q] for q in qids}
-    sa = pipeline_searcher(state, wb, req.a)
-    sb = pipeline_searcher(state, wb, req.b)
     t0 = time.perf_counter()
     run_a = await run_in_threadpool(_run, sa, req.a, queries, req.k)
     run_b = await run_in_threadpool(_run, sb, req.b, queries, req.k)
