@@ -221,6 +221,13 @@ def test_server_without_judgments_or_second_reranker_says_how_to_start(embedder,
         assert r.status_code == 501 and "--judgments FILE" in r.json()["error"]
 
 
+def test_serve_rejects_a_folder_as_judgments_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["serve", "--judgments", str(tmp_path), "--index", "none", "--embedder", "none"])
+    assert e.value.code == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- compare
 def _search_run(http, queries, **body) -> dict[str, dict[str, float]]:
     run = {}

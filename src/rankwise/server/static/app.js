@@ -103,8 +103,10 @@ async function init() {
     app.info = await api("/v1/workbench");
   } catch (e) {
     say(e.status === 401 ? `API key needed: ${e.message}` : e.message);
+    if (e.status === 503) setTimeout(init, 2000);  // models still loading: try again
     return;
   }
+  clearMessage();
   const info = app.info;
   const d = info.defaults;
   const mode = $("#mode");
