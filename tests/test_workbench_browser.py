@@ -89,7 +89,11 @@ def browser():
         pytest.skip(f"no chromium at {CHROMIUM}: scripts/system-deps.sh installs Debian's chromium")
     with playwright_api.sync_playwright() as p:
         try:
-            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            b = p.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=["--no-sandbox", "--disable-dev-shm-usage"],
+            )
         except Exception as e:  # noqa: BLE001 - report why the browser cannot run here
             pytest.skip(f"chromium cannot start in this environment: {e}")
         yield b
