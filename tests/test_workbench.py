@@ -25,6 +25,7 @@ from rankwise.catalog import Catalog
 from rankwise.cli import main as cli_main
 from rankwise.data import load_beir, read_qrels
 from rankwise.evaluate import compute_metrics
+from rankwise.evaluate import judgments as judgments_module
 from rankwise.evaluate.judgments import (
     HEADER,
     JudgmentsFile,
@@ -177,14 +178,18 @@ def test_concurrent_http_writers_lose_no_line(http, server):
 def test_concurrent_processes_on_a_fresh_file(tmp_path):
     """Processes released at the same instant on a new file, all judging the same new
     queries: one header, every line whole, each query written once to queries.jsonl.
-    (Without the flock this fails: several headers and duplicated query lines.)"""
-    n_procs, n_queries = 4, 40
+    (With the flock removed it failed in 4 of 5 runs: duplicated query lines.)"""
+    n_procs, n_queries = 4, 400
     qrels = tmp_path / "shared" / "qrels.tsv"
     go = tmp_path / "go"
+    # the children load judgments.py alone: rankwise.evaluate's __init__ imports the whole
+    # evaluation stack (seconds per process on a busy machine), which this test does not need
     script = (
-        "import sys, time, pathlib\n"
-        "from rankwise.evaluate.judgments import JudgmentsFile\n"
-        "jf = JudgmentsFile(sys.argv[1])\n"
+        "import sys, time, pathlib, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('judgments', {str(Path(judgments_module.__file__))!r})\n"
+        "mod = sys.modules['judgments'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(mod)\n"
+        "jf = mod.JudgmentsFile(sys.argv[1])\n"
         "pathlib.Path(sys.argv[3]).touch()\n"
         "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
         f"for i in range({n_queries}):\n"
