@@ -79,7 +79,11 @@ def served(tiny_embedder_dir, tiny_reranker_dir, tmp_path_factory) -> Iterator[d
         yield {"url": url, "qrels": qrels, "root": root}
     finally:
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
         log.close()
 
 
