@@ -346,6 +346,19 @@ def test_eval_reads_the_judgments_file(tmp_path, tiny_embedder_dir, capsys):
     assert 0.0 < lexical["metrics"]["mean"]["ndcg@10"] <= 1.0
 
 
+def test_tune_run_needs_judged_queries_on_both_sides(tmp_path, tiny_embedder_dir, capsys):
+    text = next(f"q{i}" for i in range(100) if split_of(query_id(f"q{i}")) == "train")
+    path = _judged_file(tmp_path, {text: {"p1": 2}})
+    cat_file = tmp_path / "products.jsonl"
+    cat_file.write_text("\n".join(json.dumps(p) for p in PRODUCTS), encoding="utf-8")
+    argv = ["tune", "run", "--judgments", str(path), "--data", str(cat_file)]
+    argv += ["--base", str(tiny_embedder_dir), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    assert e.value.code == 2
+    assert "falls in the test split" in capsys.readouterr().err
+
+
 def test_tune_run_reads_the_judgments_file(tmp_path, tiny_embedder_dir, capsys):
     # enough judged queries that the stable hash puts some in each split
     texts = [f"{w} product" for w in ("apple", "phone", "shoes", "drill", "sink", "fruit")]

@@ -59,13 +59,14 @@ JudgmentsOpt = Annotated[
 ]
 
 
-def _judged_data(judgments: Path | None, data: Path) -> Path:
-    """With --judgments, write their BEIR view (corpus from --data) and evaluate that."""
+def _judged_data(judgments: Path | None, data: Path, *, splits: tuple[str, ...] = ()) -> Path:
+    """With --judgments, write their BEIR view (corpus from --data) and evaluate that;
+    ``splits`` must each hold a judged query (tune needs train and test)."""
     if judgments is None:
         return data
-    from rankwise.evaluate.judgments import beir_folder_for, to_beir
+    from rankwise.evaluate.judgments import beir_folder_for, check_splits, to_beir
 
-    out = to_beir(judgments, data, beir_folder_for(judgments))
+    out = check_splits(to_beir(judgments, data, beir_folder_for(judgments)), splits)
     err_console.print(f"judgments {judgments} over {data} -> {out}", highlight=False)
     return out
 
@@ -733,7 +734,7 @@ def tune_run_command(
     from rankwise.tune.reranker import RerankerTrainConfig
     from rankwise.tune.run import TuneRunConfig, check_pools, tune_run
 
-    data = _judged_data(judgments, data)  # judged queries: test = stable 20% by query hash
+    data = _judged_data(judgments, data, splits=("train", "test"))  # test: stable 20% by hash
     cfg = TuneRunConfig(
         data=data, base=base, out=out, reranker_base=reranker_base, teacher=teacher,
         pos_threshold=pos_threshold, max_train_queries=max_train_queries,

@@ -261,3 +261,15 @@ def beir_folder_for(judgments: str | Path) -> Path:
     """Where the CLI writes the BEIR view of a judgments file: ``<FILE>.beir/`` beside it."""
     p = Path(judgments)
     return p.parent / f"{p.name}.beir"
+
+
+def check_splits(beir: Path, splits: Iterable[str]) -> Path:
+    """``beir`` unchanged when each of ``splits`` has a judged query; else a DataError."""
+    for name in splits:
+        if not read_qrels(beir / "qrels" / f"{name}.tsv"):
+            n = len(read_qrels(beir / "qrels" / "judged.tsv"))
+            raise DataError(
+                f"none of the {n} judged queries falls in the {name} split "
+                f"(test = a stable {TEST_FRACTION:.0%} of queries by hash): judge more queries"
+            )
+    return beir
