@@ -49,6 +49,28 @@ QuantizeOpt = Annotated[
 ]
 
 
+JudgmentsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--judgments",
+        help="Judgments from the workbench page (qrels TSV, queries.jsonl beside it); "
+        "--data then gives the corpus: a BEIR folder, a catalog file or an index.",
+    ),
+]
+
+
+def _judged_data(judgments: Path | None, data: Path, *, splits: tuple[str, ...] = ()) -> Path:
+    """With --judgments, write their BEIR view (corpus from --data) and evaluate that;
+    ``splits`` must each hold a judged query (tune needs train and test)."""
+    if judgments is None:
+        return data
+    from rankwise.evaluate.judgments import beir_folder_for, check_splits, to_beir
+
+    out = check_splits(to_beir(judgments, data, beir_folder_for(judgments)), splits)
+    err_console.print(f"judgments {judgments} over {data} -> {out}", highlight=False)
+    return out
+
+
 def _settings(**overrides: Any):
     from rankwise.config import load_settings
 
@@ -310,8 +332,12 @@ def demo(
 def eval_command(
     data: Annotated[Path, typer.Option("--data", help="BEIR folder (corpus, queries, qrels/).")],
     split: Annotated[
-        str, typer.Option(help="qrels split to evaluate: qrels/<split>.tsv.")
-    ] = "test",
+        str | None,
+        typer.Option(
+            help="qrels split: qrels/<split>.tsv (default test; judged with --judgments)."
+        ),
+    ] = None,
+    judgments: JudgmentsOpt = None,
     systems: Annotated[
         str,
         typer.Option(
@@ -360,6 +386,8 @@ def eval_command(
     from rankwise.evaluate import evaluate, parse_systems
 
     names = parse_systems(systems)
+    split = split or ("judged" if judgments else "test")
+    data = _judged_data(judgments, data)
     dataset = load_beir(data, split)  # bad data fails here, before any model loads
     s = _settings(embedder=embedder, reranker=reranker, device=device, backend=backend)
     needs_embedder = any(n != "rerank-only" for n in names)
@@ -678,6 +706,7 @@ def tune_run_command(
     ],
     base: BaseOpt,
     out: OutDir,
+    judgments: JudgmentsOpt = None,
     reranker_base: Annotated[
         str | None, typer.Option(help="Also train a cross-encoder initialised from this model.")
     ] = None,
@@ -736,6 +765,7 @@ def tune_run_command(
     from rankwise.tune.reranker import RerankerTrainConfig
     from rankwise.tune.run import TuneRunConfig, check_pools, tune_run
 
+    data = _judged_data(judgments, data, splits=("train", "test"))  # test: stable 20% by hash
     cfg = TuneRunConfig(
         data=data, base=base, out=out, reranker_base=reranker_base, teacher=teacher,
         pos_threshold=pos_threshold, max_train_queries=max_train_queries,
@@ -852,6 +882,14 @@ def serve(
         bool | None,
         typer.Option("--batching/--no-batching", help="Batch concurrent requests per model."),
     ] = None,
+    judgments: Annotated[
+        Path | None,
+        typer.Option("--judgments", help="Qrels TSV the workbench page appends judgments to."),
+    ] = None,
+    compare_reranker: Annotated[
+        str | None,
+        typer.Option("--compare-reranker", help="Second cross-encoder for the compare view."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve embeddings (OpenAI), rerank (Cohere/Jina, TEI, Weaviate) and search over HTTP.
@@ -873,9 +911,11 @@ def serve(
         quantize=quantize,
         cache_url=cache_url,
         batching=batching,
+        judgments=str(judgments) if judgments else None,
+        compare_reranker=compare_reranker,
     )
     err_console.print(
-        f"rankwise serve: http://{s.host}:{s.port} (docs at /docs); loading models...",
+        f"rankwise serve: http://{s.host}:{s.port} (workbench at /, docs at /docs); loading models...",
         highlight=False,
     )
     run_server(s, log_level=log_level)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     batching: bool = True  # cross-request batching (False: one request per model call)
     batch_wait_ms: float = Field(5.0, ge=0.0)  # wait for more requests once one is queued
     batch_tokens: int = Field(32_768, ge=1)  # token budget of one cross-request batch
+    # workbench page (`rankwise serve --judgments FILE --compare-reranker MODEL`)
+    judgments: str | None = None  # BEIR qrels TSV that POST /v1/judgments appends to
+    compare_reranker: str | None = None  # second cross-encoder for the compare view
 
     @field_validator("api_keys", mode="before")
     @classmethod

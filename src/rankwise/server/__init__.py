@@ -18,6 +18,9 @@ Endpoints (OpenAPI at ``/openapi.json``, try them at ``/docs``):
 ``PUT|DELETE /v1/products``        upsert / delete by id (invalidates the cache)
 ``GET /health`` ``/ready``         liveness; models loaded and a probe inference passed
 ``GET /metrics``                   Prometheus
+``GET /``                          the relevance workbench page (``routes/workbench.py``)
+``POST|GET /v1/judgments``         record / list judgments (``--judgments FILE``)
+``POST /v1/compare``               judged queries through two pipelines, nDCG per query
 =================================  =========================================================
 
 Existing clients work unchanged::
@@ -34,7 +37,8 @@ auth), ``cache_url`` (``memory`` default, ``redis://host:6379/0``, ``off``), ``c
 ``cache_size``, ``max_documents`` (per rerank call), ``max_inputs`` (per embeddings call),
 ``max_chars`` (per text), ``max_payload_bytes``, ``truncate`` (False: inputs over the
 model's max tokens are a 413), ``max_queue`` (429 beyond), ``batching``, ``batch_wait_ms``,
-``batch_tokens``.
+``batch_tokens``, ``judgments`` (qrels TSV the workbench appends to), ``compare_reranker``
+(a second cross-encoder for the compare view, loaded on first use).
 
 Errors are ``{"error": str, "error_type": str}``: 400 invalid JSON (NaN/Infinity
 included), 401 API key, 413 too many / too long inputs or body, 422 invalid fields,

@@ -14,7 +14,7 @@ from rankwise import __version__
 from rankwise.config import Settings, load_settings
 from rankwise.server.errors import install_error_handlers
 from rankwise.server.metrics import Metrics
-from rankwise.server.routes import models, ops, search
+from rankwise.server.routes import models, ops, search, workbench
 from rankwise.server.routes.common import dumps
 from rankwise.server.state import Components, ServerState
 
@@ -163,7 +163,8 @@ def create_app(
     Endpoints: ``POST /v1/embeddings`` (OpenAI), ``POST /v1/rerank`` and ``/v2/rerank``
     (Cohere / Jina), ``POST /rerank`` (TEI), ``POST /weaviate/rerank`` (Weaviate module),
     ``POST /v1/search``, ``PUT|DELETE /v1/products``, ``GET /health``, ``/ready``,
-    ``/metrics``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
+    ``/metrics``; the workbench page at ``/`` with ``/v1/workbench``, ``/v1/judgments`` and
+    ``/v1/compare``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
     """
     settings = settings or load_settings()
     state = ServerState(settings, components)
@@ -188,6 +189,7 @@ def create_app(
     app.include_router(models.weaviate)
     app.include_router(search.router)
     app.include_router(ops.router)
+    workbench.install(app)  # the page at /, /v1/judgments, /v1/compare
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_payload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
