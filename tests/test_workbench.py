@@ -143,7 +143,9 @@ def test_info_lists_filter_fields_and_models(http, server):
     info = http.get("/v1/workbench").json()
     assert info["fields"] == {"brand": "str", "price": "float"}
     assert info["judgments"] == str(server.qrels)
-    assert info["compare_reranker"] and info["defaults"]["mode"] == "hybrid"
+    # no mode set: the index's calibrated pipeline (none here: the default RRF recipe)
+    assert info["compare_reranker"] and info["defaults"]["mode"] is None
+    assert info["defaults"]["recipe"] == "hybrid rrf k=60 w=0.50/0.50"
     assert info["count"] == len(PRODUCTS)
 
 

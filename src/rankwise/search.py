@@ -187,7 +187,6 @@ class Searcher:
         self.mode = None if mode is None else self._check_mode(mode)
         # the manual recipe: used with an explicit mode, or when nothing was calibrated
         self.manual = RecallRecipe(mode or "hybrid", fusion, rrf_k, tuple(weights))
-        self.fusion, self.rrf_k, self.weights = fusion, rrf_k, tuple(weights)
         if pipeline == "auto":
             pipeline = find_pipeline(catalog.store.uri)
         if pipeline is None:  # uncalibrated: the manual recipe, routed by the embedder's languages

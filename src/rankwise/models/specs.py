@@ -66,8 +66,12 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "*bge-*-zh-v1.5", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN
     ),
-    ModelSpec("*bge-*-zh", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN),
-    ModelSpec("*bge-*-en-v1.5", "embedder", query_instruction=BGE_EN_QUERY_INSTRUCTION, languages=_EN),
+    ModelSpec(
+        "*bge-*-zh", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN
+    ),
+    ModelSpec(
+        "*bge-*-en-v1.5", "embedder", query_instruction=BGE_EN_QUERY_INSTRUCTION, languages=_EN
+    ),
     ModelSpec("*bge-*-en", "embedder", query_instruction=BGE_EN_QUERY_INSTRUCTION, languages=_EN),
     # bge-reranker-v2-m3 was trained with 512-token pairs (FlagEmbedding's default as well).
     ModelSpec("*bge-reranker-v2-m3", "reranker", max_length=512),

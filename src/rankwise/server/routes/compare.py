@@ -25,6 +25,7 @@ from pydantic import Field
 from rankwise.errors import DataError, PayloadTooLarge
 from rankwise.evaluate.judgments import split_of
 from rankwise.evaluate.metrics import compute_metrics
+from rankwise.recipe import RecallRecipe
 from rankwise.search import Searcher
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES
@@ -66,12 +67,13 @@ def pipeline_searcher(state: ServerState, wb: Workbench, p: Pipeline) -> Searche
     """The served searcher with the pipeline's fusion and reranker (a shallow copy: the
     catalog, store and cache are shared; the cache key includes fusion and reranker)."""
     s = copy.copy(state.require_searcher())
-    if p.fusion is not None:
-        s.fusion = p.fusion
-    if p.rrf_k is not None:
-        s.rrf_k = p.rrf_k
-    if p.weights is not None:
-        s.weights = tuple(p.weights)
+    m = s.manual
+    s.manual = RecallRecipe(
+        explicit_mode(p) or m.mode,
+        p.fusion or m.fusion,
+        m.rrf_k if p.rrf_k is None else p.rrf_k,
+        m.weights if p.weights is None else tuple(p.weights),
+    )
     if p.rerank and p.reranker == "compare":
         s.reranker = wb.compare_reranker()
     if p.rerank and p.top_k is not None and p.top_k > state.settings.max_documents:
@@ -81,13 +83,17 @@ def pipeline_searcher(state: ServerState, wb: Workbench, p: Pipeline) -> Searche
     return s
 
 
+def explicit_mode(p: Pipeline) -> str | None:
+    """The pipeline's mode; fusion settings without a mode mean hybrid; ``None``: the
+    served (calibrated) pipeline routes each query."""
+    if p.mode:
+        return p.mode
+    return "hybrid" if (p.fusion or p.rrf_k is not None or p.weights is not None) else None
+
+
 def describe(p: Pipeline, s: Searcher, wb: Workbench) -> str:
-    mode = p.mode or s.mode
-    parts = [mode]
-    if mode == "hybrid":
-        parts.append(f"rrf k={s.rrf_k}" if s.fusion == "rrf" else "weighted")
-        if tuple(s.weights) != (0.5, 0.5):
-            parts.append(f"w={s.weights[0]:g}/{s.weights[1]:g}")
+    mode = explicit_mode(p)
+    parts = [s.manual.label() if mode else "calibrated"]
     parts.append(f"top-k {p.top_k or s.top_k}")
     if p.rerank and s.reranker is not None:
         name = str(wb.compare_name if p.reranker == "compare" else s.reranker.model_id)
@@ -101,7 +107,7 @@ def _run(s: Searcher, p: Pipeline, queries: dict[str, str], k: int) -> dict[str,
     """``{qid: {doc: score}}`` where the score only encodes the pipeline's order."""
     run: dict[str, dict[str, float]] = {}
     for qid, text in queries.items():
-        resp = s.search(text, mode=p.mode, top_k=p.top_k, top_n=k, rerank=p.rerank)
+        resp = s.search(text, mode=explicit_mode(p), top_k=p.top_k, top_n=k, rerank=p.rerank)
         n = len(resp.results)
         run[qid] = {r.id: float(n - i) for i, r in enumerate(resp.results)}
     return run

@@ -110,7 +110,11 @@ async function init() {
   const info = app.info;
   const d = info.defaults;
   const mode = $("#mode");
-  mode.replaceChildren(...info.modes.map((m) => el("option", { value: m, selected: m === d.mode }, m)));
+  // "" = the pipeline calibrated for the index (`rankwise tune fusion`), else hybrid
+  mode.replaceChildren(
+    el("option", { value: "", selected: !d.mode }, "calibrated"),
+    ...info.modes.map((m) => el("option", { value: m, selected: m === d.mode }, m)),
+  );
   $("#top-k").value = d.top_k;
   $("#top-n").value = d.top_n;
   $("#rerank").checked = !!info.reranker;
@@ -172,7 +176,7 @@ async function runSearch() {
   const top_k = Number($("#top-k").value) || undefined;
   const top_n = Number($("#top-n").value) || undefined;
   const thr = $("#threshold").value.trim();
-  const base = { query, mode: $("#mode").value, top_k, top_n, filters: filterValues() };
+  const base = { query, mode: $("#mode").value || null, top_k, top_n, filters: filterValues() };
   const button = $("#search-button");
   button.disabled = true;
   clearMessage();

@@ -10,7 +10,7 @@ function buildPipeline(box, name, { rerank, reranker }) {
   const rerankers = [el("option", { value: "main", selected: reranker === "main" }, `served: ${short(info.reranker)}`)];
   if (info.compare_reranker) rerankers.push(el("option", { value: "compare", selected: reranker === "compare" }, `compare: ${short(info.compare_reranker)}`));
   box.replaceChildren(legend,
-    el("label", {}, "Mode", el("select", { id: `${name}-mode` }, info.modes.map((m) => el("option", { value: m, selected: m === d.mode }, m)))),
+    el("label", {}, "Mode", el("select", { id: `${name}-mode` }, [el("option", { value: "", selected: !d.mode }, "calibrated"), ...info.modes.map((m) => el("option", { value: m, selected: m === d.mode }, m))])),
     el("label", {}, "Fusion", el("select", { id: `${name}-fusion` },
       el("option", { value: "rrf", selected: d.fusion === "rrf" }, "RRF"), el("option", { value: "weighted", selected: d.fusion === "weighted" }, "weighted"))),
     el("label", {}, "RRF k", el("input", { id: `${name}-rrf-k`, type: "number", min: 1, value: d.rrf_k })),
@@ -24,7 +24,7 @@ function buildPipeline(box, name, { rerank, reranker }) {
 function pipeline(name) {
   const v = (id) => $(`#${name}-${id}`);
   return {
-    mode: v("mode").value,
+    mode: v("mode").value || null,
     fusion: v("fusion").value,
     rrf_k: Number(v("rrf-k").value) || undefined,
     weights: [Number(v("wd").value), Number(v("wl").value)],
@@ -115,7 +115,7 @@ for (const th of document.querySelectorAll("#cmp-table th")) {
 function openQuery(query) {
   const b = pipeline("b");
   $("#q").value = query;
-  $("#mode").value = b.mode;
+  $("#mode").value = b.mode || "";
   $("#top-k").value = b.top_k || app.info.defaults.top_k;
   showView("search");
   runSearch();
