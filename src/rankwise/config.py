@@ -19,6 +19,13 @@ from rankwise.errors import ConfigError
 
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
+#: Model names that switch a model off (``--reranker none``), everywhere.
+OFF = ("", "none", "off")
+
+
+def model_or_none(name: str | None) -> str | None:
+    """``name``, or None when it is None or switches the model off ("", "none", "off")."""
+    return None if name is None or name.strip().lower() in OFF else name
 
 
 class Settings(BaseSettings):
@@ -59,6 +66,11 @@ class Settings(BaseSettings):
     batching: bool = True  # cross-request batching (False: one request per model call)
     batch_wait_ms: float = Field(5.0, ge=0.0)  # wait for more requests once one is queued
     batch_tokens: int = Field(32_768, ge=1)  # token budget of one cross-request batch
+
+    @field_validator("reranker", mode="after")
+    @classmethod
+    def _reranker_off(cls, v: str | None) -> str | None:
+        return model_or_none(v)  # "none": no reranker in every command, as in `serve`
 
     @field_validator("api_keys", mode="before")
     @classmethod
