@@ -36,8 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankwise.data import BeirDataset, document_text, load_beir
-from rankwise.errors import DataError, InvalidRequest
-from rankwise.evaluate.calibration import ThresholdChoice, apply_threshold, calibrate_threshold
+from rankwise.errors import InvalidRequest
+from rankwise.evaluate.calibration import CalibrationPlan, ThresholdChoice
 from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
 from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
 from rankwise.evaluate.pools import POOLS, union_of_judged
@@ -154,7 +154,7 @@ def evaluate(
         usable = [k for k in ks if depth is None or k <= depth]
         return compute_metrics(run, qrels, usable, threshold=threshold) if usable else None
 
-    plan = _CalibrationPlan(split, qrels, threshold, min_precision)
+    plan = CalibrationPlan(split, qrels, threshold, min_precision)
     if calibration_split and calibration_split != split:
         cal = load_beir(ds.path, calibration_split)
         cal_qrels = {q: cal.qrels[q] for q in sorted(cal.qrels)[:max_queries]}
@@ -360,7 +360,7 @@ def _judged_systems(
     *,
     score: Callable[[Run], QueryMetrics],
     threshold: int,
-    plan: _CalibrationPlan,
+    plan: CalibrationPlan,
     show_progress: bool,
 ) -> tuple[list[SystemResult], list[Separation], list[ThresholdChoice]]:
     """``dense [judged]`` (the bi-encoder's order of the judged candidates, the baseline)
@@ -388,60 +388,6 @@ def _judged_systems(
             cal_rel[q] = dict(zip(docs, sigmoid(logits).tolist(), strict=True))
     thresholds = plan.choose(rr.model_id, rel, cal_rel)
     return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
-
-
-@dataclass(frozen=True)
-class _CalibrationPlan:
-    """Where score thresholds are chosen (``cal_split`` if set, else ``split``) and checked."""
-
-    split: str
-    qrels: Mapping[str, Mapping[str, int]]
-    grade_threshold: int
-    min_precision: float | None
-    cal_split: str | None = None
-    cal_qrels: Mapping[str, Mapping[str, int]] | None = None
-    cal_queries: Mapping[str, str] | None = None
-
-    def choose(
-        self, model: str, scores: Run, cal_scores: Run | None = None
-    ) -> list[ThresholdChoice]:
-        """Best-F1 threshold (and the precision-floor one) on judged pairs; with a
-        calibration split, chosen there and applied to ``scores`` of the evaluated split."""
-        on_split, qrels = (
-            (self.cal_split, self.cal_qrels) if self.cal_split else (self.split, self.qrels)
-        )
-        source = cal_scores if self.cal_split else scores
-        objectives: list[dict[str, Any]] = [{}]
-        if self.min_precision is not None:
-            objectives.append({"objective": "precision", "min_precision": self.min_precision})
-        try:
-            chosen = [
-                calibrate_threshold(
-                    source,
-                    qrels,
-                    grade_threshold=self.grade_threshold,
-                    model=model,
-                    split=on_split,
-                    **kw,
-                )  # fmt: skip
-                for kw in objectives
-            ]
-        except DataError:  # no judged negatives (or positives): nothing to calibrate against
-            return []
-        if not self.cal_split:
-            return chosen
-        return [
-            replace(
-                c,
-                heldout={
-                    "split": self.split,
-                    **apply_threshold(
-                        scores, self.qrels, c.threshold, grade_threshold=self.grade_threshold
-                    ),
-                },
-            )
-            for c in chosen
-        ]
 
 
 def _rerank_judged(
