@@ -230,3 +230,28 @@ def test_piped_cli_output_is_plain_unwrapped_and_checkpoints_are_removed(tiny_em
     assert not (out / "checkpoints").exists()
     saved = json.loads((out / "rankwise_tune.json").read_text())["checkpoints"]
     assert saved["count"] == 2 and saved["bytes"] > 0 and saved["kept"] is False
+
+
+def test_tune_run_with_reranker_base_none_trains_no_reranker(tiny_embedder_dir, tmp_path):
+    from test_tune_data import write_beir
+    from test_tune_run import PRODUCTS, QRELS, QUERIES
+
+    from rankwise.tune.mine import MiningConfig
+    from rankwise.tune.run import TuneRunConfig, tune_run
+
+    fast = dict(max_steps=1, batch_size=4, group_size=2, logging_steps=1, warmup_ratio=0.0)
+    said: list[str] = []
+    report = tune_run(
+        TuneRunConfig(
+            data=write_beir(tmp_path / "beir", PRODUCTS, QUERIES, QRELS),
+            base=str(tiny_embedder_dir), out=tmp_path / "run", reranker_base="none",
+            teacher="none", pos_threshold=2, min_dev_queries=2, pools=("test",),
+            mining=MiningConfig(rank_range=(1, 10), negative_number=2, margin=None),
+            embedder=EmbedderTrainConfig(**fast), top_k=10, index_dir=tmp_path / "cache",
+        ),
+        say=said.append,
+    )  # fmt: skip
+    assert report["reranker_training"] is None and not (tmp_path / "run" / "reranker").exists()
+    assert not any("rerank" in r["system"] for r in report["table"])
+    assert any("no reranker base" in m for m in said)
+    assert report["data"]["dev_queries"] == 2  # topped up to --min-dev-queries

@@ -322,7 +322,7 @@ def demo(
 def eval_command(
     data: Annotated[Path, typer.Option("--data", help="BEIR folder (corpus, queries, qrels/).")],
     split: Annotated[
-        str, typer.Option(help="qrels split to evaluate: qrels/<split>.tsv.")
+        str, typer.Option(help="qrels split(s): test (qrels/test.tsv), train,test, or all.")
     ] = "test",
     systems: Annotated[
         str,
