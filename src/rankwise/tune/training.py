@@ -209,10 +209,11 @@ def describe_checkpoints(info: dict[str, Any]) -> str:
     if not info or not info.get("count"):
         return "no intermediate checkpoints were written"
     size = f"{info['bytes'] / 1e6:.0f} MB"
+    what = f"{info['count']} intermediate checkpoint" + ("s" if info["count"] != 1 else "")
     if info.get("kept"):
-        return f"{info['count']} intermediate checkpoints kept in {info['path']} ({size})"
+        return f"{what} kept in {info['path']} ({size})"
     return (
-        f"removed {info['count']} intermediate checkpoints ({size}) from {info['path']}; "
+        f"removed {what} ({size}) from {info['path']}; "
         "the final model (the best one when dev evaluation picks it) is kept"
     )
 
