@@ -11,6 +11,12 @@ and writes ``benchmarks/results/tune_<dataset>.{md,json}`` with the before/after
 the settings, and wall and CPU time per stage (the machine is shared: wall time includes
 waiting for the CPU; the process CPU time is what the work itself cost).
 
+The before/after rows compare equal lengths (the base embedder runs at the trained
+``max_length``; tuned models reload at theirs from ``rankwise_model.json``), the reranker's
+judged dev check carries the first-stage baseline (``reranker_training.first_stage``: the
+tuned embedder's order of the same judged candidates), and a rerank-only row compares the
+tuned reranker with the tuned embedder's order of each test query's judged documents.
+
     .venv/bin/python benchmarks/tune_homedepot.py [--dataset kuake_qtr] [--out DIR]
 """
 
@@ -35,6 +41,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 # evaluation on the first N test queries (sorted ids).
 SETTINGS = {
     "pos_threshold": 2,
+    "dev_fraction": 0.05,
+    "min_dev_queries": 50,
     "max_train_queries": 1500,
     "max_eval_queries": 500,
     "batch_size": 32,
@@ -128,6 +136,8 @@ def main() -> None:
     stem.with_suffix(".md").write_text(md)
     shutil.copy(out / "eval" / "after.md", RESULTS / f"tune_{args.dataset}_eval_after.md")
     shutil.copy(out / "eval" / "before.md", RESULTS / f"tune_{args.dataset}_eval_before.md")
+    if (out / "eval" / "rerank.md").is_file():
+        shutil.copy(out / "eval" / "rerank.md", RESULTS / f"tune_{args.dataset}_eval_rerank.md")
     print(md)
 
 

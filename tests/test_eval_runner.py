@@ -96,7 +96,20 @@ def test_every_system_runs_on_both_pools(report):
     ]  # fmt: skip
     for r in report.results:
         assert r.metrics.query_ids == ["q1", "q2", "q3", "q4"] and r.metrics.skipped == ["q5"]
-        assert set(r.metrics.values) >= {"ndcg@1", "recall@5", "map@2", "hit_rate@5"}
+        assert set(r.metrics.values) >= {"ndcg@1", "map@2", "hit_rate@2"}
+        # a reranked system returns Top-N (2): its @5 would count 2 documents, not computed
+        has_5 = {"ndcg@5", "recall@5"} <= set(r.metrics.values)
+        assert has_5 == ("+rerank" not in r.system), r.label
+
+
+def test_k_beyond_what_a_system_returns_is_marked_not_comparable(report):
+    """Issue 19 item 6: nDCG@5 of a Top-2 system read as a collapse; now it is '–'."""
+    rerank = report.result("hybrid+rerank", "test")
+    assert rerank.depth == 2 and report.result("hybrid", "test").depth == 5
+    md = report.to_markdown()
+    row = next(line for line in md.splitlines() if line.startswith("| hybrid+rerank | test |"))
+    assert row.endswith("| – |"), row  # the @5 column of the first metric table
+    assert "ndcg@5" not in report.to_dict()["results"][3]["metrics"]["mean"]
 
 
 def test_pools_restrict_what_systems_return(report):

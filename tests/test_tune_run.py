@@ -57,7 +57,7 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
         mining=MiningConfig(rank_range=(1, 10), negative_number=2, margin=None),
         embedder=EmbedderTrainConfig(**fast),
         reranker=RerankerTrainConfig(max_length=32, **fast),
-        top_k=5,
+        top_k=10,
         top_n=3,
         rerank_pools=("test",),
         index_dir=tmp_path / "cache",
@@ -87,14 +87,27 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
     for pool in ("test", "global"):
         assert (pool, "dense") in rows and (pool, "hybrid") in rows
     # reranking was evaluated on the test pool only, over the test-pool documents
-    assert {p for p, s in rows if "rerank" in s} == {"test"}
+    assert {p for p, s in rows if "hybrid + rerank" in s} == {"test"}
+    # issue 19: a rerank-only row (each test query's judged documents), tuned CE vs the
+    # tuned embedder's order of the same documents
+    assert {p for p, s in rows if s.startswith("rerank-only")} == {"judged"}
     assert (out / "eval" / "rerank.json").is_file()
     # the reranker was also checked on held-out queries' judged (unmined) candidates
     assert {"judged_before", "judged_after"} <= set(report["reranker_training"]["dev"])
     dense = next(r for r in report["table"] if r["system"] == "dense")
     for m in REPORT_METRICS:
         assert set(dense[m]) == {"before", "after", "delta", "p"}
+    # issue 19: before/after at equal lengths, the tuned models reload at theirs; the
+    # reranker's judged dev check has the first stage's order as its baseline
+    lengths = report["max_length"]
+    assert lengths == {"embedder_before": 64, "embedder_after": 64, "reranker": 32}
+    first = report["reranker_training"]["first_stage"]
+    assert first["scorer"] == "tuned embedder cosine" and first["queries"] >= 1
+    assert {"ndcg@10", "reranker_ndcg@10", "beats"} <= set(first)
+    assert not (out / "embedder" / "checkpoints").exists()
     md = (out / "report.md").read_text()
+    assert md.count("randomisation test (10,000 resamples, seed 0)") == 1
+    assert "first stage (tuned embedder cosine" in md
     assert "| pool | system |" in md and "wall times" in md
     assert json.loads((out / "report.json").read_text())["wall_seconds"]["train_embedder"] >= 0
     # a rerun reuses the trained models instead of training again

@@ -116,6 +116,7 @@ def test_embedder_resume_continues_from_checkpoint(tiny_embedder_dir, tmp_path):
     examples = make_examples(32, seed=1)
     cfg = EmbedderTrainConfig(max_steps=4, group_size=2, learning_rate=5e-4, **FAST)
     cfg.save_steps = 2
+    cfg.keep_checkpoints = True  # they are removed after a finished training otherwise
     full = train_embedder(examples, str(tiny_embedder_dir), tmp_path / "a", cfg)
     ckpt = tmp_path / "a" / "checkpoints" / "checkpoint-2"
     assert ckpt.is_dir() and full.global_step == 4

@@ -23,8 +23,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal gets rich's wrapping; a pipe or file gets long lines unwrapped (rich
+    would otherwise hard-wrap at 80 columns). Colours are only ever sent to terminals."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=not stream.isatty())
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 IndexOpt = Annotated[
     str | None,
@@ -84,8 +93,11 @@ def _embedder(s):
 
 
 def _reranker(s):
+    from rankwise.errors import ConfigError
     from rankwise.models import Reranker
 
+    if s.reranker is None:
+        raise ConfigError("this command needs a cross-encoder; --reranker none switches it off")
     return Reranker.from_settings(s)
 
 
@@ -334,7 +346,8 @@ def eval_command(
     split: Annotated[
         str | None,
         typer.Option(
-            help="qrels split: qrels/<split>.tsv (default test; judged with --judgments)."
+            help="qrels split(s): test (qrels/test.tsv), train,test, or all (default test; "
+            "with --judgments: every judged query)."
         ),
     ] = None,
     judgments: JudgmentsOpt = None,
@@ -401,7 +414,7 @@ def eval_command(
         split=split,
         systems=names,
         embedder=_embedder(s) if needs_embedder else None,
-        reranker=_reranker(s) if needs_reranker and s.reranker else None,
+        reranker=_eval_reranker(s, reranker, names) if needs_reranker else None,
         top_k=top_k,
         top_n=top_n,
         ks=k,
@@ -427,6 +440,29 @@ def eval_command(
         err_console.print("[yellow]--save-run needs --out DIR; no runs written[/]")
 
 
+def _eval_reranker(s, named: str | None, names):
+    """The reranker for `eval`; None (those systems skipped, one line why) for
+    --reranker none, or when the default one was not named and cannot be loaded."""
+    from rankwise.config import DEFAULT_RERANKER
+    from rankwise.errors import ModelLoadError
+
+    skipped = ", ".join(n for n in names if "rerank" in n)
+    if s.reranker is None:
+        err_console.print(f"skipping {skipped}: --reranker none", highlight=False)
+        return None
+    try:
+        return _reranker(s)
+    except ModelLoadError as e:
+        if named is not None or s.reranker != DEFAULT_RERANKER:
+            raise
+        err_console.print(
+            f"skipping {skipped}: the default reranker {s.reranker} cannot be loaded "
+            f"({str(e).split(': ', 1)[-1].split('. Fix')[0]}); pass --reranker PATH",
+            highlight=False,
+        )
+        return None
+
+
 # ----------------------------------------------------------------------------- tune (issue 4)
 tune_app = typer.Typer(
     help="Tuning loop: convert qrels, mine hard negatives, teacher scores, fine-tune, evaluate.",
@@ -443,10 +479,19 @@ MaxStepsOpt = Annotated[int, typer.Option(help="Stop after N steps (-1: epochs d
 FreezeOpt = Annotated[
     bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
 ]
+KeepCkptOpt = Annotated[
+    bool, typer.Option(help="Keep intermediate checkpoints (default: removed when done).")
+]
 ResumeOpt = Annotated[
     str | None,
     typer.Option(help="Resume from a checkpoint folder, or 'last' for the latest in --out."),
 ]
+
+
+def _say_checkpoints(result) -> None:
+    from rankwise.tune.training import describe_checkpoints
+
+    console.print(describe_checkpoints(result.checkpoints), highlight=False)
 
 
 def _resume(value: str | None) -> str | bool | None:
@@ -596,6 +641,7 @@ def tune_embedder(
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
     resume: ResumeOpt = None,
     freeze_embeddings: FreezeOpt = False,
+    keep_checkpoints: KeepCkptOpt = False,
 ) -> None:
     """Fine-tune a bi-encoder (in-batch + hard negatives, optional distillation)."""
     from rankwise.tune.data import read_examples
@@ -607,6 +653,7 @@ def tune_embedder(
         mini_batch_size=mini_batch_size, distill_weight=distill_weight,
         teacher_temperature=teacher_temperature, query_instruction=query_instruction,
         save_steps=save_steps, freeze_embeddings=freeze_embeddings,
+        keep_checkpoints=keep_checkpoints,
     )  # fmt: skip
     result = train_embedder(
         read_examples(train_file), base, out, cfg, resume_from_checkpoint=_resume(resume)
@@ -615,6 +662,7 @@ def tune_embedder(
         f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
         highlight=False,
     )
+    _say_checkpoints(result)
 
 
 @tune_app.command("reranker")
@@ -644,6 +692,7 @@ def tune_reranker(
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
     resume: ResumeOpt = None,
     freeze_embeddings: FreezeOpt = False,
+    keep_checkpoints: KeepCkptOpt = False,
 ) -> None:
     """Fine-tune a cross-encoder on groups (listwise) or pairs (pointwise)."""
     from rankwise.tune.data import read_examples
@@ -655,6 +704,7 @@ def tune_reranker(
         distill_weight=distill_weight, teacher_temperature=teacher_temperature,
         lora_rank=lora_rank, eval_steps=eval_steps, save_steps=save_steps,
         freeze_embeddings=freeze_embeddings, related_label=related_label,
+        keep_checkpoints=keep_checkpoints,
     )  # fmt: skip
     result = train_reranker(
         read_examples(train_file), base, out, cfg,
@@ -664,6 +714,7 @@ def tune_reranker(
         f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
         highlight=False,
     )
+    _say_checkpoints(result)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
@@ -712,6 +763,13 @@ def tune_run_command(
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder teacher for scores.")] = None,
     pos_threshold: Annotated[int, typer.Option(help="Training positives: grade >= this.")] = 1,
+    dev_fraction: Annotated[
+        float, typer.Option(help="Share of train queries held out for the dev checks.")
+    ] = 0.05,
+    min_dev_queries: Annotated[
+        int, typer.Option(help="Hold out at least this many dev queries; warn below it.")
+    ] = 30,
+    keep_checkpoints: KeepCkptOpt = False,
     max_train_queries: Annotated[int | None, typer.Option(help="Subsample train queries.")] = None,
     max_eval_queries: Annotated[
         int | None, typer.Option(help="Evaluate the first N test queries.")
@@ -760,6 +818,7 @@ def tune_run_command(
     ] = False,
 ) -> None:
     """The whole loop: split → mine → score → train → evaluate before/after → OUT/report.md."""
+    from rankwise.config import model_or_none
     from rankwise.tune.embedder import EmbedderTrainConfig
     from rankwise.tune.mine import MiningConfig
     from rankwise.tune.reranker import RerankerTrainConfig
@@ -767,14 +826,16 @@ def tune_run_command(
 
     data = _judged_data(judgments, data, splits=("train", "test"))  # test: stable 20% by hash
     cfg = TuneRunConfig(
-        data=data, base=base, out=out, reranker_base=reranker_base, teacher=teacher,
-        pos_threshold=pos_threshold, max_train_queries=max_train_queries,
+        data=data, base=base, out=out, reranker_base=model_or_none(reranker_base),
+        teacher=model_or_none(teacher), pos_threshold=pos_threshold,
+        dev_fraction=dev_fraction, min_dev_queries=min_dev_queries,
+        max_train_queries=max_train_queries,
         max_eval_queries=max_eval_queries,
         mining=MiningConfig(negative_number=negative_number, margin=None if margin < 0 else margin),
         embedder=EmbedderTrainConfig(
             epochs=epochs, batch_size=batch_size, group_size=group_size, max_length=max_length,
             distill_weight=distill_weight, learning_rate=lr, freeze_embeddings=freeze_embeddings,
-            max_steps=max_steps,
+            max_steps=max_steps, keep_checkpoints=keep_checkpoints,
         ),
         reranker=RerankerTrainConfig(
             epochs=epochs, batch_size=reranker_batch_size, group_size=reranker_group_size,
@@ -782,6 +843,7 @@ def tune_run_command(
             distill_weight=distill_weight, learning_rate=reranker_lr,
             max_steps=reranker_max_steps, freeze_embeddings=freeze_embeddings,
             objective=reranker_objective, related_label=related_label,
+            keep_checkpoints=keep_checkpoints,
         ),
         pools=check_pools([p.strip() for p in pools.split(",") if p.strip()]),
         rerank_pools=check_pools([p.strip() for p in rerank_pools.split(",") if p.strip()])

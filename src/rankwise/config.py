@@ -19,6 +19,13 @@ from rankwise.errors import ConfigError
 
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
+#: Model names that switch a model off (``--reranker none``), everywhere.
+OFF = ("", "none", "off")
+
+
+def model_or_none(name: str | None) -> str | None:
+    """``name``, or None when it is None or switches the model off ("", "none", "off")."""
+    return None if name is None or name.strip().lower() in OFF else name
 
 
 class Settings(BaseSettings):
@@ -63,6 +70,11 @@ class Settings(BaseSettings):
     # workbench page (`rankwise serve --judgments FILE --compare-reranker MODEL`)
     judgments: str | None = None  # BEIR qrels TSV that POST /v1/judgments appends to
     compare_reranker: str | None = None  # second cross-encoder for the compare view
+
+    @field_validator("reranker", mode="after")
+    @classmethod
+    def _reranker_off(cls, v: str | None) -> str | None:
+        return model_or_none(v)  # "none": no reranker in every command, as in `serve`
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -269,13 +269,23 @@ def document_text(record: Mapping[str, Any], max_chars: int | None = None) -> st
 @dataclass
 class BeirDataset:
     """A BEIR folder: corpus ``{id: {"title", "text"}}``, queries ``{qid: text}``,
-    qrels ``{qid: {doc_id: grade}}`` (only queries of the split)."""
+    qrels ``{qid: {doc_id: grade}}`` (only queries of the split). ``split`` may name
+    several qrels files (``"train,test"``); ``query_splits`` gives each query's file."""
 
     path: Path
     split: str
     corpus: dict[str, dict[str, str]]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    query_splits: dict[str, str] = field(default_factory=dict)
+
+    def split_counts(self, qids: Iterable[str] | None = None) -> dict[str, int]:
+        """Judged queries (all, or ``qids``) per qrels file, e.g. ``{"train": 120, "test": 40}``."""
+        counts: dict[str, int] = {}
+        for q in self.qrels if qids is None else qids:
+            name = self.query_splits.get(q, self.split)
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def records(self) -> Iterator[Record]:
         for doc_id, doc in self.corpus.items():
@@ -318,8 +328,39 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def split_names(root: Path, split: str) -> list[str]:
+    """``"test"`` → ``["test"]``; ``"train,test"`` → both; ``"all"`` → every
+    ``qrels/*.tsv`` of the folder (sorted)."""
+    if split.strip().lower() == "all":
+        names = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+        if not names:
+            raise DataError(f"{root}: no qrels/*.tsv files for split 'all'")
+        return names
+    names = list(dict.fromkeys(s.strip() for s in split.split(",") if s.strip()))
+    if not names:
+        raise DataError(f"no split given (got {split!r}); e.g. test, train,test or all")
+    return names
+
+
+def _read_splits(root: Path, names: Sequence[str]) -> tuple[dict, dict[str, str]]:
+    """Qrels of several files merged, and which file each query came from. A query judged
+    in two files keeps both judgments (the higher grade where they disagree)."""
+    qrels: dict[str, dict[str, int]] = {}
+    origin: dict[str, str] = {}
+    for name in names:
+        for q, docs in read_qrels(root / "qrels" / f"{name}.tsv").items():
+            merged = qrels.setdefault(q, {})
+            for d, g in docs.items():
+                merged[d] = max(g, merged.get(d, g))
+            origin[q] = f"{origin[q]}+{name}" if q in origin else name
+    return qrels, origin
+
+
 def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     """Load a BEIR folder, keeping only the queries judged in ``split``.
+
+    ``split`` is a qrels file name (``test`` → ``qrels/test.tsv``), a comma list
+    (``train,test``: the union of their queries) or ``all`` (every ``qrels/*.tsv``).
 
     Raises :class:`DataError` for a missing file, an empty corpus, or qrels that name
     unknown documents or queries.
@@ -328,7 +369,10 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (root / name).exists():
             raise DataError(f"{root}: missing {name} (expected BEIR layout)")
-    qrels = read_qrels(root / "qrels" / f"{split}.tsv")
+    names = split_names(root, split)
+    qrels, origin = _read_splits(root, names)
+    split = ",".join(names)
+    files = ", ".join(f"qrels/{n}.tsv" for n in names)
     corpus: dict[str, dict[str, str]] = {}
     for n, row in _read_jsonl(root / "corpus.jsonl"):
         if "_id" not in row:
@@ -345,12 +389,12 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     missing_q = [q for q in qrels if q not in queries]
     if missing_q:
         raise DataError(
-            f"{root}: qrels/{split}.tsv names {len(missing_q)} unknown queries (e.g. {missing_q[0]!r})"
+            f"{root}: {files} names {len(missing_q)} unknown queries (e.g. {missing_q[0]!r})"
         )
     unknown = [(q, d) for q, docs in qrels.items() for d in docs if d not in corpus]
     if unknown:
         raise DataError(
-            f"{root}: qrels/{split}.tsv names {len(unknown)} documents not in corpus.jsonl "
+            f"{root}: {files} names {len(unknown)} documents not in corpus.jsonl "
             f"(e.g. query {unknown[0][0]!r} → doc {unknown[0][1]!r})"
         )
-    return BeirDataset(root, split, corpus, queries, qrels)
+    return BeirDataset(root, split, corpus, queries, qrels, origin)

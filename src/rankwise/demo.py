@@ -66,8 +66,11 @@ def _load_embedder(name: str | None, console: Console):
 
 
 def _load_reranker(name: str | None, console: Console):
+    from rankwise.config import model_or_none
     from rankwise.models import Reranker
 
+    if name is not None and model_or_none(name) is None:  # --reranker none
+        return None, "rerank off (--reranker none)"
     wanted = name or DEFAULT_RERANKER
     try:
         return Reranker(wanted), None

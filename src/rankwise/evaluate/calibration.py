@@ -13,7 +13,9 @@ relevance is ``>= threshold``. The precision/recall curve comes from
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve
@@ -128,3 +130,57 @@ def calibrate_threshold(
         model=model,
         split=split,
     )
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """Where score thresholds are chosen (``cal_split`` if set, else ``split``) and checked."""
+
+    split: str
+    qrels: Mapping[str, Mapping[str, int]]
+    grade_threshold: int
+    min_precision: float | None
+    cal_split: str | None = None
+    cal_qrels: Mapping[str, Mapping[str, int]] | None = None
+    cal_queries: Mapping[str, str] | None = None
+
+    def choose(
+        self, model: str, scores: Run, cal_scores: Run | None = None
+    ) -> list[ThresholdChoice]:
+        """Best-F1 threshold (and the precision-floor one) on judged pairs; with a
+        calibration split, chosen there and applied to ``scores`` of the evaluated split."""
+        on_split, qrels = (
+            (self.cal_split, self.cal_qrels) if self.cal_split else (self.split, self.qrels)
+        )
+        source = cal_scores if self.cal_split else scores
+        objectives: list[dict[str, Any]] = [{}]
+        if self.min_precision is not None:
+            objectives.append({"objective": "precision", "min_precision": self.min_precision})
+        try:
+            chosen = [
+                calibrate_threshold(
+                    source,
+                    qrels,
+                    grade_threshold=self.grade_threshold,
+                    model=model,
+                    split=on_split,
+                    **kw,
+                )  # fmt: skip
+                for kw in objectives
+            ]
+        except DataError:  # no judged negatives (or positives): nothing to calibrate against
+            return []
+        if not self.cal_split:
+            return chosen
+        return [
+            replace(
+                c,
+                heldout={
+                    "split": self.split,
+                    **apply_threshold(
+                        scores, self.qrels, c.threshold, grade_threshold=self.grade_threshold
+                    ),
+                },
+            )
+            for c in chosen
+        ]

@@ -15,6 +15,7 @@ from rankwise.evaluate.calibration import ThresholdChoice
 from rankwise.evaluate.metrics import METRICS, QueryMetrics
 from rankwise.evaluate.runs import write_run
 from rankwise.evaluate.separation import Separation
+from rankwise.evaluate.significance import describe_test
 
 #: Latency stages in pipeline order (``SearchResponse.timings`` keys plus the batched embed).
 STAGES = ("embed", "dense", "lexical", "recall", "rerank", "total")
@@ -29,7 +30,9 @@ CONVENTIONS = (
     "Test pool = the union of the documents judged for any evaluated query; global pool = the "
     "whole corpus; rerank-only = each query's own judged documents (classic reranking "
     "benchmark).",
-    "+rerank systems return Top-N documents, so their metrics at k > Top-N count only those.",
+    "+rerank systems return Top-N documents and first-stage systems Top-K: metrics at a k "
+    "beyond what a system returns are not computed (– in the tables, absent from the JSON, "
+    "not drawn in the plot), since they would count only the documents returned.",
     "Latency: ms per query per stage; embed is the batched query-embedding time divided by "
     "the number of queries (the Searcher is handed the query vectors), so total excludes it; "
     "one untimed warm-up query per system absorbs lazy index loads.",
@@ -46,6 +49,7 @@ class SystemResult:
     run: dict[str, dict[str, float]]
     latency: dict[str, list[float]]
     note: str | None = None
+    depth: int | None = None  # results the system returns per query (None: all it scores)
 
     @property
     def label(self) -> str:
@@ -68,6 +72,7 @@ class SystemResult:
             "system": self.system,
             "pool": self.pool,
             "note": self.note,
+            "depth": self.depth,
             "metrics": self.metrics.to_dict(per_query) if self.metrics else None,
             "latency_ms": self.latency_ms(),
         }
@@ -138,13 +143,14 @@ class EvaluationReport:
                     lines.append(_row([r.system, r.pool, r.note or "", *[""] * (len(ks) - 1)]))
                     continue
                 mean = r.metrics.mean()
-                lines.append(_row([r.system, r.pool, *[f"{mean[f'{m}@{k}']:.4f}" for k in ks]]))
+                cells = [f"{mean[f'{m}@{k}']:.4f}" if f"{m}@{k}" in mean else "–" for k in ks]
+                lines.append(_row([r.system, r.pool, *cells]))
             lines.append("")
         if self.comparisons:
             metric = self.comparisons[0]["metric"]
             test = self.comparisons[0]["test"]
             lines += [
-                f"{h}# Paired significance ({metric}, {test} test)",
+                f"{h}# Paired significance ({metric}, {describe_test(test)})",
                 "",
                 _row(["system", "baseline", "pool", "Δ", "p", "wins/losses/ties"]),
                 _row(["---"] * 6),
@@ -265,7 +271,8 @@ class EvaluationReport:
             if r.metrics is None:
                 continue
             mean = r.metrics.mean()
-            left.plot(ks, [mean[f"ndcg@{k}"] for k in ks], marker="o", label=r.label)
+            drawn = [k for k in ks if f"ndcg@{k}" in mean]  # only the comparable cut-offs
+            left.plot(drawn, [mean[f"ndcg@{k}"] for k in drawn], marker="o", label=r.label)
         left.set(xlabel="k", ylabel="nDCG@k", title=f"{self.dataset} ({self.split}): nDCG@k")
         left.set_xscale("log")
         left.set_xticks(ks, [str(k) for k in ks])

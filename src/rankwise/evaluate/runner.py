@@ -5,8 +5,9 @@ Systems (``--systems``), each evaluated on every requested pool (see ``pools.py`
 * ``lexical``, ``dense``, ``hybrid``: first stage only; the run holds the Top-K
   candidates with their recall scores.
 * ``<mode>+rerank``: the same Top-K reranked by the cross-encoder; the run holds the
-  Top-N a user would see (raw logits as scores), so metrics at ``k > top_n`` only count
-  those N documents.
+  Top-N a user would see (raw logits as scores). Metrics at ``k > top_n`` would count
+  only those N documents and read as a collapse, so they are not computed (not
+  comparable); the same holds for first-stage systems at ``k > top_k``.
 * ``rerank-only``: the cross-encoder scores each query's judged documents (the classic
   reranking benchmark; pool ``judged``). Its scores also feed the reranker's separation
   and the threshold calibration. With an embedder, ``dense [judged]`` (cosine order of the
@@ -16,11 +17,14 @@ Systems (``--systems``), each evaluated on every requested pool (see ``pools.py`
 Queries are embedded in one batched call and handed to the :class:`Searcher` as
 ``query_vector``; the per-query embedding time reported is that batch's time divided by
 the number of queries. Latencies of the other stages come from
-``SearchResponse.timings``.
+``SearchResponse.timings``. The reranker's score cache is off during the evaluation, so
+rerank latency is measured cold (a second pool or the warm-up query would otherwise hit
+scores cached by the first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,8 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankwise.data import BeirDataset, document_text, load_beir
-from rankwise.errors import DataError, InvalidRequest
-from rankwise.evaluate.calibration import ThresholdChoice, apply_threshold, calibrate_threshold
+from rankwise.errors import InvalidRequest
+from rankwise.evaluate.calibration import CalibrationPlan, ThresholdChoice
 from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
 from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
 from rankwise.evaluate.pools import POOLS, union_of_judged
@@ -49,7 +53,7 @@ if TYPE_CHECKING:
 # "calibrated": the Searcher's routed pipeline (``pipeline=``; see rankwise.recipe).
 RECALL_MODES = ("lexical", "dense", "hybrid", "calibrated")
 SYSTEMS = (*RECALL_MODES, *(f"{m}+rerank" for m in RECALL_MODES), "rerank-only")
-NO_RERANKER = "not run: no cross-encoder given (pass --reranker; none is available offline here)"
+NO_RERANKER = "not run: no cross-encoder (none given, or --reranker none)"
 
 
 def parse_systems(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -144,16 +148,19 @@ def evaluate(
     if bad_pools:
         raise InvalidRequest(f"unknown pool {bad_pools[0]!r}; choose from {', '.join(POOLS)}")
     ds = data if isinstance(data, BeirDataset) else load_beir(data, split)
+    split = ds.split  # "all" / "test, train" resolved to the qrels files read
     qrels = ds.qrels
     if max_queries is not None:
         qrels = {q: qrels[q] for q in sorted(qrels)[:max_queries]}
     qids = sorted(qrels)
     queries = [ds.queries[q] for q in qids]
 
-    def score(run: Run) -> QueryMetrics:
-        return compute_metrics(run, qrels, ks, threshold=threshold)
+    def score(run: Run, depth: int | None = None) -> QueryMetrics | None:
+        """Metrics at the cut-offs a system returning ``depth`` results can fill."""
+        usable = [k for k in ks if depth is None or k <= depth]
+        return compute_metrics(run, qrels, usable, threshold=threshold) if usable else None
 
-    plan = _CalibrationPlan(split, qrels, threshold, min_precision)
+    plan = CalibrationPlan(split, qrels, threshold, min_precision)
     if calibration_split and calibration_split != split:
         cal = load_beir(ds.path, calibration_split)
         cal_qrels = {q: cal.qrels[q] for q in sorted(cal.qrels)[:max_queries]}
@@ -170,65 +177,82 @@ def evaluate(
     searched = [s for s in systems if s != "rerank-only"]
     emb = _load_embedder(embedder) if searched or "rerank-only" in systems else None
     rr = _load_reranker(reranker) if reranker is not None else None
+    # rerank latency is measured cold: no score cached by an earlier pool or the warm-up
+    cold = rr.score_cache_disabled() if rr is not None else contextlib.nullcontext()
     if searched and emb is None:
         raise InvalidRequest(f"systems {', '.join(searched)} need an embedder (--embedder)")
 
     neg = sample_negatives(qrels, sorted(ds.corpus), negatives_per_query, seed=0)
     pairs = {q: sorted(set(qrels[q]) | set(neg[q])) for q in qids}
 
-    dense_pairs: dict[str, dict[str, float]] | None = None
-    if emb is not None:
-        root = dataset_root(index_dir or _default_index_dir(), ds.path.name, ds.corpus, emb)
-        ids, vectors = corpus_vectors(ds.corpus, emb, root, show_progress=show_progress, log=say)
-        t = time.perf_counter()
-        qvecs = np.asarray(emb.encode_queries(queries), dtype=np.float32)
-        embed_per_query = (time.perf_counter() - t) / max(1, len(qids))
-        row = {d: i for i, d in enumerate(ids)}
-        dense_pairs = {
-            q: {d: float(vectors[row[d]] @ qvecs[i]) for d in pairs[q]} for i, q in enumerate(qids)
-        }
-        separations.append(separation(dense_pairs, qrels, threshold=threshold, model=emb.model_id))
-        cal_dense = None
-        if plan.cal_split:
-            cal_ids = sorted(plan.cal_qrels)
-            cvecs = emb.encode_queries([plan.cal_queries[q] for q in cal_ids])
-            cal_dense = {
-                q: {d: float(vectors[row[d]] @ cvecs[i]) for d in plan.cal_qrels[q]}
-                for i, q in enumerate(cal_ids)
-            }
-        calibration += plan.choose(emb.model_id, dense_pairs, cal_dense)
-
-        from rankwise.search import Searcher
-
-        for pool in pools:
-            doc_ids = None if pool == "global" else sorted(union_of_judged(qrels))
-            name = "global" if pool == "global" else "test-" + split
-            cat = pool_catalog(
-                ds.corpus, doc_ids, emb, root, name, ids=ids, vectors=vectors, log=say
+    with cold:
+        dense_pairs: dict[str, dict[str, float]] | None = None
+        if emb is not None:
+            root = dataset_root(index_dir or _default_index_dir(), ds.path.name, ds.corpus, emb)
+            ids, vectors = corpus_vectors(
+                ds.corpus, emb, root, show_progress=show_progress, log=say
             )
-            chosen = pipeline.get(pool) if isinstance(pipeline, Mapping) else pipeline
-            searcher = Searcher(cat, rr, top_k=top_k, top_n=top_n, pipeline=chosen)
-            for system in searched:
-                mode, _, rerank = system.partition("+")
-                if rerank and rr is None:
-                    results.append(SystemResult(system, pool, None, {}, {}, note=NO_RERANKER))
-                    continue
-                col = _run_searcher(
-                    searcher, qids, queries, qvecs, mode, bool(rerank), top_k, top_n,
-                    desc=f"{system} [{pool}]", show_progress=show_progress,
-                )  # fmt: skip
-                if mode != "lexical":
-                    col.latency["embed"] = [embed_per_query] * len(qids)
-                results.append(SystemResult(system, pool, score(col.run), col.run, col.latency))
+            t = time.perf_counter()
+            qvecs = np.asarray(emb.encode_queries(queries), dtype=np.float32)
+            embed_per_query = (time.perf_counter() - t) / max(1, len(qids))
+            row = {d: i for i, d in enumerate(ids)}
+            dense_pairs = {
+                q: {d: float(vectors[row[d]] @ qvecs[i]) for d in pairs[q]}
+                for i, q in enumerate(qids)
+            }
+            separations.append(
+                separation(dense_pairs, qrels, threshold=threshold, model=emb.model_id)
+            )
+            cal_dense = None
+            if plan.cal_split:
+                cal_ids = sorted(plan.cal_qrels)
+                cvecs = emb.encode_queries([plan.cal_queries[q] for q in cal_ids])
+                cal_dense = {
+                    q: {d: float(vectors[row[d]] @ cvecs[i]) for d in plan.cal_qrels[q]}
+                    for i, q in enumerate(cal_ids)
+                }
+            calibration += plan.choose(emb.model_id, dense_pairs, cal_dense)
 
-    if "rerank-only" in systems:
-        judged = _judged_systems(
-            ds, qids, queries, qrels, pairs, rr, dense_pairs,
-            score=score, threshold=threshold, plan=plan, show_progress=show_progress,
-        )  # fmt: skip
-        results += judged[0]
-        separations += judged[1]
-        calibration += judged[2]
+            from rankwise.search import Searcher
+
+            for pool in pools:
+                doc_ids = None if pool == "global" else sorted(union_of_judged(qrels))
+                name = "global" if pool == "global" else "test-" + split
+                cat = pool_catalog(
+                    ds.corpus, doc_ids, emb, root, name, ids=ids, vectors=vectors, log=say
+                )
+                chosen = pipeline.get(pool) if isinstance(pipeline, Mapping) else pipeline
+                searcher = Searcher(cat, rr, top_k=top_k, top_n=top_n, pipeline=chosen)
+                for system in searched:
+                    mode, _, rerank = system.partition("+")
+                    if rerank and rr is None:
+                        results.append(SystemResult(system, pool, None, {}, {}, note=NO_RERANKER))
+                        continue
+                    col = _run_searcher(
+                        searcher, qids, queries, qvecs, mode, bool(rerank), top_k, top_n,
+                        desc=f"{system} [{pool}]", show_progress=show_progress,
+                    )  # fmt: skip
+                    if mode != "lexical":
+                        col.latency["embed"] = [embed_per_query] * len(qids)
+                    depth = top_n if rerank else top_k
+                    metrics = score(col.run, depth)
+                    note = (
+                        None if metrics else f"not comparable: returns {depth} results, k > {depth}"
+                    )
+                    results.append(
+                        SystemResult(
+                            system, pool, metrics, col.run, col.latency, note=note, depth=depth
+                        )
+                    )
+
+        if "rerank-only" in systems:
+            judged = _judged_systems(
+                ds, qids, queries, qrels, pairs, rr, dense_pairs,
+                score=score, threshold=threshold, plan=plan, show_progress=show_progress,
+            )  # fmt: skip
+            results += judged[0]
+            separations += judged[1]
+            calibration += judged[2]
 
     for name, source in (runs or {}).items():
         run = read_run(source) if isinstance(source, str | Path) else source
@@ -237,8 +261,15 @@ def evaluate(
 
     primary = f"ndcg@{top_n}" if top_n in ks else f"ndcg@{ks[-1]}"
     comparisons = _significance(results, primary, significance)
+    per_split = ds.split_counts(qids)
+    notes.append(
+        f"evaluated {len(qids)} judged queries of qrels "
+        + ", ".join(f"{name} ({n})" for name, n in per_split.items())
+    )
     if max_queries is not None:
         notes.append(f"only the first {len(qids)} queries (sorted ids) were evaluated")
+    if rr is not None:
+        notes.append("rerank latency measured cold: the reranker's score cache was off")
     return EvaluationReport(
         dataset=ds.path.name,
         split=split,
@@ -256,6 +287,7 @@ def evaluate(
             "significance": significance,
             "primary_metric": primary,
             "n_queries": len(qids),
+            "queries_per_split": per_split,
             "n_corpus": len(ds.corpus),
             "n_test_pool": len(union_of_judged(qrels)),
         },
@@ -276,10 +308,14 @@ def _load_embedder(embedder: Embedder | str | None) -> Embedder | None:
     return Embedder(embedder)
 
 
-def _load_reranker(reranker: Reranker | str) -> Reranker:
+def _load_reranker(reranker: Reranker | str) -> Reranker | None:
     if not isinstance(reranker, str):
         return reranker
+    from rankwise.config import model_or_none
     from rankwise.models import Reranker
+
+    if model_or_none(reranker) is None:  # "none" / "off": no reranker, as in `serve`
+        return None
 
     return Reranker(reranker)
 
@@ -331,7 +367,7 @@ def _judged_systems(
     *,
     score: Callable[[Run], QueryMetrics],
     threshold: int,
-    plan: _CalibrationPlan,
+    plan: CalibrationPlan,
     show_progress: bool,
 ) -> tuple[list[SystemResult], list[Separation], list[ThresholdChoice]]:
     """``dense [judged]`` (the bi-encoder's order of the judged candidates, the baseline)
@@ -359,60 +395,6 @@ def _judged_systems(
             cal_rel[q] = dict(zip(docs, sigmoid(logits).tolist(), strict=True))
     thresholds = plan.choose(rr.model_id, rel, cal_rel)
     return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
-
-
-@dataclass(frozen=True)
-class _CalibrationPlan:
-    """Where score thresholds are chosen (``cal_split`` if set, else ``split``) and checked."""
-
-    split: str
-    qrels: Mapping[str, Mapping[str, int]]
-    grade_threshold: int
-    min_precision: float | None
-    cal_split: str | None = None
-    cal_qrels: Mapping[str, Mapping[str, int]] | None = None
-    cal_queries: Mapping[str, str] | None = None
-
-    def choose(
-        self, model: str, scores: Run, cal_scores: Run | None = None
-    ) -> list[ThresholdChoice]:
-        """Best-F1 threshold (and the precision-floor one) on judged pairs; with a
-        calibration split, chosen there and applied to ``scores`` of the evaluated split."""
-        on_split, qrels = (
-            (self.cal_split, self.cal_qrels) if self.cal_split else (self.split, self.qrels)
-        )
-        source = cal_scores if self.cal_split else scores
-        objectives: list[dict[str, Any]] = [{}]
-        if self.min_precision is not None:
-            objectives.append({"objective": "precision", "min_precision": self.min_precision})
-        try:
-            chosen = [
-                calibrate_threshold(
-                    source,
-                    qrels,
-                    grade_threshold=self.grade_threshold,
-                    model=model,
-                    split=on_split,
-                    **kw,
-                )  # fmt: skip
-                for kw in objectives
-            ]
-        except DataError:  # no judged negatives (or positives): nothing to calibrate against
-            return []
-        if not self.cal_split:
-            return chosen
-        return [
-            replace(
-                c,
-                heldout={
-                    "split": self.split,
-                    **apply_threshold(
-                        scores, self.qrels, c.threshold, grade_threshold=self.grade_threshold
-                    ),
-                },
-            )
-            for c in chosen
-        ]
 
 
 def _rerank_judged(

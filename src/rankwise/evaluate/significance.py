@@ -21,6 +21,17 @@ from scipy import stats
 from rankwise.errors import InvalidRequest
 
 TESTS = ("ttest", "randomization")
+#: Resamples and seed of the randomisation test, one setting for every report (evaluation
+#: and tuning), so the same comparison always gets the same p-value.
+N_RESAMPLES = 10_000
+SEED = 0
+
+
+def describe_test(test: str = "randomization") -> str:
+    """How p-values were computed, for a report's one statement of it."""
+    if test == "ttest":
+        return "paired t-test"
+    return f"paired randomisation test ({N_RESAMPLES:,} resamples, seed {SEED})"
 
 
 def paired_ttest(a: np.ndarray, b: np.ndarray) -> float:
@@ -32,7 +43,7 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def randomization_test(
-    a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000, seed: int = 0
+    a: np.ndarray, b: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED
 ) -> float:
     """Two-sided p-value of the paired randomisation test of ``mean(a - b)``."""
     a, b = _pair(a, b)
@@ -82,7 +93,7 @@ def compare(
     metric: str,
     pairs: Sequence[tuple[str, str]],
     test: str = "randomization",
-    n_resamples: int = 10_000,
+    n_resamples: int = N_RESAMPLES,
 ) -> list[Comparison]:
     """Compare systems pairwise.
 

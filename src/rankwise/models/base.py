@@ -4,6 +4,7 @@ tokenise, and run token-budget batches with the original order restored."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -132,7 +133,17 @@ class BaseModel:
     # -- set-up ---------------------------------------------------------------------------------
     def _refine_spec(self, spec: ModelSpec) -> ModelSpec:
         """Hook: adjust the table's spec with what the model folder declares."""
-        return spec
+        return replace(spec, **self._saved_changes())
+
+    def _saved_changes(self) -> dict[str, Any]:
+        """What rankwise saved when it trained this model (``rankwise_model.json``): it wins
+        over the spec table and the folder's other files; constructor arguments win over it."""
+        saved = dict(self.resolved.saved)
+        if saved.get("pooling") not in (None, "cls", "mean"):
+            raise ConfigError(
+                f"'{self.model_id}': saved pooling {saved['pooling']!r} is not cls or mean."
+            )
+        return {k: v for k, v in saved.items() if k != "pooling" or v is not None}
 
     def _default_length(self) -> int:
         return self.spec.max_length

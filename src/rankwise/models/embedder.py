@@ -25,7 +25,8 @@ class Embedder(BaseModel):
         backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime on CPU, exported once and cached).
         quantize: ``None``, ``"int8"`` (dynamic int8, the first two layers' feed-forward kept
             fp32 to keep rankings) or ``"int8-full"`` (every matmul int8); ONNX backend only.
-        max_length: token cap per text; default from the spec (bge-m3: 1024), the folder's
+        max_length: token cap per text; default: the length a rankwise-trained folder was
+            trained at (``rankwise_model.json``), else the spec (bge-m3: 1024), the folder's
             ``sentence_bert_config.json``, or 512; never above the model's position limit.
         batch_size: most texts per forward pass (default 64).
         token_budget: most padded tokens per forward pass (``None``: no cap).
@@ -94,6 +95,7 @@ class Embedder(BaseModel):
                 changes["document_instruction"] = st.prompts.get("document") or st.prompts.get(
                     "passage"
                 )
+        changes.update(self._saved_changes())  # how rankwise trained it, if it did
         if self._query_instruction is not None:
             changes["query_instruction"] = self._query_instruction or None
         return replace(spec, **changes)

@@ -22,6 +22,12 @@ from rankwise.models.specs import Kind
 _IGNORE = ["*.onnx", "onnx/*", "openvino/*", "*.h5", "*.msgpack", "*.ot", "*.pt", "*.tflite"]
 _SUPPORTED_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
 _TRUTHY = {"1", "true", "yes", "on"}
+#: What rankwise's trainers record about a saved model (max_length, pooling, instructions),
+#: read back on load so a tuned model runs as it was trained unless arguments override it.
+#: (sentence-transformers 6 no longer writes ``max_seq_length`` into sentence_bert_config.json,
+#: and a CrossEncoder folder never said its length, so the folder's own files cannot carry it.)
+SAVED_SETTINGS_FILE = "rankwise_model.json"
+_SAVED_KEYS = ("max_length", "pooling", "query_instruction", "document_instruction")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class ResolvedModel:
         commit: the hub commit hash of the snapshot, when it came from the hub cache.
         config: the parsed ``config.json``.
         st: the sentence-transformers layout, when the folder has one.
+        saved: what rankwise recorded when it trained this model (``rankwise_model.json``:
+            ``max_length``, ``pooling``, ``query_instruction``, ``document_instruction``).
     """
 
     model_id: str
@@ -56,6 +64,7 @@ class ResolvedModel:
     commit: str | None
     config: dict[str, Any]
     st: SentenceTransformersLayout | None = None
+    saved: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """Identity of the weights: hub commit, or local path + weight file sizes/mtimes."""
@@ -133,7 +142,28 @@ def resolve_model(
     config = _read_config(path, model_id=model, kind=kind)
     if kind == "reranker":
         check_cross_encoder(config, model_id=model)
-    return ResolvedModel(model, path, root, revision, commit, config, st)
+    saved = read_saved_settings(root, model_id=model, kind=kind)
+    return ResolvedModel(model, path, root, revision, commit, config, st, saved)
+
+
+def read_saved_settings(root: Path, *, model_id: str, kind: Kind) -> dict[str, Any]:
+    """The settings rankwise saved beside a trained model (``{}`` when there are none)."""
+    f = root / SAVED_SETTINGS_FILE
+    if not f.is_file():
+        return {}
+    data = _read_json(f, model_id=model_id, kind=kind)
+    return {k: data[k] for k in _SAVED_KEYS if k in data}
+
+
+def save_model_settings(folder: str | Path, kind: Kind, **settings: Any) -> Path:
+    """Write ``rankwise_model.json`` into ``folder``: what a loader needs to run the model
+    as it was trained (``max_length``, ``pooling``, ``query_instruction``, ...)."""
+    unknown = set(settings) - set(_SAVED_KEYS)
+    if unknown:
+        raise ValueError(f"unknown saved settings: {sorted(unknown)}")
+    path = Path(folder) / SAVED_SETTINGS_FILE
+    path.write_text(json.dumps({"kind": kind, **settings}, indent=2, ensure_ascii=False) + "\n")
+    return path
 
 
 def _download(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ class Reranker(BaseModel):
         model: hub id (``BAAI/bge-reranker-v2-m3``) or local folder of a
             ``*ForSequenceClassification`` model with one label.
         revision, device, backend, quantize, local_files_only: as for :class:`Embedder`.
-        max_length: token cap per (query, document) pair (default from the spec: 512).
+        max_length: token cap per (query, document) pair (default: the length a
+            rankwise-trained folder was trained at, ``rankwise_model.json``; else the spec: 512).
         query_max_share: the query keeps at most ``int(max_length * share)`` tokens
             (default 0.5); the document fills the rest.
         batch_size: most pairs per forward pass (default 32).
@@ -125,6 +127,16 @@ class Reranker(BaseModel):
                 self._scores.put(keys[i], float(scores[i]))
         where = {p: i for i, p in enumerate(unique)}
         return scores[np.array([where[p] for p in clean], dtype=np.int64)]
+
+    @contextlib.contextmanager
+    def score_cache_disabled(self) -> Iterator[None]:
+        """Within the block every pair is scored by the model (nothing read from or written
+        to the score cache): for timing rerank cold. The cache is restored afterwards."""
+        saved, self._scores = self._scores, LRU(0)
+        try:
+            yield
+        finally:
+            self._scores = saved
 
     def score_cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the (query, document) score cache."""

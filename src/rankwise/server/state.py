@@ -42,7 +42,9 @@ def enabled(name: str | None) -> str | None:
 
     ``rankwise serve --embedder none --index none --reranker X`` serves rerank only.
     """
-    return None if name is None or name.strip().lower() in ("", "none", "off") else name
+    from rankwise.config import model_or_none
+
+    return model_or_none(name)
 
 
 @dataclass

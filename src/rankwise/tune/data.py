@@ -202,16 +202,31 @@ def stable_fraction(text: str) -> float:
 
 
 def split_by_query(
-    examples: Sequence[TrainExample], dev_fraction: float = 0.1
+    examples: Sequence[TrainExample], dev_fraction: float = 0.1, min_dev: int = 0
 ) -> tuple[list[TrainExample], list[TrainExample]]:
     """Split into (train, dev) by a stable hash of the query text.
 
     Every example of one query lands on the same side, and adding examples never moves
-    existing queries across the split.
+    existing queries across the split. ``min_dev``: when the fraction gives fewer dev
+    queries, the train queries with the next-lowest hashes move to dev until there are
+    ``min_dev`` (at most half of all queries), so a small set still gets a dev set large
+    enough to decide; the caller warns when even that falls short.
     """
     if not 0.0 <= dev_fraction < 1.0:
         raise DataError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    if min_dev < 0:
+        raise DataError(f"min_dev must be >= 0, got {min_dev}")
+
+    def key(ex: TrainExample) -> str:
+        return ex.query.strip().lower()
+
+    frac = {key(ex): stable_fraction(key(ex)) for ex in examples}
+    dev_keys = {k for k, f in frac.items() if f < dev_fraction}
+    wanted = min(min_dev, len(frac) // 2)
+    if len(dev_keys) < wanted:
+        rest = sorted((f, k) for k, f in frac.items() if k not in dev_keys)
+        dev_keys |= {k for _, k in rest[: wanted - len(dev_keys)]}
     train, dev = [], []
     for ex in examples:
-        (dev if stable_fraction(ex.query.strip().lower()) < dev_fraction else train).append(ex)
+        (dev if key(ex) in dev_keys else train).append(ex)
     return train, dev

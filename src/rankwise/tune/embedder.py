@@ -10,7 +10,10 @@ each group towards the teacher's.
 
 The output folder is a sentence-transformers folder (``modules.json``, ``1_Pooling``,
 ``2_Normalize``) that :class:`rankwise.models.Embedder` loads as-is, with the same pooling
-the model was trained with and the query instruction saved as the ``query`` prompt.
+the model was trained with and the query instruction saved as the ``query`` prompt;
+``rankwise_model.json`` records the trained ``max_length``, pooling and instructions, which
+is what loads unless the caller overrides them. Intermediate checkpoints are removed after
+a finished training unless ``keep_checkpoints``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from rankwise.tune.training import (
     freeze_input_embeddings,
     group_rows,
     loss_history,
+    quiet_loading,
+    tidy_checkpoints,
     to_dataset,
 )
 
@@ -62,6 +67,7 @@ class EmbedderTrainConfig:
     freeze_embeddings: bool = False
     save_steps: int = 500
     save_total_limit: int = 2
+    keep_checkpoints: bool = False
     logging_steps: int = 10
     seed: int = 42
 
@@ -180,7 +186,8 @@ def train_embedder(
     distill = cfg.distill_weight > 0
     rows, dropped = group_rows(examples, cfg.group_size, with_scores=distill, seed=cfg.seed)
     dataset = to_dataset(rows)
-    model = load_student(base, cfg.max_length)
+    with quiet_loading():
+        model = load_student(base, cfg.max_length)
     if cfg.freeze_embeddings:
         freeze_input_embeddings(model)
     scale = 1.0 / cfg.temperature
@@ -194,8 +201,12 @@ def train_embedder(
         loss = ContrastiveDistillLoss(
             model, loss, cfg.distill_weight, cfg.temperature, cfg.teacher_temperature
         )
-    if cfg.query_instruction:
-        model.prompts = {**(model.prompts or {}), "query": cfg.query_instruction}
+    query_prefix, doc_prefix = _instructions(base, cfg)
+    prompts = {"query": query_prefix} if query_prefix else {}
+    if doc_prefix:  # every document column (positive, negative_1..n) gets the document prefix
+        prompts.update({c: doc_prefix for c in rows[0] if c not in ("query", "label")})
+    if query_prefix:
+        model.prompts = {**(model.prompts or {}), "query": query_prefix}
     args = SentenceTransformerTrainingArguments(
         **common_args(
             out,
@@ -210,12 +221,14 @@ def train_embedder(
             seed=cfg.seed,
         ),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        prompts={"query": cfg.query_instruction} if cfg.query_instruction else None,
+        prompts=prompts or None,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
-    model.save_pretrained(str(out))
+    with quiet_loading():
+        model.save_pretrained(str(out))
+    _save_settings(out, base, cfg)
     result = TrainResult(
         out_dir=out,
         global_step=int(trainer.state.global_step),
@@ -225,6 +238,41 @@ def train_embedder(
         dropped=dropped,
         resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
         config={**asdict(cfg), "base": base},
+        checkpoints=tidy_checkpoints(out, cfg.keep_checkpoints),
     )
     result.save()
     return result
+
+
+def _instructions(base: str, cfg: EmbedderTrainConfig) -> tuple[str | None, str | None]:
+    """Query and document prefixes used in training: ``cfg.query_instruction`` if given
+    (``""``: none), else what rankwise gives the base model (spec table, then the folder's
+    prompts), so training, mining and the loaded model all see the same inputs."""
+    from rankwise.models import spec_for
+    from rankwise.models.loading import resolve_model
+
+    spec = spec_for(base, "embedder")
+    resolved = resolve_model(base, kind="embedder")
+    prompts = resolved.st.prompts if resolved.st else {}
+    query = spec.query_instruction or prompts.get("query")
+    if cfg.query_instruction is not None:
+        query = cfg.query_instruction
+    document = spec.document_instruction or prompts.get("document") or prompts.get("passage")
+    return query or None, document or None
+
+
+def _save_settings(out: Path, base: str, cfg: EmbedderTrainConfig) -> None:
+    """Record the trained length, pooling and instructions so the folder loads as trained
+    (whatever its name: the spec table matches folder names, a tuned copy needs no match)."""
+    from rankwise.models.loading import read_st_layout, save_model_settings
+
+    query, document = _instructions(base, cfg)
+    layout = read_st_layout(out, model_id=str(out), kind="embedder")
+    save_model_settings(
+        out,
+        "embedder",
+        max_length=cfg.max_length,
+        pooling=layout.pooling if layout else None,
+        query_instruction=query,
+        document_instruction=document,
+    )

@@ -138,9 +138,9 @@ def mine_hard_negatives(
         doc_vecs = encode_cached(embedder, docs, "document", cache_dir, show_progress)
     queries = [ex.query for ex in examples]
     q_vecs = encode_cached(embedder, queries, "query", cache_dir, show_progress=False)
-    pos_texts = list(dict.fromkeys(t for ex in examples for t in ex.pos))
-    pos_vecs = encode_cached(embedder, pos_texts, "document", cache_dir, show_progress=False)
-    pos_index = {t: i for i, t in enumerate(pos_texts)}
+    pos_vecs, pos_index = _positive_vectors(
+        examples, docs, doc_vecs, embedder, cache_dir, show_progress
+    )
     sims, idx = exact_search(doc_vecs, q_vecs, hi)
 
     report = MiningReport(queries=len(examples), config=asdict(cfg))
@@ -178,6 +178,30 @@ def mine_hard_negatives(
     report.seconds = time.perf_counter() - t0
     log.info("mining: %s", report.to_dict())
     return out, report
+
+
+def _positive_vectors(
+    examples: Sequence[TrainExample],
+    docs: list[str],
+    doc_vecs: np.ndarray,
+    embedder: Embedder,
+    cache_dir: str | Path | None,
+    show_progress: bool,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Vectors of every positive text and ``{text: row}``. Positives that are corpus
+    documents (the usual case: qrels point into the corpus) reuse the corpus vectors;
+    only the others are embedded, with a progress bar."""
+    row = {t: i for i, t in enumerate(docs)}
+    pos_texts = list(dict.fromkeys(t for ex in examples for t in ex.pos))
+    outside = [t for t in pos_texts if t not in row]
+    if outside:
+        log.info("mining: embedding %d positives that are not in the corpus", len(outside))
+    extra = encode_cached(embedder, outside, "document", cache_dir, show_progress)
+    extra_row = {t: i for i, t in enumerate(outside)}
+    vecs = np.empty((len(pos_texts), doc_vecs.shape[1]), dtype=np.float32)
+    for i, t in enumerate(pos_texts):
+        vecs[i] = doc_vecs[row[t]] if t in row else extra[extra_row[t]]
+    return vecs, {t: i for i, t in enumerate(pos_texts)}
 
 
 def _teacher_filter(

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,8 @@ from rankwise.tune.training import (
     freeze_input_embeddings,
     group_rows,
     loss_history,
+    quiet_loading,
+    tidy_checkpoints,
     to_dataset,
 )
 
@@ -78,6 +80,7 @@ class RerankerTrainConfig:
     eval_steps: int = 0
     save_steps: int = 500
     save_total_limit: int = 2
+    keep_checkpoints: bool = False
     logging_steps: int = 10
     seed: int = 42
 
@@ -137,14 +140,20 @@ def load_cross_encoder(base: str, max_length: int):
         resolved = resolve_model(base, kind="reranker")
     except ModelLoadError:  # ... a plain encoder gets a new, random one
         resolved = resolve_model(base, kind="embedder")
-    try:
-        return CrossEncoder(
-            str(resolved.path),
-            num_labels=1,
-            max_length=max_length,
-            device="cpu",
-            local_files_only=True,
+        log.warning(
+            "'%s' has no one-logit classification head: training starts from a new, randomly "
+            "initialised one",
+            base,
         )
+    try:
+        with quiet_loading():
+            return CrossEncoder(
+                str(resolved.path),
+                num_labels=1,
+                max_length=max_length,
+                device="cpu",
+                local_files_only=True,
+            )
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"Cannot load '{base}' as a cross-encoder for training: {e}") from None
 
@@ -179,14 +188,29 @@ def _build_loss(cfg: RerankerTrainConfig, model) -> nn.Module:
     return GroupCrossEntropyLoss(model, cfg.distill_weight, cfg.teacher_temperature)
 
 
-def _dev_samples(dev: Sequence[TrainExample], judged: bool = False) -> list[dict[str, Any]]:
+#: Scores a query's candidate documents, higher = better: ``(query, docs) -> (len(docs),)``.
+FirstStage = Callable[[str, Sequence[str]], Sequence[float]]
+
+
+def _dev_samples(
+    dev: Sequence[TrainExample], judged: bool = False, first_stage: FirstStage | None = None
+) -> list[dict[str, Any]]:
     """Evaluator samples; ``judged``: the judged non-positives (grade 0 and related) are the
-    candidates beside the positives."""
+    candidates beside the positives. With ``first_stage``, each sample lists its candidates
+    as ``documents`` in the first stage's order, so the evaluator also reports that order's
+    metrics (``base_ndcg@10``: what the reranker replaces)."""
     out = []
     for ex in dev:
         negative = [*ex.neg, *ex.related] if judged else ex.neg
-        if negative:
+        if not negative:
+            continue
+        if first_stage is None:
             out.append({"query": ex.query, "positive": ex.pos, "negative": negative})
+            continue
+        docs = list(dict.fromkeys([*ex.pos, *negative]))
+        scores = np.asarray(first_stage(ex.query, docs), dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")  # ties keep the listed order
+        out.append({"query": ex.query, "positive": ex.pos, "documents": [docs[i] for i in order]})
     return out
 
 
@@ -230,6 +254,9 @@ def train_reranker(
     *,
     dev: Sequence[TrainExample] | None = None,
     judged_dev: Sequence[TrainExample] | None = None,
+    first_stage: FirstStage | None = None,
+    first_stage_name: str | None = None,
+    min_dev_queries: int = 0,
     resume_from_checkpoint: str | bool | None = None,
 ) -> TrainResult:
     """Fine-tune a cross-encoder on ``examples``; the model is saved to ``out_dir``.
@@ -242,6 +269,13 @@ def train_reranker(
         dev: held-out examples for the collapse guard and best-checkpoint selection.
         judged_dev: held-out examples as evaluation sees them (positives, judged grade-0
             ``neg`` and ``related``, no mined negatives): nDCG@10 before/after, warning on a fall.
+        first_stage: scores of the first stage the reranker follows (e.g. the embedder's
+            cosine), ``(query, docs) -> scores``: the same judged candidates in its order are
+            the baseline a reranker must beat (``dev["first_stage"]`` and
+            ``TrainResult.first_stage``; a warning when the tuned reranker does not beat it).
+            A random head starts far below any first stage, so "after > before" alone proves
+            nothing. ``first_stage_name`` names it in the result.
+        min_dev_queries: warn when fewer judged dev queries than this decide the checks.
         resume_from_checkpoint: a checkpoint folder, or True for the latest.
 
     Returns:
@@ -280,7 +314,12 @@ def train_reranker(
     result_dev: dict[str, Any] = {}
     warnings: list[str] = []
     extra: dict[str, Any] = {}
-    judged_samples = _dev_samples(judged_dev or [], judged=True)
+    judged_samples = _dev_samples(judged_dev or [], judged=True, first_stage=first_stage)
+    if judged_dev is not None and len(judged_samples) < min_dev_queries:
+        warnings.append(
+            f"only {len(judged_samples)} judged dev queries (minimum {min_dev_queries}): too few "
+            "to decide whether the reranker helps; raise the dev fraction"
+        )
     judged_eval = (
         CrossEncoderRerankingEvaluator(judged_samples, at_k=10, name="judged", write_csv=False)
         if judged_samples
@@ -335,9 +374,29 @@ def train_reranker(
                 f"dev nDCG@10 fell from {result_dev['before']['ndcg@10']:.4f} to "
                 f"{after['ndcg@10']:.4f}; the base model may be the better reranker"
             )
+    first_stage_result = None
     if judged_eval is not None:
-        before, after = result_dev["judged_before"], _pick(judged_eval(model), "judged")
+        judged_metrics = judged_eval(model)
+        before, after = result_dev["judged_before"], _pick(judged_metrics, "judged")
         result_dev["judged_after"] = after
+        if first_stage is not None:
+            base = _pick(judged_metrics, "judged_base")
+            first_stage_result = {
+                "scorer": first_stage_name or "first stage",
+                "queries": len(judged_samples),
+                **base,
+                "reranker_ndcg@10": after["ndcg@10"],
+                "delta": after["ndcg@10"] - base["ndcg@10"],
+                "beats": after["ndcg@10"] > base["ndcg@10"],
+            }
+            result_dev["first_stage"] = base
+            if not first_stage_result["beats"]:
+                warnings.append(
+                    f"on judged held-out candidates the tuned reranker scores nDCG@10 "
+                    f"{after['ndcg@10']:.4f}, the first stage's own order "
+                    f"({first_stage_result['scorer']}) {base['ndcg@10']:.4f}: reranking "
+                    "would make results worse"
+                )
         if after["ndcg@10"] < before["ndcg@10"]:
             warnings.append(
                 f"on judged held-out candidates (as evaluation sees them) nDCG@10 fell from "
@@ -346,7 +405,11 @@ def train_reranker(
             )
     for w in warnings:
         log.warning(w)
-    model.save_pretrained(str(out))
+    with quiet_loading():
+        model.save_pretrained(str(out))
+    from rankwise.models.loading import save_model_settings
+
+    save_model_settings(out, "reranker", max_length=cfg.max_length)
     result = TrainResult(
         out_dir=out,
         global_step=int(trainer.state.global_step),
@@ -358,16 +421,22 @@ def train_reranker(
         config={**asdict(cfg), "base": base},
         dev=result_dev,
         warnings=warnings,
+        checkpoints=tidy_checkpoints(
+            out, cfg.keep_checkpoints, getattr(trainer.state, "best_model_checkpoint", None)
+        ),
+        first_stage=first_stage_result,
     )
     result.save()
     return result
 
 
 def _pick(metrics: dict[str, float], prefix: str = "dev") -> dict[str, float]:
-    """``{"dev_ndcg@10": x, ...}`` → ``{"ndcg@10": x, "mrr@10": y, "map": z}``."""
+    """``{"dev_ndcg@10": x, ...}`` → ``{"ndcg@10": x, "mrr@10": y, "map": z}`` (keys that
+    start with exactly ``prefix_``)."""
     out = {}
     for k, v in metrics.items():
-        name = k.split(f"{prefix}_", 1)[-1]
-        if name in ("ndcg@10", "mrr@10", "map"):
-            out[name] = float(v)
+        if k.startswith(f"{prefix}_"):
+            name = k[len(prefix) + 1 :]
+            if name in ("ndcg@10", "mrr@10", "map"):
+                out[name] = float(v)
     return out

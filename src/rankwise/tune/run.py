@@ -25,6 +25,7 @@ from typing import Any
 
 from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import InvalidRequest
+from rankwise.evaluate.significance import describe_test
 from rankwise.tune.data import (
     TrainExample,
     from_beir,
@@ -44,9 +45,12 @@ from rankwise.tune.promote import (
 )
 from rankwise.tune.reranker import RerankerTrainConfig, train_reranker
 from rankwise.tune.score import score_examples
-from rankwise.tune.training import TrainResult
+from rankwise.tune.training import TrainResult, describe_checkpoints
 
 log = logging.getLogger(__name__)
+
+#: The one significance test of the report (the evaluation engine's, with its seed).
+SIGNIFICANCE = describe_test("randomization")
 
 #: Metrics of the before/after table.
 REPORT_METRICS = ("ndcg@10", "recall@10", "mrr@10", "recall@1")
@@ -64,6 +68,7 @@ class TuneRunConfig:
     pos_threshold: int = 1
     max_train_queries: int | None = None
     dev_fraction: float = 0.05
+    min_dev_queries: int = 30
     mining: MiningConfig = field(default_factory=MiningConfig)
     embedder: EmbedderTrainConfig = field(default_factory=EmbedderTrainConfig)
     reranker: RerankerTrainConfig = field(default_factory=RerankerTrainConfig)
@@ -113,10 +118,19 @@ def _subsample(examples: list[TrainExample], n: int | None) -> list[TrainExample
 
 def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the loop; returns the report dict (also written to ``OUT/report.{md,json}``)."""
+    from dataclasses import replace
+
+    from rankwise.config import model_or_none
     from rankwise.evaluate import evaluate
     from rankwise.evaluate.indexes import corpus_vectors, dataset_root
     from rankwise.models import Embedder, Reranker
 
+    # "none" switches the reranker (and the teacher) off, as everywhere else
+    cfg = replace(
+        cfg, reranker_base=model_or_none(cfg.reranker_base), teacher=model_or_none(cfg.teacher)
+    )
+    if cfg.reranker_base is None:
+        say("[tune] no reranker base (--reranker-base): reranker training and rerank rows skipped")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     index_dir = Path(cfg.index_dir or out / "cache")
@@ -130,8 +144,13 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     t = time.perf_counter()
     train_ds = load_beir(cfg.data, "train")
     examples = _subsample(from_beir(train_ds, threshold=cfg.pos_threshold), cfg.max_train_queries)
-    train, dev = split_by_query(examples, cfg.dev_fraction)
+    train, dev = split_by_query(examples, cfg.dev_fraction, cfg.min_dev_queries)
     judged_dev = dev  # before mining: positives among their judged documents only
+    if len(dev) < cfg.min_dev_queries:
+        say(
+            f"[tune] warning: {len(dev)} dev queries, fewer than --min-dev-queries "
+            f"{cfg.min_dev_queries}: the dev checks cannot decide much"
+        )
     write_examples(train, out / "data" / "train.jsonl")
     write_examples(dev, out / "data" / "dev.jsonl")
     say(
@@ -147,7 +166,9 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
 
     # 2. mining with the base embedder (its corpus vectors are shared with the evaluation)
     t = time.perf_counter()
-    base_emb = Embedder(cfg.base)
+    # the base runs at the length the tuned model is trained at: before/after compare equal
+    # lengths (and the tuned folder records its length, so it loads at the same one)
+    base_emb = Embedder(cfg.base, max_length=cfg.embedder.max_length)
     # the base embedder's calibrated first stage: its real candidates become negatives, and
     # it is what a tuned model must beat to be promoted
     base_searcher, base_pipeline, _ = calibrated_searcher(
@@ -191,11 +212,18 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
     if emb_result is None:
         emb_result = train_embedder(train, cfg.base, out / "embedder", cfg.embedder)
         stage("train_embedder", t)
+        say(f"[tune] embedder: {describe_checkpoints(emb_result.checkpoints)}")
     rr_result = None
     if cfg.reranker_base:
         t = time.perf_counter()
         rr_result = _reused(out / "reranker", cfg.reuse, say)
         if rr_result is None:
+            # what the reranker replaces: the tuned embedder's order of the same candidates
+            fs_emb = Embedder(str(out / "embedder"))
+
+            def first_stage(query: str, docs: Sequence[str]):
+                return fs_emb.encode_documents(list(docs)) @ fs_emb.encode_queries([query])[0]
+
             rr_result = train_reranker(
                 train,
                 cfg.reranker_base,
@@ -203,8 +231,14 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
                 cfg.reranker,
                 dev=dev,
                 judged_dev=judged_dev,
+                first_stage=first_stage,
+                first_stage_name="tuned embedder cosine",
+                min_dev_queries=cfg.min_dev_queries,
             )
             stage("train_reranker", t)
+            say(f"[tune] reranker: {describe_checkpoints(rr_result.checkpoints)}")
+        for w in rr_result.warnings:
+            say(f"[tune] warning: {w}")
 
     # 5. promotion: each tuned model must beat what it would replace on the dev queries
     t = time.perf_counter()
@@ -239,7 +273,8 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         n_rr = cfg.rerank_max_queries or cfg.max_eval_queries
         rr_source = test_pool_dataset(test_ds, n_rr) if rerank_pools == ("test",) else test_ds
         reranked = evaluate(
-            rr_source, systems="hybrid,hybrid+rerank", embedder=tuned_emb, reranker=tuned_rr,
+            rr_source, systems="hybrid,hybrid+rerank,rerank-only", embedder=tuned_emb,
+            reranker=tuned_rr,
             **{**common, "pools": rerank_pools, "max_queries": n_rr},
         )  # fmt: skip
         reranked.save(out / "eval", stem="rerank")
@@ -264,6 +299,12 @@ def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str
         "config": cfg.to_dict(),
         "wall_seconds": timings,
         "data": {"train_queries": len(train), "dev_queries": len(dev)},
+        "max_length": {
+            "embedder_before": base_emb.max_length,
+            "embedder_after": tuned_emb.max_length,
+            "reranker": tuned_rr.max_length if tuned_rr is not None else None,
+        },
+        "significance": SIGNIFICANCE,
         "mining": mining,
         "embedder_training": emb_result.to_dict(),
         "reranker_training": rr_result.to_dict() if rr_result else None,
@@ -284,6 +325,8 @@ _ROWS = (
     ("dense", "dense", "dense"),
     ("hybrid", "hybrid", "hybrid"),
     ("hybrid + rerank (tuned CE) vs tuned hybrid", "@rerank:hybrid", "@rerank:hybrid+rerank"),
+    # each query's judged documents: the tuned embedder's order vs the tuned reranker's
+    ("rerank-only (tuned CE) vs tuned dense order", "@rerank:dense", "@rerank:rerank-only"),
 )
 
 
@@ -321,6 +364,7 @@ def compare_reports(before, after, pools: Sequence[str], reranked=None) -> list[
     ``reranked`` (optional) holds ``hybrid`` and ``hybrid+rerank`` of the tuned models.
     """
     from rankwise.evaluate import randomization_test
+    from rankwise.evaluate.significance import N_RESAMPLES, SEED
 
     def find(report, system, pool):
         try:
@@ -334,8 +378,13 @@ def compare_reports(before, after, pools: Sequence[str], reranked=None) -> list[
             return find(reranked, system[8:], pool) if reranked is not None else None
         return find(default, system, pool)
 
+    def mean(metrics, m):  # None: not computed (a system that returns fewer than k results)
+        return (
+            float(metrics.values[m].mean()) if metrics is not None and m in metrics.values else None
+        )
+
     rows = []
-    for pool in pools:
+    for pool in (*pools, "judged") if reranked is not None else pools:
         for label, b_sys, a_sys in _ROWS:
             b = lookup(before, b_sys, pool)
             a = lookup(after, a_sys, pool) if a_sys else None
@@ -343,13 +392,14 @@ def compare_reports(before, after, pools: Sequence[str], reranked=None) -> list[
                 continue
             row: dict[str, Any] = {"pool": pool, "system": label}
             for m in REPORT_METRICS:
-                cell: dict[str, float | None] = {
-                    "before": float(b.values[m].mean()) if b is not None else None,
-                    "after": float(a.values[m].mean()) if a is not None else None,
-                }
-                if a is not None and b is not None:
+                cell: dict[str, float | None] = {"before": mean(b, m), "after": mean(a, m)}
+                if cell["before"] is not None and cell["after"] is not None:
                     cell["delta"] = cell["after"] - cell["before"]
-                    cell["p"] = randomization_test(a.values[m], b.values[m], n_resamples=2000)
+                    # the evaluation engine's test, resamples and seed: the same comparison
+                    # gets the same p-value here and in eval/*.md
+                    cell["p"] = randomization_test(
+                        a.values[m], b.values[m], n_resamples=N_RESAMPLES, seed=SEED
+                    )
                 row[m] = cell
             rows.append(row)
     return rows
@@ -372,8 +422,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         ),
         "- wall times (s): " + ", ".join(f"{k} {v}" for k, v in report["wall_seconds"].items()),
         "",
-        "Before = base models, after = tuned models. For the rerank row, before = tuned "
-        "hybrid without rerank. p = paired randomisation test (2000 resamples).",
+        "Before = base models, after = tuned models, at the lengths "
+        + _lengths(report.get("max_length"))
+        + ". For the hybrid + rerank row, before = tuned hybrid without rerank; for the "
+        "rerank-only row (pool judged: each test query's judged documents), before = the "
+        "tuned embedder's order of the same documents. p = "
+        + report.get("significance", "paired randomisation test")
+        + "; – = not comparable (a system that returns fewer than k results).",
         "",
         "| pool | system | "
         + " | ".join(f"{m} before → after (Δ, p)" for m in REPORT_METRICS)
@@ -435,9 +490,28 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"settings: {json.dumps(cfg_items)}")
             if res.get("dev"):
                 lines.append(f"dev (before → after): {json.dumps(res['dev'])}")
+            fs = res.get("first_stage")
+            if fs:
+                lines.append(
+                    f"judged dev check vs the first stage ({fs['scorer']}, {fs['queries']} "
+                    f"queries): nDCG@10 first stage {fs['ndcg@10']:.4f}, tuned reranker "
+                    f"{fs['reranker_ndcg@10']:.4f} ({fs['delta']:+.4f})"
+                )
+            ck = res.get("checkpoints")
+            if ck:
+                lines.append(f"checkpoints: {describe_checkpoints(ck)}")
             for w in res.get("warnings") or []:
                 lines.append(f"WARNING: {w}")
     return "\n".join(lines) + "\n"
+
+
+def _lengths(lengths: dict[str, Any] | None) -> str:
+    if not lengths:
+        return "not recorded"
+    out = f"embedder {lengths['embedder_before']} → {lengths['embedder_after']} tokens"
+    if lengths.get("reranker"):
+        out += f", reranker {lengths['reranker']} tokens per pair"
+    return out
 
 
 def _secs(x: float | None) -> str:

@@ -3,9 +3,12 @@ fixed-width rows, the result record, and reading the trainer's loss history."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import random
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,12 @@ class TrainResult:
     """What a training run produced.
 
     ``losses`` is ``[(global_step, training loss)]`` as logged every ``logging_steps``;
-    ``dev`` holds the dev metrics before and after training when a dev set was given.
+    ``dev`` holds the dev metrics before and after training when a dev set was given;
+    ``checkpoints`` says where the intermediate checkpoints were, how big, and whether they
+    were kept (:func:`tidy_checkpoints`); ``first_stage`` (rerankers with a judged dev set
+    and a first-stage scorer) compares the tuned reranker with the first-stage order of the
+    same judged candidates: ``{"scorer", "queries", "ndcg@10", "mrr@10", "map",
+    "reranker_ndcg@10", "delta", "beats"}`` (what a promotion gate reads).
     """
 
     out_dir: Path
@@ -32,6 +40,8 @@ class TrainResult:
     dev: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    checkpoints: dict[str, Any] = field(default_factory=dict)
+    first_stage: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,7 +151,70 @@ def common_args(
         seed=seed,
         report_to="none",
         dataloader_drop_last=False,
+        dataloader_pin_memory=False,  # pinning is for GPUs; on a CPU torch only warns about it
         disable_tqdm=False,
+    )
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers' and sentence-transformers' load/save chatter (a coloured
+    "LOAD REPORT" table of newly initialised head weights, "Converting ... to CrossEncoder",
+    weight loading/writing progress bars) while a model loads or is saved; rankwise says
+    the one fact that matters itself."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    st_logger = logging.getLogger("sentence_transformers")
+    st_level = st_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    st_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+        st_logger.setLevel(st_level)
+
+
+def folder_bytes(path: Path) -> int:
+    """Total size of the files under ``path`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def tidy_checkpoints(out_dir: Path, keep: bool, best: str | None = None) -> dict[str, Any]:
+    """Remove ``out_dir/checkpoints`` after a finished training unless ``keep``.
+
+    The final model is saved in ``out_dir`` itself; with best-checkpoint selection the
+    trainer has loaded the best checkpoint before that save, so the final model *is* the
+    best one and the intermediate checkpoints (optimizer state included: ~250 MB each for
+    MiniLM) are only needed to resume an interrupted run. Returns ``{"path", "count",
+    "bytes", "kept", "best"}``.
+    """
+    folder = out_dir / "checkpoints"
+    found = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.exists() else []
+    info = {"path": str(folder), "count": len(found), "bytes": folder_bytes(folder), "kept": keep}
+    if best:
+        info["best"] = best
+    if not keep and folder.exists():
+        shutil.rmtree(folder)
+    return info
+
+
+def describe_checkpoints(info: dict[str, Any]) -> str:
+    """One line for the log: what happened to the intermediate checkpoints."""
+    if not info or not info.get("count"):
+        return "no intermediate checkpoints were written"
+    size = f"{info['bytes'] / 1e6:.0f} MB"
+    what = f"{info['count']} intermediate checkpoint" + ("s" if info["count"] != 1 else "")
+    if info.get("kept"):
+        return f"{what} kept in {info['path']} ({size})"
+    return (
+        f"removed {what} ({size}) from {info['path']}; "
+        "the final model (the best one when dev evaluation picks it) is kept"
     )
 
 
