@@ -62,6 +62,18 @@ class IngestReport:
         }
 
 
+def stamped_embedder(uri: str) -> str | None:
+    """The embedder reference an index directory was built with (its stamp), or ``None``
+    (no stamp, unreadable, or not a directory). ``rankwise search`` uses it when no embedder
+    is given, so an index built with ``--embedder http://host/v1#name`` searches with that."""
+    path = Path(uri) / "rankwise-embedder.json"
+    try:
+        model = json.loads(path.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) and model else None
+
+
 class Catalog:
     """A store and its embedder. ``Catalog.open("./index", embedder)`` to start."""
 
