@@ -338,3 +338,30 @@ def test_reference_errors_name_the_fix():
         Embedder("http://127.0.0.1:9/v1#m", backend="onnx")
     with pytest.raises(ConfigError, match=r"must not carry credentials"):
         Embedder("http://user:pw@127.0.0.1:9/v1#m")
+
+
+def test_rankwise_serve_runs_remote_models_unchanged(rw, tiny_embedder_dir):
+    """A rankwise server whose own models are remote (a gateway in front of a GPU box):
+    its OpenAI and Cohere endpoints give what the upstream gives."""
+    import httpx
+    from server_helpers import running_server, settings
+
+    from rankwise.server import Components
+
+    emb = Embedder(f"{rw}/v1#tiny", api_key=KEY)
+    rr = Reranker(f"{rw}/v1/rerank#ce", api_key=KEY)
+    with running_server(settings(), Components(embedder=emb, reranker=rr)) as srv:
+        got = httpx.post(f"{srv.url}/v1/embeddings", json={"input": TEXTS[:3]}, timeout=60).json()
+        ranked = httpx.post(
+            f"{srv.url}/v1/rerank",
+            json={"query": "q", "documents": TEXTS, "raw_scores": True},
+            timeout=60,
+        ).json()
+    vecs = np.array([d["embedding"] for d in got["data"]], dtype=np.float32)
+    np.testing.assert_allclose(
+        vecs, Embedder(str(tiny_embedder_dir)).encode_documents(TEXTS[:3]), atol=1e-5
+    )
+    by_index = {r["index"]: r["relevance_score"] for r in ranked["results"]}
+    np.testing.assert_allclose(
+        [by_index[i] for i in range(len(TEXTS))], rr.score("q", TEXTS), atol=1e-6
+    )

@@ -127,9 +127,6 @@ class RemoteReranker:
         max_retries: int = 5,
         score_cache_size: int = 100_000,
         max_length: int = 512,
-        query_max_share: float = 0.5,
-        batch_size: int | None = None,
-        token_cache_size: int | None = None,
         **local_options: Any,
     ):
         target = RemoteRef.parse(url, "reranker")
@@ -140,7 +137,7 @@ class RemoteReranker:
             raise ConfigError(f"unknown rerank api {api!r}; use one of {', '.join(RERANK_APIS)}")
         self.api = RERANK_APIS[self.api_name]
         self.max_documents = max_documents or self.api.max_documents
-        self.max_length, self.query_max_share = max_length, query_max_share
+        self.max_length = max_length
         self.max_retries = max_retries
         self._api_key = secret(api_key)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
