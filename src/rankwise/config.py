@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rankwise.errors import ConfigError
@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     device: str | None = None
     backend: Literal["torch", "onnx"] = "torch"
     quantize: Literal["int8", "int8-full"] | None = None
+    # remote models (an embedder/reranker given as an http(s) URL; see models/remote.py)
+    embedder_api_key: SecretStr | None = None
+    reranker_api_key: SecretStr | None = None
+    remote_timeout: float = Field(60.0, gt=0)  # seconds per request
+    remote_concurrency: int = Field(4, ge=1)  # requests in flight per remote model
+    remote_max_retries: int = Field(5, ge=0)  # on connection errors, 408/409/429/5xx
     # store
     index: str = "./index"
     # search

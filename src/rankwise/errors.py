@@ -30,6 +30,19 @@ class ModelLoadError(RankwiseError):
     error_type = "model_unavailable"
 
 
+class RemoteModelError(RankwiseError):
+    """A remote model service (``--embedder http://...``) failed or answered wrongly. The
+    message names the URL, the HTTP status (or the connection failure) and a fix. HTTP 502:
+    the upstream is at fault, not the client of rankwise."""
+
+    http_status = 502
+    error_type = "remote_model_error"
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the upstream's HTTP status; None for connection failures
+
+
 class DataError(RankwiseError):
     """Bad input data: a catalog line, an evaluation set, a training file."""
 

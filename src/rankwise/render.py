@@ -63,24 +63,50 @@ def rerank_table(query: str, rows: Sequence[dict[str, Any]]) -> Table:
 
 
 def side_by_side(
-    query: str, first: SearchResponse, second: SearchResponse | None, unavailable: str | None
+    query: str,
+    first: SearchResponse | Sequence[tuple[str, SearchResponse]],
+    second: SearchResponse | None,
+    unavailable: str | None,
 ) -> Table:
-    """Demo view: first-stage results beside reranked results for one query."""
-    t = Table(title=f"query: {query}", title_justify="left", show_lines=False)
+    """Demo view: first-stage results (one column per ``(label, response)``, or one response)
+    beside reranked results for one query; ``unavailable`` fills the rerank column when
+    there is no reranker."""
+    columns = (
+        [(f"first stage ({first.mode})", first)]
+        if isinstance(first, SearchResponse)
+        else list(first)
+    )
+    rerank_column = second is not None or len(columns) == 1
+    t = Table(
+        title=f"query: {query}",
+        title_justify="left",
+        show_lines=False,
+        caption=None if rerank_column else f"reranked (cross-encoder): {unavailable or '-'}",
+        caption_justify="left",
+    )
     t.add_column("#", justify="right")
-    t.add_column(f"first stage ({first.mode})", overflow="fold")
-    t.add_column("score", justify="right")
-    t.add_column("reranked (cross-encoder)", overflow="fold")
-    t.add_column("relevance", justify="right")
-    n = len(first.results)
+    for label, _ in columns:
+        t.add_column(label, overflow="fold")
+        t.add_column("score", justify="right")
+    if rerank_column:
+        t.add_column("reranked (cross-encoder)", overflow="fold")
+        t.add_column("relevance", justify="right")
+    n = max(len(r.results) for _, r in columns)
     for i in range(n):
-        a = first.results[i]
-        if second is not None and i < len(second.results):
+        cells = [str(i + 1)]
+        for _, resp in columns:
+            a = resp.results[i] if i < len(resp.results) else None
+            cells += (
+                ["", ""] if a is None else [str(a.record.get("title", "")), _fmt(a.recall_score, 4)]
+            )
+        if not rerank_column:
+            pass
+        elif second is not None and i < len(second.results):
             b = second.results[i]
-            right, rel = str(b.record.get("title", "")), _fmt(b.relevance)
+            cells += [str(b.record.get("title", "")), _fmt(b.relevance)]
         else:
-            right, rel = (unavailable or "-") if i == 0 else "", ""
-        t.add_row(str(i + 1), str(a.record.get("title", "")), _fmt(a.recall_score, 4), right, rel)
+            cells += [(unavailable or "-") if i == 0 else "", ""]
+        t.add_row(*cells)
     return t
 
 

