@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from rankwise.errors import Overloaded, RankwiseError, Unauthorized
 
@@ -185,14 +185,19 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method any route serves at this path (Starlette's own 405 names only the
-    first partially matching route's, e.g. ``PUT`` where PUT and DELETE are served)."""
+    """Every method the OpenAPI document lists for this path (Starlette's own 405 names
+    only the first partially matching route's, e.g. ``PUT`` where PUT and DELETE are
+    served). Read from the schema, the contract clients and checkers go by."""
+    path = request.url.path
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match == Match.PARTIAL:
-            methods |= set(getattr(route, "methods", None) or ())
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in ops if m in _HTTP_METHODS}
     return ", ".join(sorted(methods))
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:

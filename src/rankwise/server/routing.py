@@ -13,10 +13,11 @@ Python's ``json.loads`` accepts things that must never reach the models or the s
 - NUL characters (``"\\u0000"``): they truncate strings in C libraries and filter
   expressions → 422 naming the field.
 
-The last two are checked on every string of the parsed body (keys included), so every
-endpoint and every field (documents, query, filter values, product fields, embeddings
-input) gets the same answer from one place. The request schemas state the NUL rule as a
-``pattern`` (see ``schemas.Text``) so the OpenAPI document agrees with the server.
+Lone surrogates are checked here on every string of the parsed body (keys included), so
+every endpoint and field gets the same answer from one place. NUL is checked by the
+request models' ``Text`` type (``schemas``), which also states it as a ``pattern`` in the
+OpenAPI document, and by :func:`check_strings` with ``nul=True`` for free-form values
+(filters); unknown fields, which are ignored, may hold anything else.
 :class:`StrictJSONRoute` is FastAPI's documented extension point (a custom ``Request`` +
 ``APIRoute`` class).
 """
@@ -51,8 +52,8 @@ def _path(parts: list[str | int]) -> str:
     return out or "body"
 
 
-def _text_problem(s: str) -> str | None:
-    if "\x00" in s:
+def _text_problem(s: str, nul: bool) -> str | None:
+    if nul and "\x00" in s:
         return "contains a NUL character (\\u0000)"
     try:
         s.encode("utf-8")
@@ -61,20 +62,20 @@ def _text_problem(s: str) -> str | None:
     return None
 
 
-def check_strings(value: Any, parts: list[str | int] | None = None) -> None:
-    """Raise :class:`InvalidText` naming the first string (value or key) that has a NUL
-    or a lone surrogate. Iterative so that deeply nested bodies cannot hit the recursion
+def check_strings(value: Any, parts: list[str | int] | None = None, nul: bool = False) -> None:
+    """Raise :class:`InvalidText` naming the first string (value or key) that has a lone
+    surrogate (or a NUL, with ``nul=True``). Iterative so that deeply nested bodies cannot hit the recursion
     limit (json.loads already bounds the depth it parses)."""
     stack: list[tuple[Any, list[str | int]]] = [(value, parts or [])]
     while stack:
         v, where = stack.pop()
         if isinstance(v, str):
-            problem = _text_problem(v)
+            problem = _text_problem(v, nul)
             if problem:
                 raise InvalidText(f"{_path(where)}: {problem}; send valid Unicode text")
         elif isinstance(v, dict):
             for k, item in v.items():
-                problem = _text_problem(k)
+                problem = _text_problem(k, nul)
                 if problem:
                     raise InvalidText(f"{_path(where)}: a key {problem}; send valid Unicode text")
                 stack.append((item, [*where, k]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,17 +35,52 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 
-#: Any text: no NUL character (lone surrogates are refused before parsing, and cannot be
-#: written in UTF-8 JSON at all). The check itself runs on the raw body in ``routing``.
-Text = Annotated[str, WithJsonSchema({"type": "string", "pattern": "^[^\\x00]*$"})]
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("contains a NUL character (\\u0000); send text without it")
+    return v
+
+
+#: Any text without a NUL character (lone surrogates are refused for the whole body before
+#: parsing, in ``routing``: they cannot be written in UTF-8 JSON at all).
+Text = Annotated[
+    str, AfterValidator(_no_nul), WithJsonSchema({"type": "string", "pattern": "^[^\\x00]*$"})
+]
 
 #: A text with at least one non-space character (and no NUL).
 NonBlank = Annotated[
     str,
     StringConstraints(min_length=1, pattern=r"\S"),
+    AfterValidator(_no_nul),
     WithJsonSchema(
         {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$"}
     ),
+]
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema's ``integer`` includes 2.0: accept integral floats as ints."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+#: A JSON integer (2 or 2.0; never "2" or true: the request models are strict).
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+#: A JSON integer ≥ 1 (constraints inside the type: on a union they reach the schema
+#: as "ge" instead of "minimum").
+PositiveInt = Annotated[
+    int,
+    BeforeValidator(_integral),
+    Field(ge=1),
+    WithJsonSchema({"type": "integer", "minimum": 1}),
+]
+Upto10k = Annotated[
+    int,
+    BeforeValidator(_integral),
+    Field(ge=1, le=10_000),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 10_000}),
 ]
 
 
@@ -64,7 +100,10 @@ Scalar = Annotated[Text | StrictInt | float | bool | None, BeforeValidator(_scal
 class _Request(BaseModel):
     # python-re: the same regex dialect as the schema's consumers (``\s`` means what
     # Python's str.isspace means), so the documented pattern and the check agree.
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, regex_engine="python-re")
+    # strict: JSON's types as they are (0 is not false, false is not 0.0), as the schema says
+    model_config = ConfigDict(
+        extra="ignore", allow_inf_nan=False, regex_engine="python-re", strict=True
+    )
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -76,8 +115,8 @@ class EmbeddingRequest(_Request):
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: little-endian float32 bytes, as OpenAI sends them."
     )
-    dimensions: int | None = Field(
-        None, ge=1, description="Keep the first N dimensions and re-normalise (Matryoshka)."
+    dimensions: PositiveInt | None = Field(
+        None, description="Keep the first N dimensions and re-normalise (Matryoshka)."
     )
     user: Text | None = None
     input_type: Literal["query", "document"] = Field(
@@ -111,7 +150,7 @@ class EmbeddingResponse(BaseModel):
 class RerankDocument(BaseModel):
     """A document object (Cohere v1 / Jina): a 'text' and any other scalar fields."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
     text: Text
     __pydantic_extra__: dict[str, Scalar]
 
@@ -125,7 +164,7 @@ class RerankRequest(_Request):
         min_length=1,
         description="Texts, or objects with a 'text' field (and the fields named in rank_fields).",
     )
-    top_n: int | None = Field(None, ge=1, description="Return only the N best (default: all).")
+    top_n: PositiveInt | None = Field(None, description="Return only the N best (default: all).")
     return_documents: bool = Field(False, description="Include each document in its result.")
     rank_fields: list[Text] | None = Field(
         None,
@@ -138,8 +177,8 @@ class RerankRequest(_Request):
     truncate: bool | None = Field(
         None, description="Truncate pairs over the model's max tokens (default: server setting)."
     )
-    max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="Cohere v2 field: accepted; the model's max length applies."
+    max_tokens_per_doc: PositiveInt | None = Field(
+        None, description="Cohere v2 field: accepted; the model's max length applies."
     )
 
 
@@ -181,7 +220,12 @@ class WeaviateRerankRequest(_Request):
     """What Weaviate's ``reranker-transformers`` module POSTs to its inference container."""
 
     model_config = ConfigDict(
-        json_schema_extra={"anyOf": [{"required": ["documents"]}, {"required": ["property"]}]}
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["documents"], "properties": {"documents": {"type": "array"}}},
+                {"required": ["property"], "properties": {"property": {"type": "string"}}},
+            ]
+        }
     )
     query: NonBlank
     documents: list[Text] | None = None
@@ -209,8 +253,8 @@ class WeaviateRerankResponse(BaseModel):
 # ----------------------------------------------------------------------------- search
 class SearchRequest(_Request):
     query: NonBlank
-    top_k: int | None = Field(None, ge=1, le=10_000, description="Recall candidates.")
-    top_n: int | None = Field(None, ge=1, le=10_000, description="Results returned.")
+    top_k: Upto10k | None = Field(None, description="Recall candidates.")
+    top_n: Upto10k | None = Field(None, description="Results returned.")
     mode: Literal["dense", "lexical", "hybrid"] | None = None
     filters: dict[Text, Any] | list[Text] | Text | None = Field(
         None,
@@ -245,7 +289,9 @@ class Product(BaseModel):
     boolean or null). Nested objects and lists are refused (422 naming the field): the
     store keeps scalar columns only, and dropping or nulling a value silently is worse."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False, regex_engine="python-re")
+    model_config = ConfigDict(
+        extra="allow", allow_inf_nan=False, regex_engine="python-re", strict=True
+    )
     id: NonBlank | StrictInt
     title: NonBlank
     text: Text | None = None

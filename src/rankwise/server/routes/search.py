@@ -18,7 +18,7 @@ from rankwise.errors import PayloadTooLarge
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES
 from rankwise.server.routes.common import CACHE_HEADER, JSON, dumps, get_state
-from rankwise.server.routing import StrictJSONRoute
+from rankwise.server.routing import StrictJSONRoute, check_strings
 from rankwise.server.schemas import (
     ProductsChanged,
     ProductsDelete,
@@ -48,6 +48,7 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
     stage, ``rerank_score`` (raw logit) and ``relevance`` (0..1) from the cross-encoder.
     ``reranked`` says whether the cross-encoder ran; ``skipped_reason`` says why not."""
     searcher = state.require_searcher()
+    check_strings(req.filters, ["filters"], nul=True)  # free-form: checked here
     top_k = req.top_k or searcher.top_k
     if req.rerank and top_k > state.settings.max_documents:
         raise PayloadTooLarge(
