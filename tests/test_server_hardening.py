@@ -40,7 +40,13 @@ def server(models, tmp_path_factory):
     emb, rr = models
     catalog = Catalog.open(str(tmp_path_factory.mktemp("hard") / "index"), emb)
     catalog.add(PRODUCTS)
-    s = settings(api_keys=KEY, weaviate_auth=False, body_timeout=1.0, max_request_tokens=4000)
+    s = settings(
+        api_keys=KEY,
+        weaviate_auth=False,
+        body_timeout=1.0,
+        header_timeout=1.0,
+        max_request_tokens=4000,
+    )
     comps = Components(embedder=emb, reranker=rr, catalog=catalog, cache=MemoryCache())
     with running_server(s, comps) as srv:
         yield srv
@@ -296,6 +302,21 @@ def test_a_stalled_body_is_timed_out(server):
         waited = time.monotonic() - start
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert waited < 5
+
+
+def test_partial_headers_are_timed_out_and_the_connection_closed(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Ty")  # never finished
+        start = time.monotonic()
+        reply = sock.recv(65536)  # b"" once the server closes
+        waited = time.monotonic() - start
+    assert reply == b"" and waited < 5, (reply[:200], waited)
+    # a normal keep-alive client is unaffected by the timer
+    with httpx.Client(base_url=server.url, headers=AUTH) as c:
+        for _ in range(3):
+            assert c.post("/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 200
+            time.sleep(0.6)
 
 
 def test_405_allow_header_lists_every_method(http):

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(524_288, ge=1)  # cost of one request in tokens (more → 413)
     max_queue_tokens: int = Field(2_097_152, ge=1)  # tokens waiting per model (more → 429)
     body_timeout: float = Field(30.0, gt=0)  # seconds between body chunks (slower → 408)
+    header_timeout: float = Field(10.0, gt=0)  # seconds to send request headers (then closed)
     weaviate_auth: bool = True  # /weaviate/* need an API key when api_keys are set
 
     @field_validator("api_keys", mode="before")
