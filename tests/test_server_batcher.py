@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from rankwise.errors import NotReady, Overloaded
+from rankwise.errors import NotReady, Overloaded, PayloadTooLarge
 from rankwise.server.batcher import Batcher
 
 
@@ -68,16 +68,74 @@ def test_concurrent_jobs_form_batches_and_get_their_own_rows():
     assert max(len(c) for c in rec.calls) > 4
 
 
-def test_token_budget_caps_a_group_but_a_big_job_still_runs():
+def test_token_budget_caps_every_model_call_and_big_jobs_are_split():
     rec = Recorder(delay=0.01)
     b = Batcher("t", rec, max_tokens=4, max_wait_ms=20).start()
     try:
-        results = _submit_all(b, [["a", "b", "c"] for _ in range(6)] + [["z"] * 10])
+        jobs = [["a", "b", "c"] for _ in range(6)] + [[f"z{i}" for i in range(10)]]
+        results = _submit_all(b, jobs)
     finally:
         b.stop()
-    assert all(isinstance(r, np.ndarray) for r in results)
-    # 3 + 3 > 4: no call mixes two 3-item jobs; the 10-item job ran alone
-    assert all(len(c) in (3, 10) for c in rec.calls)
+    for job, res in zip(jobs, results, strict=True):
+        assert np.array_equal(res, [len(t) for t in job])  # rows reassembled in order
+    assert all(len(c) <= 4 for c in rec.calls)  # one token per item here
+    assert sum(len(c) for c in rec.calls) == 28  # nothing computed twice
+
+
+def test_small_job_waits_about_one_batch_not_the_whole_big_job():
+    """A 200-item job runs as 50 batches of 4; a 2-item job sent while it runs is in the
+    next batch or the one after, not after all 200 items (FIFO grouping did that)."""
+    rec = Recorder(delay=0.01)
+    b = Batcher("t", rec, max_tokens=4, max_wait_ms=0).start()
+    try:
+        big = b.submit([f"big{i}" for i in range(200)], 200)
+        while len(rec.calls) < 3:
+            time.sleep(0.005)
+        calls_before = len(rec.calls)
+        small = b.run_sync(["s1", "s2"], 2)
+        calls_until_small = next(i for i, c in enumerate(rec.calls) if "s1" in c) + 1
+        assert big.result(10).shape == (200,)
+    finally:
+        b.stop()
+    assert np.array_equal(small, [2, 2])
+    assert calls_until_small - calls_before <= 2, (calls_before, calls_until_small)
+    mixed = next(c for c in rec.calls if "s1" in c)
+    assert any(t.startswith("big") for t in mixed)  # the big job kept its share
+
+
+def test_request_over_the_cost_limit_is_413_before_queueing():
+    rec = Recorder()
+    b = Batcher("t", rec, max_request_tokens=100).start()
+    try:
+        with pytest.raises(PayloadTooLarge, match="100"):
+            b.submit(["a", "b"], [60, 50])
+        assert b.depth == 0 and not rec.calls
+        assert np.array_equal(b.run_sync(["ok"], 100), [2])
+    finally:
+        b.stop()
+
+
+def test_queue_token_limit_and_retry_after_from_the_measured_drain_rate():
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return np.zeros(len(items), dtype=np.float32)
+
+    b = Batcher("t", slow, max_tokens=1000, max_queue_tokens=1000, max_wait_ms=0).start()
+    try:
+        b._rate = 100.0  # as if measured: 100 tokens/s
+        first = b.submit(["a"] * 10, [90] * 10)  # 900 tokens admitted
+        with pytest.raises(Overloaded) as err:
+            b.submit(["b"] * 2, [100, 100])
+        assert err.value.retry_after == 9  # 900 queued tokens / 100 tokens per second
+        gate.set()
+        assert first.result(5).shape == (10,)
+        assert b.queued_tokens == 0 and b.depth == 0
+        assert b.drain_rate is not None and b.drain_rate > 0
+    finally:
+        gate.set()
+        b.stop()
 
 
 def test_a_failing_job_fails_alone():

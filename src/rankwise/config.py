@@ -72,7 +72,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1)  # requests waiting per model (more → 429)
     batching: bool = True  # cross-request batching (False: one request per model call)
     batch_wait_ms: float = Field(5.0, ge=0.0)  # wait for more requests once one is queued
-    batch_tokens: int = Field(32_768, ge=1)  # token budget of one cross-request batch
+    batch_tokens: int = Field(32_768, ge=1)  # token budget of one model call (big requests split)
+    max_request_tokens: int = Field(524_288, ge=1)  # cost of one request in tokens (more → 413)
+    max_queue_tokens: int = Field(2_097_152, ge=1)  # tokens waiting per model (more → 429)
+    body_timeout: float = Field(30.0, gt=0)  # seconds between body chunks (slower → 408)
+    header_timeout: float = Field(10.0, gt=0)  # seconds to send request headers (then closed)
+    weaviate_auth: bool = True  # /weaviate/* need an API key when api_keys are set
     # workbench page (`rankwise serve --judgments FILE --compare-reranker MODEL`)
     judgments: str | None = None  # BEIR qrels TSV that POST /v1/judgments appends to
     compare_reranker: str | None = None  # second cross-encoder for the compare view

@@ -29,20 +29,23 @@ Existing clients work unchanged::
     cohere.ClientV2(api_key=KEY, base_url="http://host:8080").rerank(model="m", query=q, documents=docs)
 
 Weaviate: set ``RERANKER_INFERENCE_API=http://host:8080/weaviate`` (the module calls
-``/rerank``, ``/.well-known/ready`` and ``/meta`` under that prefix; it sends no API key).
+``/rerank``, ``/.well-known/ready`` and ``/meta`` under that prefix; it sends no API key,
+so with ``api_keys`` set, open those routes with ``weaviate_auth=false``).
 
 Settings (``rankwise.toml`` keys or ``RANKWISE_*`` environment variables, see
 :class:`rankwise.config.Settings`): ``host``, ``port``, ``api_keys`` ("k1,k2"; empty = no
 auth), ``cache_url`` (``memory`` default, ``redis://host:6379/0``, ``off``), ``cache_ttl``,
 ``cache_size``, ``max_documents`` (per rerank call), ``max_inputs`` (per embeddings call),
 ``max_chars`` (per text), ``max_payload_bytes``, ``truncate`` (False: inputs over the
-model's max tokens are a 413), ``max_queue`` (429 beyond), ``batching``, ``batch_wait_ms``,
-``batch_tokens``, ``judgments`` (qrels TSV the workbench appends to), ``compare_reranker``
-(a second cross-encoder for the compare view, loaded on first use).
+model's max tokens are a 413), ``max_queue`` and ``max_queue_tokens`` (429 beyond),
+``max_request_tokens`` (413 beyond), ``batching``, ``batch_wait_ms``, ``batch_tokens``,
+``body_timeout`` (408), ``weaviate_auth``, ``judgments`` (qrels TSV the workbench appends
+to), ``compare_reranker`` (a second cross-encoder for the compare view, loaded on first use).
 
-Errors are ``{"error": str, "error_type": str}``: 400 invalid JSON (NaN/Infinity
-included), 401 API key, 413 too many / too long inputs or body, 422 invalid fields,
-429 queue full (with ``Retry-After``), 501 feature not configured, 503 models not ready.
+Errors are in each API's shape (``server/errors.py``): 400 invalid JSON (not UTF-8,
+NaN/Infinity), 401 API key, 408 stalled body, 413 too many / too long / too costly inputs
+or body, 422 invalid fields (lone surrogates and NUL included), 429 queue full (with
+``Retry-After``), 501 feature not configured, 503 models not ready.
 """
 
 from rankwise.server.app import create_app

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rankwise import __version__
 from rankwise.config import Settings, load_settings
-from rankwise.server.errors import install_error_handlers
+from rankwise.server.auth import require_api_key
+from rankwise.server.errors import error_body, install_error_handlers
 from rankwise.server.metrics import Metrics
 from rankwise.server.routes import models, ops, search, workbench
 from rankwise.server.routes.common import dumps
@@ -34,17 +36,14 @@ class BodyLimitMiddleware:
 
     DRAIN_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout: float | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
-    async def _reject(self, send: Send) -> None:
-        body = dumps(
-            {
-                "error": f"request body is larger than the limit of {self.max_bytes:,} bytes",
-                "error_type": "payload_too_large",
-            }
-        )
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"request body is larger than the limit of {self.max_bytes:,} bytes"
+        body = dumps(error_body(scope["path"], 413, message, "payload_too_large"))
         await send(
             {
                 "type": "http.response.start",
@@ -66,14 +65,21 @@ class BodyLimitMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             if int(length) <= self.DRAIN_BYTES:
                 await _drain(receive, self.DRAIN_BYTES)
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         received = 0
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body only a disconnect can come: no timeout
+                return await receive()
+            try:  # a client that stops sending its body must not hold a connection forever
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                raise _SlowBody(self.body_timeout) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -91,7 +97,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, track_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
 
 async def _drain(receive: Receive, budget: int) -> None:
@@ -112,6 +118,17 @@ class _TooLarge(HTTPException):
 
     def __init__(self) -> None:
         super().__init__(413, "request body too large")
+
+
+class _SlowBody(HTTPException):
+    """408 when no body bytes arrived for ``body_timeout`` seconds; the connection closes."""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__(
+            408,
+            f"the request body stalled: nothing received for {seconds:g}s (body_timeout)",
+            headers={"Connection": "close"},
+        )
 
 
 class MetricsMiddleware:
@@ -186,10 +203,16 @@ def create_app(
     app.state.rankwise = state
     install_error_handlers(app)
     app.include_router(models.router)
-    app.include_router(models.weaviate)
+    # Weaviate's module sends no API key: its routes have their own switch (weaviate_auth)
+    weaviate_deps = [Depends(require_api_key)] if settings.weaviate_auth else []
+    app.include_router(models.weaviate, dependencies=weaviate_deps)
     app.include_router(search.router)
     app.include_router(ops.router)
     workbench.install(app)  # the page at /, /v1/judgments, /v1/compare
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_payload_bytes,
+        body_timeout=settings.body_timeout,
+    )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

@@ -1,20 +1,31 @@
-"""Cross-request batching: one queue and one worker thread per model.
+"""Cross-request batching with fair scheduling by cost: one worker thread per model.
 
-Concurrent HTTP requests each submit a *job* (a list of items: texts to embed or
-(query, document) pairs to score, with their token counts). The worker takes the oldest
-job, then keeps adding queued jobs while the group's tokens stay under ``max_tokens``,
-waiting at most ``max_wait_ms`` for more to arrive; it then calls the model **once** for
-the whole group and hands each caller its own slice of the output.
+Each HTTP request submits a *job*: a list of items (texts to embed, (query, document)
+pairs to score) with the token count of each item, its **cost**. Admission happens in
+:meth:`Batcher.submit`, on the caller's thread, before anything is queued:
 
-Padding: the model sorts the group's items by length and cuts its own padded-token
-batches (``models/``), so the padded cost of a group is close to the sum of its items'
-token counts: that sum is what ``max_tokens`` bounds. Length sorting therefore happens
-across requests, which is where batching saves most on CPU (less padding per forward).
+- a job costing more than ``max_request_tokens`` is refused at once
+  (:class:`~rankwise.errors.PayloadTooLarge`, 413 naming the limit);
+- a job that would take the queue over ``max_queue`` jobs or ``max_queue_tokens`` tokens
+  is refused at once (:class:`~rankwise.errors.Overloaded`, 429) with ``retry_after`` =
+  the queued tokens divided by the **measured drain rate** (tokens per second the model
+  actually processed, an exponentially weighted mean over recent model calls).
 
-A full queue raises :class:`~rankwise.errors.Overloaded` (HTTP 429 with Retry-After).
+The worker builds each model call (a *batch*) of at most ``max_tokens`` tokens from all
+admitted jobs, **round-robin**: every active job first gets an equal share of the budget
+(in arrival order; a job smaller than its share goes in whole), and budget left over goes
+to the jobs still holding items, oldest first. A large job is therefore split across
+many batches and interleaved with whatever arrives meanwhile: a small request waits for
+the batch in progress plus about one batch, never for the whole large request (plain
+FIFO grouping made a 2-document rerank wait 438 s behind a 1,000-document one).
+
+Padding: the model sorts a batch's items by length and cuts its own padded-token
+sub-batches (``models/``), so a batch's padded cost is close to the sum of its items'
+tokens: that sum is what ``max_tokens`` bounds.
+
 A model call that fails is retried one job at a time, so only the job that breaks it
-fails; the worker itself never dies. ``enabled=False`` runs one job per model call
-through the same worker (the "batching off" baseline of ``benchmarks/serve.py``).
+fails; the worker itself never dies. ``enabled=False`` runs one job (whole) per model
+call, FIFO (the "batching off" baseline of ``benchmarks/serve.py``).
 """
 
 from __future__ import annotations
@@ -22,17 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from rankwise.errors import NotReady, Overloaded
+from rankwise.errors import NotReady, Overloaded, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +55,58 @@ BatchHook = Callable[[str, int, int, int, float], None]
 
 @dataclass
 class _Job(Generic[T]):
-    items: Sequence[T]
-    tokens: int
+    items: list[T]
+    costs: list[int]
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
+    next: int = 0  # first item not yet handed to the model
+    done: int = 0  # items whose rows are in ``out``
+    out: np.ndarray | None = None
+    started: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.costs)
+
+    @property
+    def remaining(self) -> int:
+        return len(self.items) - self.next
 
 
-_STOP = object()
+@dataclass
+class _Slice(Generic[T]):
+    job: _Job[T]
+    start: int
+    end: int
+
+
+def _spread(tokens: int | Sequence[int], n: int) -> list[int]:
+    """Per-item costs: given per item, or a total spread evenly (each at least 1)."""
+    if isinstance(tokens, int | np.integer):
+        each = max(int(tokens), n) // max(n, 1)
+        return [max(each, 1)] * n
+    costs = [max(int(t), 1) for t in tokens]
+    if len(costs) != n:
+        raise ValueError(f"{len(costs)} token counts for {n} items")
+    return costs
 
 
 class Batcher(Generic[T]):
-    """Groups concurrent jobs for one model.
+    """Fair, cost-aware batching of concurrent jobs for one model.
 
     Args:
         name: model label for metrics and thread names ("rerank", "embed").
         fn: the model call: ``fn(items) -> np.ndarray`` with ``len(items)`` rows.
-        max_tokens: token budget of one group (default 32,768). A single job larger than
-            the budget still runs, alone.
+        max_tokens: token budget of one model call (default 32,768); larger jobs are split.
         max_wait_ms: how long the worker waits for more jobs once it has one (default 5).
-        max_queue: jobs allowed to wait (default 256); more → ``Overloaded``.
-        enabled: False → one job per model call (no cross-request batching).
+        max_queue: jobs waiting for their first batch (default 256); more → ``Overloaded``.
+        max_queue_tokens: tokens admitted and not finished (default: unbounded); more →
+            ``Overloaded``.
+        max_request_tokens: cost limit of one job (default: unbounded); more →
+            ``PayloadTooLarge``.
+        enabled: False → one whole job per model call, FIFO (no cross-request batching).
         on_batch: optional metrics hook called after every model call.
-        on_wait: optional hook ``on_wait(seconds)`` with each job's queueing time.
+        on_wait: optional hook ``on_wait(seconds)`` with each job's wait for its first batch.
         on_reject: optional hook called when a job is refused because the queue is full.
     """
 
@@ -77,6 +118,8 @@ class Batcher(Generic[T]):
         max_tokens: int = 32_768,
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
+        max_queue_tokens: int | None = None,
+        max_request_tokens: int | None = None,
         enabled: bool = True,
         on_batch: BatchHook | None = None,
         on_wait: Callable[[float], None] | None = None,
@@ -87,14 +130,18 @@ class Batcher(Generic[T]):
         self.max_tokens = max_tokens
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.max_queue_tokens = max_queue_tokens
+        self.max_request_tokens = max_request_tokens
         self.enabled = enabled
         self.on_batch = on_batch
         self.on_wait = on_wait
         self.on_reject = on_reject
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._cond = threading.Condition()
+        self._jobs: deque[_Job[T]] = deque()  # admitted, not finished (arrival order)
+        self._queued_tokens = 0  # tokens of admitted items not yet computed
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._job_seconds = 0.05  # EWMA of model time per job, for Retry-After
+        self._rate: float | None = None  # measured tokens/second (EWMA over model calls)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Batcher[T]:
@@ -107,127 +154,247 @@ class Batcher(Generic[T]):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Finish the running group, fail queued jobs with ``NotReady``, join the worker."""
+        """Finish the running batch, fail unfinished jobs with ``NotReady``, join the worker."""
         if self._thread is None:
             return
-        self._stopping = True
-        while True:  # drain: queued jobs get a clear error instead of hanging
-            try:
-                job = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(job, _Job) and job.future.set_running_or_notify_cancel():
+        with self._cond:
+            self._stopping = True
+            pending, self._jobs = list(self._jobs), deque()
+            self._queued_tokens = 0
+            self._cond.notify_all()
+        for job in pending:  # a clear error instead of hanging
+            if not job.future.done():
                 job.future.set_exception(NotReady("the server is shutting down"))
-        try:
-            self._q.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
         self._thread.join(timeout)
         self._thread = None
 
     @property
     def depth(self) -> int:
-        """Jobs waiting (not counting the group being computed)."""
-        return self._q.qsize()
+        """Jobs waiting for their first batch."""
+        return sum(1 for j in self._jobs if not j.started)
+
+    @property
+    def queued_tokens(self) -> int:
+        """Tokens admitted and not yet computed."""
+        return self._queued_tokens
+
+    @property
+    def drain_rate(self) -> float | None:
+        """Measured tokens per second of model time (None before the first model call)."""
+        return self._rate
+
+    def retry_after(self, extra_tokens: int = 0) -> float:
+        """Seconds until the queue has drained the tokens now waiting (plus ``extra_tokens``),
+        at the measured drain rate; 1 s when nothing has been measured yet."""
+        if not self._rate:
+            return 1.0
+        return max(1.0, (self._queued_tokens + extra_tokens) / self._rate)
+
+    def check_admission(self, tokens: int = 0) -> None:
+        """Raise ``Overloaded`` when a job of ``tokens`` would not be admitted now (used by
+        searches, which are admitted before their recall runs)."""
+        with self._cond:
+            self._check_full(tokens)
+
+    def _check_full(self, tokens: int) -> None:
+        waiting = sum(1 for j in self._jobs if not j.started)
+        full_jobs = waiting >= self.max_queue
+        full_tokens = (
+            self.max_queue_tokens is not None
+            and self._jobs
+            and self._queued_tokens + tokens > self.max_queue_tokens
+        )
+        if not (full_jobs or full_tokens):
+            return
+        if self.on_reject is not None:
+            self.on_reject()
+        retry = math.ceil(self.retry_after())
+        what = (
+            f"{waiting} requests"
+            if full_jobs
+            else f"{self._queued_tokens:,} tokens (limit {self.max_queue_tokens:,})"
+        )
+        raise Overloaded(
+            f"the {self.name} queue is full ({what} waiting); retry in {retry}s",
+            retry_after=retry,
+        )
 
     # ------------------------------------------------------------------ submit
-    def submit(self, items: Sequence[T], tokens: int) -> Future:
-        """Queue a job; the future resolves to ``fn``'s rows for these items.
+    def submit(self, items: Sequence[T], tokens: int | Sequence[int]) -> Future:
+        """Admit a job; the future resolves to ``fn``'s rows for these items, in order.
+
+        Args:
+            items: what the model call takes.
+            tokens: the cost of each item (a sequence), or the job's total (spread evenly).
 
         Raises:
-            Overloaded: the queue is full.
+            PayloadTooLarge: the job costs more than ``max_request_tokens``.
+            Overloaded: the queue is full (``retry_after`` from the measured drain rate).
             NotReady: the batcher is not running.
         """
-        if self._thread is None or self._stopping:
-            raise NotReady(f"the {self.name} model is not running")
-        job: _Job[T] = _Job(list(items), max(int(tokens), 1))
-        if not job.items:
+        items = list(items)
+        job: _Job[T] = _Job(items, _spread(tokens, len(items)))
+        if not items:
             job.future.set_result(np.zeros((0,), dtype=np.float32))
             return job.future
-        try:
-            self._q.put_nowait(job)
-        except queue.Full:
-            if self.on_reject is not None:
-                self.on_reject()
-            retry = max(1, math.ceil(self._job_seconds * self.max_queue))
-            raise Overloaded(
-                f"the {self.name} queue is full ({self.max_queue} requests waiting); "
-                f"retry in {retry}s",
-                retry_after=retry,
-            ) from None
+        cost = job.tokens
+        if self.max_request_tokens is not None and cost > self.max_request_tokens:
+            raise PayloadTooLarge(
+                f"this request costs {cost:,} tokens; the limit per request is "
+                f"{self.max_request_tokens:,} (max_request_tokens): send fewer or shorter texts"
+            )
+        with self._cond:
+            if self._thread is None or self._stopping:
+                raise NotReady(f"the {self.name} model is not running")
+            self._check_full(cost)
+            self._jobs.append(job)
+            self._queued_tokens += cost
+            self._cond.notify()
         return job.future
 
-    async def run(self, items: Sequence[T], tokens: int) -> np.ndarray:
+    async def run(self, items: Sequence[T], tokens: int | Sequence[int]) -> np.ndarray:
         """Async: submit and await the result (the event loop is never blocked)."""
         return await asyncio.wrap_future(self.submit(items, tokens))
 
-    def run_sync(self, items: Sequence[T], tokens: int) -> np.ndarray:
+    def run_sync(self, items: Sequence[T], tokens: int | Sequence[int]) -> np.ndarray:
         """Blocking: for code running in a worker thread (e.g. ``Searcher``)."""
         return self.submit(items, tokens).result()
 
     # ------------------------------------------------------------------ worker
-    def _next_group(self, first: _Job[T]) -> tuple[list[_Job[T]], Any]:
-        """Collect jobs after ``first`` under the token budget; returns (group, carry-over)."""
-        group, tokens = [first], first.tokens
+    def _take(self, job: _Job[T], budget: int, at_least_one: bool) -> _Slice[T] | None:
+        """The next items of ``job`` that fit ``budget`` tokens (at least one if asked)."""
+        start = end = job.next
+        used = 0
+        while end < len(job.items) and (
+            used + job.costs[end] <= budget or (at_least_one and end == start)
+        ):
+            used += job.costs[end]
+            end += 1
+        if end == start:
+            return None
+        job.next = end
+        job.started = True
+        return _Slice(job, start, end)
+
+    def _plan(self) -> list[_Slice[T]]:
+        """One batch from the active jobs (called with the lock held)."""
+        for j in [j for j in self._jobs if j.future.cancelled()]:  # the caller went away
+            self._jobs.remove(j)
+            self._queued_tokens -= sum(j.costs[j.done :])
+        active = [j for j in self._jobs if j.remaining > 0]
+        if not active:
+            return []
         if not self.enabled:
-            return group, None
-        deadline = time.perf_counter() + self.max_wait
-        while tokens < self.max_tokens:
-            try:
-                nxt = self._q.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    nxt = self._q.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if nxt is _STOP or tokens + nxt.tokens > self.max_tokens:
-                return group, nxt
-            if nxt.future.set_running_or_notify_cancel():  # skip jobs whose caller left
-                group.append(nxt)
-                tokens += nxt.tokens
-        return group, None
+            job = active[0]
+            return [self._take(job, math.inf, True)]  # type: ignore[list-item,arg-type]
+        budget = self.max_tokens
+        share = max(budget // len(active), 1)
+        plan: list[_Slice[T]] = []
+        for job in active:  # pass 1: an equal share each, the oldest job always progresses
+            s = self._take(job, min(share, budget), at_least_one=not plan)
+            if s is not None:
+                plan.append(s)
+                budget -= sum(job.costs[s.start : s.end])
+        for job in active:  # pass 2: what is left, oldest first
+            if budget <= 0:
+                break
+            s = self._take(job, budget, at_least_one=False)
+            if s is not None:
+                plan.append(s)
+                budget -= sum(job.costs[s.start : s.end])
+        return plan
 
     def _loop(self) -> None:
-        carry: Any = None
         while True:
-            job = carry if carry is not None else self._q.get()
-            carry = None
-            if job is _STOP:
-                return
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            group, carry = self._next_group(job)
-            self._run(group)
+            with self._cond:
+                while not self._stopping and not any(
+                    j.remaining and not j.future.cancelled() for j in self._jobs
+                ):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            if self.enabled and self.max_wait > 0:
+                self._linger()
+            with self._cond:
+                if self._stopping:
+                    return
+                plan = self._plan()
+            if plan:
+                self._run(plan)
 
-    def _run(self, group: list[_Job[T]]) -> None:
-        items = [it for job in group for it in job.items]
+    def _linger(self) -> None:
+        """Wait up to ``max_wait`` for more jobs while the next batch is not yet full."""
+        deadline = time.perf_counter() + self.max_wait
+        with self._cond:
+            while not self._stopping:
+                pending = sum(sum(j.costs[j.next :]) for j in self._jobs)
+                remaining = deadline - time.perf_counter()
+                if pending >= self.max_tokens or remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+
+    def _call(self, plan: list[_Slice[T]]) -> np.ndarray:
+        items = [it for s in plan for it in s.job.items[s.start : s.end]]
+        out = np.asarray(self.fn(items))
+        if len(out) != len(items):
+            raise RuntimeError(f"{self.name} model returned {len(out)} rows for {len(items)}")
+        return out
+
+    def _run(self, plan: list[_Slice[T]]) -> None:
         start = time.perf_counter()
-        if self.on_wait is not None:
-            for job in group:
-                self.on_wait(start - job.enqueued)
+        for s in plan:
+            if s.start == 0:  # the job's first batch
+                if self.on_wait is not None:
+                    self.on_wait(start - s.job.enqueued)
         try:
-            out = np.asarray(self.fn(items))
-            if len(out) != len(items):
-                raise RuntimeError(f"{self.name} model returned {len(out)} rows for {len(items)}")
+            out = self._call(plan)
         except Exception as e:  # noqa: BLE001 - isolate the failing job, keep serving
-            if len(group) > 1:
+            if len(plan) > 1:
                 log.warning(
-                    "%s batch of %d jobs failed (%s); retrying one by one", self.name, len(group), e
+                    "%s batch of %d jobs failed (%s); retrying one by one", self.name, len(plan), e
                 )
-                for job in group:
-                    self._run([job])
+                for s in plan:
+                    if not s.job.future.done():
+                        self._run([s])
             else:
-                group[0].future.set_exception(e)
+                self._finish(plan[0].job, error=e)
             return
         seconds = time.perf_counter() - start
-        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds / len(group)
+        tokens = sum(sum(s.job.costs[s.start : s.end]) for s in plan)
+        rate = tokens / max(seconds, 1e-6)
+        self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
         if self.on_batch is not None:
-            self.on_batch(self.name, len(group), len(items), sum(j.tokens for j in group), seconds)
+            jobs = len({id(s.job) for s in plan})
+            self.on_batch(self.name, jobs, len(out), tokens, seconds)
         offset = 0
-        for job in group:
-            n = len(job.items)
-            job.future.set_result(out[offset : offset + n])
+        for s in plan:
+            n = s.end - s.start
+            self._deliver(s, out[offset : offset + n])
             offset += n
+
+    def _deliver(self, s: _Slice[T], rows: np.ndarray) -> None:
+        job = s.job
+        if job.future.done():  # failed earlier or cancelled
+            return
+        if job.out is None:
+            job.out = np.empty((len(job.items), *rows.shape[1:]), dtype=rows.dtype)
+        job.out[s.start : s.end] = rows
+        job.done += s.end - s.start
+        with self._cond:
+            self._queued_tokens -= sum(job.costs[s.start : s.end])
+        if job.done == len(job.items):
+            self._finish(job, result=job.out)
+
+    def _finish(
+        self, job: _Job[T], result: np.ndarray | None = None, error: Exception | None = None
+    ) -> None:
+        with self._cond:
+            if job in self._jobs:
+                self._jobs.remove(job)
+                self._queued_tokens -= sum(job.costs[job.done :]) if error is not None else 0
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)

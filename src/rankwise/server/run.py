@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from rankwise.config import Settings
 from rankwise.errors import ConfigError
+from rankwise.server.timeouts import protocol_with_header_timeout
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
@@ -24,7 +25,13 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
 
     app = create_app(settings)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            http=protocol_with_header_timeout(settings.header_timeout),
+        )
     except OSError as e:  # port in use, permission denied
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {e}") from None
 
@@ -45,7 +52,14 @@ class BackgroundServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level=log_level, timeout_keep_alive=30, backlog=512)
+        header_timeout = app.state.rankwise.settings.header_timeout
+        config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            timeout_keep_alive=30,
+            backlog=512,
+            http=protocol_with_header_timeout(header_timeout),
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True

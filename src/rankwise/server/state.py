@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +26,13 @@ import numpy as np
 
 from rankwise.cache import Cache, make_cache
 from rankwise.config import Settings
-from rankwise.errors import ModelLoadError, NotReady, RankwiseError, UnsupportedFeature
+from rankwise.errors import (
+    ModelLoadError,
+    NotReady,
+    Overloaded,
+    RankwiseError,
+    UnsupportedFeature,
+)
 from rankwise.server.batcher import Batcher
 from rankwise.server.metrics import Metrics
 
@@ -94,9 +103,9 @@ class BatchedReranker:
         tokens = [counts[2 * i] + counts[2 * i + 1] for i in range(len(pairs))]
         return self._batcher.run_sync(pairs, self.billed(tokens))
 
-    def billed(self, tokens: Sequence[int]) -> int:
-        """Tokens the model actually runs (each pair capped at max_length)."""
-        return int(sum(min(t, self._model.max_length) for t in tokens))
+    def billed(self, tokens: Sequence[int]) -> list[int]:
+        """Tokens the model actually runs per pair (each capped at max_length)."""
+        return [min(int(t), self._model.max_length) for t in tokens]
 
 
 class BatchedEmbedder:
@@ -116,7 +125,7 @@ class BatchedEmbedder:
         if not texts:
             return np.zeros((0, self._model.dim), dtype=np.float32)
         counts = self._model.count_tokens(texts)
-        tokens = int(sum(min(c, self._model.max_length) for c in counts))
+        tokens = [min(int(c), self._model.max_length) for c in counts]
         return self._batcher.run_sync([(t, input_type) for t in texts], tokens)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -161,6 +170,8 @@ class ServerState:
         self.started_at = time.time()
         self._loader: threading.Thread | None = None
         self._loaded = threading.Event()
+        self._search_lock = threading.Lock()
+        self._searches = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -229,6 +240,8 @@ class ServerState:
             max_tokens=s.batch_tokens,
             max_wait_ms=s.batch_wait_ms,
             max_queue=s.max_queue,
+            max_queue_tokens=s.max_queue_tokens,
+            max_request_tokens=s.max_request_tokens,
             enabled=s.batching,
             on_batch=self.metrics.observe_batch,
             on_wait=self.metrics.stage.labels("queue_wait").observe,
@@ -311,27 +324,78 @@ class ServerState:
             raise UnsupportedFeature("this server runs no embedder (start it with --embedder)")
         return self.embedder, self.embed_batcher
 
+    @contextmanager
+    def admit_search(self, rerank_candidates: int) -> Iterator[None]:
+        """Admission for one search, on the event loop before it takes a worker thread:
+        429 at once when ``max_queue`` searches are already in flight or a model queue it
+        needs is full (a search's own model calls then pass the batchers' admission too).
+        Without this, searches waited unbounded in the thread pool and never got a 429."""
+        busy = [b for b in (self.embed_batcher, self.rerank_batcher) if b is not None]
+        with self._search_lock:
+            if self._searches >= self.settings.max_queue:
+                retry = max([b.retry_after() for b in busy] or [1.0])
+                if self.rerank_batcher is not None and self.rerank_batcher.on_reject:
+                    self.rerank_batcher.on_reject()
+                raise Overloaded(
+                    f"{self._searches} searches are in flight (max_queue); "
+                    f"retry in {math.ceil(retry)}s",
+                    retry_after=math.ceil(retry),
+                )
+            for b in busy:
+                b.check_admission(rerank_candidates if b is self.rerank_batcher else 1)
+            self._searches += 1
+        try:
+            yield
+        finally:
+            with self._search_lock:
+                self._searches -= 1
+
     def require_searcher(self) -> Searcher:
         self.check_ready()
         if self.searcher is None:
             raise UnsupportedFeature("this server has no index (start it with --index)")
         return self.searcher
 
-    def describe(self) -> dict[str, Any]:
-        """Model ids/versions, index, cache and limits: for ``/ready`` and logs."""
+    def describe(self, public: bool = False) -> dict[str, Any]:
+        """Model ids/versions, index, cache and limits: for ``/ready`` and logs.
+
+        ``public=True`` (unauthenticated endpoints): no filesystem paths and no URLs, only
+        model names (the last path component of a local model) and the index backend.
+        """
         s = self.settings
+        name = public_name if public else (lambda x: x)
+        index = None
+        if self.catalog is not None:
+            store = self.catalog.store
+            index = type(store).__name__ if public else store.uri
+        cache = None if self.cache is None else self.cache.describe()
+        if public and cache:
+            cache = cache.split()[0]  # the backend only: no host names or URLs
         return {
             "embedder": None
             if self.embedder is None
             else {
-                "model": self.embedder.model_id,
+                "model": name(self.embedder.model_id),
                 "version": self.embedder.version,
                 "dim": self.embedder.dim,
             },
             "reranker": None
             if self.reranker is None
-            else {"model": self.reranker.model_id, "version": self.reranker.version},
-            "index": None if self.catalog is None else self.catalog.store.uri,
-            "cache": None if self.cache is None else self.cache.describe(),
+            else {"model": name(self.reranker.model_id), "version": self.reranker.version},
+            "index": index,
+            "cache": cache,
             "batching": s.batching,
         }
+
+
+_ABS_PATH = re.compile(r"(?<![\w.:-])(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]?")
+
+
+def public_name(text: str) -> str:
+    """``text`` with absolute filesystem paths cut to their last component
+    (``/srv/models/my-reranker`` → ``my-reranker``); hub ids (``BAAI/bge-m3``) are kept."""
+
+    def last(m: re.Match[str]) -> str:
+        return m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+    return _ABS_PATH.sub(last, text) if text else text

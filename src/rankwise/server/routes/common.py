@@ -66,19 +66,28 @@ async def cached_json(
     candidates: Any,
     params: dict[str, Any],
     build: Callable[[], Awaitable[Any]],
+    envelope: dict[str, Any] | None = None,
 ) -> Response:
     """Serve the cached body for this request, or ``build()`` it, cache and serve it.
 
-    A hit returns byte-for-byte the body that was stored (header ``X-Rankwise-Cache: hit``).
-    Cache calls run in a worker thread: a slow Redis must not stall the event loop.
+    ``envelope``: per-response fields of an object body (a fresh ``id``, the ``model`` as
+    the client sent it) that are never cached; they are written in front of the cached
+    fields, so a hit is the stored body plus this response's own envelope (header
+    ``X-Rankwise-Cache: hit``). Cache calls run in a worker thread: a slow Redis must not
+    stall the event loop.
     """
     cache = state.cache
     key = cache_key(kind, model_version, query, candidates, params) if cache is not None else None
+    body = None
     if key is not None:
         body = await run_in_threadpool(cache.get, key)
-        if body is not None:
-            return Response(body, media_type=JSON, headers={CACHE_HEADER: "hit"})
-    body = dumps(await build())
-    if key is not None:
-        await run_in_threadpool(cache.set, key, body)
-    return Response(body, media_type=JSON, headers={CACHE_HEADER: "miss" if key else "off"})
+    status = "hit" if body is not None else ("miss" if key else "off")
+    if body is None:
+        body = dumps(await build())
+        if key is not None:
+            await run_in_threadpool(cache.set, key, body)
+    if envelope:
+        # the body is a JSON object: splice the envelope's members in front of its own
+        head = dumps(envelope)[:-1]
+        body = head + (b"}" if body == b"{}" else b"," + body[1:])
+    return Response(body, media_type=JSON, headers={CACHE_HEADER: status})

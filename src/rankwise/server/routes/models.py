@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.errors import InvalidRequest
 from rankwise.models import sigmoid
 from rankwise.server.auth import require_api_key
-from rankwise.server.errors import ERROR_RESPONSES
+from rankwise.server.errors import ERROR_RESPONSES, error_responses
 from rankwise.server.routes.common import cached_json, check_texts, check_tokens, dumps, get_state
 from rankwise.server.routing import StrictJSONRoute
 from rankwise.server.schemas import (
@@ -32,7 +32,7 @@ from rankwise.server.schemas import (
     WeaviateRerankRequest,
     WeaviateRerankResponse,
 )
-from rankwise.server.state import ServerState
+from rankwise.server.state import ServerState, public_name
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -56,7 +56,8 @@ async def score_documents(
     tokens = [counts[0] + c for c in counts[1:]]  # one pair = query + document
     do_truncate = state.settings.truncate if truncate is None else truncate
     billed = check_tokens(tokens, reranker.max_length, "documents", do_truncate)
-    scores = await batcher.run([(query, t) for t in texts], billed)
+    costs = [min(n, reranker.max_length) for n in tokens]
+    scores = await batcher.run([(query, t) for t in texts], costs)
     return np.asarray(scores, dtype=np.float32), billed
 
 
@@ -66,41 +67,40 @@ def _best_first(scores: np.ndarray, top_n: int | None) -> np.ndarray:
     return order if top_n is None else order[:top_n]
 
 
-def _document_text(doc: str | dict[str, Any], i: int, rank_fields: list[str] | None) -> str:
+def _document_text(doc: str | dict[str, Any], rank_fields: list[str] | None) -> str:
+    """A string document, or the rank_fields present in an object as 'name: value' lines
+    (its ``text`` when none of them is present, or without rank_fields)."""
     if isinstance(doc, str):
         return doc
-    if rank_fields:
-        missing = [f for f in rank_fields if f not in doc]
-        if missing:
-            raise InvalidRequest(f"documents[{i}] lacks the rank_fields {missing}")
-        return "\n".join(f"{f}: {doc[f]}" for f in rank_fields)
-    text = doc.get("text")
-    if not isinstance(text, str):
-        raise InvalidRequest(
-            f"documents[{i}] must be a string or an object with a string 'text' field"
-        )
-    return text
+    present = [f for f in rank_fields or () if f in doc]
+    if present:
+        return "\n".join(f"{f}: {doc[f]}" for f in present)
+    return doc["text"]
 
 
 # ----------------------------------------------------------------------------- Cohere / Jina
 @router.post(
     "/v1/rerank",
     summary="Rerank documents (Cohere / Jina shape)",
-    responses={200: {"model": RerankResponse}},
+    responses={**error_responses("cohere"), 200: {"model": RerankResponse}},
 )
 @router.post(
     "/v2/rerank",
     summary="Rerank documents (Cohere v2 client path)",
-    responses={200: {"model": RerankResponse}},
+    responses={**error_responses("cohere"), 200: {"model": RerankResponse}},
 )
-async def rerank(req: RerankRequest, state: ServerState = Depends(get_state)) -> Response:
+async def rerank(
+    req: RerankRequest, request: Request, state: ServerState = Depends(get_state)
+) -> Response:
     """Score every document against the query and return them best first.
 
     ``relevance_score`` is sigmoid(logit) in 0..1 (the raw logit with ``raw_scores``);
     ``index`` is always the document's position in the request.
     """
     reranker, _ = state.require_reranker()
-    texts = [_document_text(d, i, req.rank_fields) for i, d in enumerate(req.documents)]
+    documents = [d if isinstance(d, str) else d.model_dump() for d in req.documents]
+    texts = [_document_text(d, req.rank_fields) for d in documents]
+    version = "2" if request.url.path.startswith("/v2/") else "1"
 
     async def build() -> dict[str, Any]:
         scores, billed = await score_documents(state, req.query, texts, req.truncate)
@@ -109,14 +109,14 @@ async def rerank(req: RerankRequest, state: ServerState = Depends(get_state)) ->
         for i in _best_first(scores, req.top_n):
             item: dict[str, Any] = {"index": int(i), "relevance_score": float(shown[i])}
             if req.return_documents:
-                d = req.documents[i]
+                d = documents[i]
                 item["document"] = {"text": d} if isinstance(d, str) else d
             results.append(item)
         return {
-            "id": uuid.uuid4().hex,
             "results": results,
-            "model": reranker.model_id,
             "usage": {"prompt_tokens": billed, "total_tokens": billed},
+            # Cohere's response metadata (its clients read billed units from here)
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
         }
 
     params = {
@@ -125,9 +125,13 @@ async def rerank(req: RerankRequest, state: ServerState = Depends(get_state)) ->
         "docs": req.return_documents,
         "fields": req.rank_fields,
         "truncate": req.truncate,
+        "v": version,
     }
+    # id and model are per response (never cached): a fresh id each time, the model name
+    # as this client sent it (Cohere and Jina echo it) or the served model's id
+    envelope = {"id": uuid.uuid4().hex, "model": req.model or reranker.model_id}
     return await cached_json(
-        state, "rerank", reranker.version, req.query, req.documents, params, build
+        state, "rerank", reranker.version, req.query, documents, params, build, envelope
     )
 
 
@@ -172,7 +176,6 @@ weaviate = APIRouter(
     summary="Rerank for Weaviate's reranker-transformers module",
     response_model=WeaviateRerankResponse,
     response_model_exclude_none=True,
-    dependencies=[Depends(require_api_key)],
 )
 async def weaviate_rerank(
     req: WeaviateRerankRequest, state: ServerState = Depends(get_state)
@@ -184,8 +187,6 @@ async def weaviate_rerank(
     order, score = sigmoid(logit) like the module's own sentence-transformers container).
     The legacy ``{query, property}`` form returns ``{score}`` for the one text.
     """
-    if req.documents is None and req.property is None:
-        raise InvalidRequest("send 'documents' (a list of texts) or 'property' (one text)")
     texts = req.documents if req.documents is not None else [req.property or ""]
     if not texts:
         return {"query": req.query, "scores": []}
@@ -213,14 +214,14 @@ async def weaviate_ready(state: ServerState = Depends(get_state)) -> Response:
 @weaviate.get("/meta", summary="Model metadata (Weaviate module contract)")
 async def weaviate_meta(state: ServerState = Depends(get_state)) -> dict[str, Any]:
     reranker, _ = state.require_reranker()
-    return {"model": {"name": reranker.model_id, "version": reranker.version}}
+    return {"model": {"name": public_name(reranker.model_id), "version": reranker.version}}
 
 
 # ----------------------------------------------------------------------------- embeddings
 @router.post(
     "/v1/embeddings",
     summary="Create embeddings (OpenAI shape)",
-    responses={200: {"model": EmbeddingResponse}},
+    responses={**error_responses("openai"), 200: {"model": EmbeddingResponse}},
 )
 async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_state)) -> Response:
     """OpenAI's embeddings API. Vectors are L2-normalised float32; ``base64`` is their
@@ -236,11 +237,17 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
     counts = await run_in_threadpool(embedder.count_tokens, texts)
     do_truncate = state.settings.truncate if req.truncate is None else req.truncate
     billed = check_tokens(counts, embedder.max_length, "input", do_truncate)
+    costs = [min(n, embedder.max_length) for n in counts]
     vectors = np.asarray(
-        await batcher.run([(t, req.input_type) for t in texts], billed), dtype=np.float32
+        await batcher.run([(t, req.input_type) for t in texts], costs), dtype=np.float32
     )
     body = await run_in_threadpool(
-        _embedding_body, vectors, req.dimensions, req.encoding_format, embedder.model_id, billed
+        _embedding_body,
+        vectors,
+        req.dimensions,
+        req.encoding_format,
+        req.model or embedder.model_id,
+        billed,
     )
     return Response(body, media_type="application/json")
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 
+from rankwise.errors import RankwiseError
 from rankwise.server.errors import ERROR_RESPONSES
 from rankwise.server.routes.common import get_state
-from rankwise.server.state import ServerState
+from rankwise.server.state import ServerState, public_name
 
 router = APIRouter(tags=["operations"])
 
@@ -24,8 +25,12 @@ async def health() -> dict[str, str]:
     responses={503: ERROR_RESPONSES[503]},
 )
 async def ready(state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    state.check_ready()
-    return {"status": "ready", **state.describe()}
+    """Unauthenticated, so it shows model names and the index backend, never paths."""
+    try:
+        state.check_ready()
+    except RankwiseError as e:
+        raise type(e)(public_name(str(e))) from None
+    return {"status": "ready", **state.describe(public=True)}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -9,16 +9,16 @@ generation bump, shared by every replica when the cache is Redis).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.errors import PayloadTooLarge
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES
 from rankwise.server.routes.common import CACHE_HEADER, JSON, dumps, get_state
-from rankwise.server.routing import StrictJSONRoute
+from rankwise.server.routing import StrictJSONRoute, check_strings
 from rankwise.server.schemas import (
     ProductsChanged,
     ProductsDelete,
@@ -48,21 +48,23 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
     stage, ``rerank_score`` (raw logit) and ``relevance`` (0..1) from the cross-encoder.
     ``reranked`` says whether the cross-encoder ran; ``skipped_reason`` says why not."""
     searcher = state.require_searcher()
+    check_strings(req.filters, ["filters"], nul=True)  # free-form: checked here
     top_k = req.top_k or searcher.top_k
     if req.rerank and top_k > state.settings.max_documents:
         raise PayloadTooLarge(
             f"top_k={top_k} would rerank more than max_documents={state.settings.max_documents}"
         )
-    resp = await run_in_threadpool(
-        searcher.search,
-        req.query,
-        mode=req.mode,
-        top_k=req.top_k,
-        top_n=req.top_n,
-        filters=req.filters,
-        rerank=req.rerank,
-        threshold=req.threshold,
-    )
+    with state.admit_search(top_k if req.rerank else 0):  # 429 at once when full
+        resp = await run_in_threadpool(
+            searcher.search,
+            req.query,
+            mode=req.mode,
+            top_k=req.top_k,
+            top_n=req.top_n,
+            filters=req.filters,
+            rerank=req.rerank,
+            threshold=req.threshold,
+        )
     if not resp.cached:
         state.metrics.observe_stages(resp.timings)
     return Response(
@@ -98,7 +100,8 @@ async def upsert_products(
             f"{len(req.products):,} products in one request; the limit is "
             f"{state.settings.max_inputs:,} (send batches, or use `rankwise index` for bulk loads)"
         )
-    n = await run_in_threadpool(_locked, searcher.catalog.add, req.products)
+    products = [p.model_dump() for p in req.products]
+    n = await run_in_threadpool(_locked, searcher.catalog.add, products)
     return _changed(state, upserted=n)
 
 
@@ -122,7 +125,8 @@ async def delete_products(
     response_model=ProductsChanged,
 )
 async def delete_product(
-    product_id: str, state: ServerState = Depends(get_state)
+    product_id: Annotated[str, Path(pattern="^[^\\x00]*$")],
+    state: ServerState = Depends(get_state),
 ) -> dict[str, Any]:
     searcher = state.require_searcher()
     n = await run_in_threadpool(_locked, searcher.catalog.delete, [product_id])

