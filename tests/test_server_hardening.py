@@ -38,10 +38,13 @@ def models(tiny_embedder_dir, tiny_reranker_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
     emb, rr = models
-    catalog = Catalog.open(str(tmp_path_factory.mktemp("hard") / "index"), emb)
+    root = tmp_path_factory.mktemp("hard")
+    catalog = Catalog.open(str(root / "index"), emb)
     catalog.add(PRODUCTS)
     s = settings(
         api_keys=KEY,
+        judgments=str(root / "judgments" / "qrels.tsv"),  # every route is served (workbench too)
+        compare_reranker=str(rr.model_id),
         weaviate_auth=False,
         body_timeout=1.0,
         header_timeout=1.0,

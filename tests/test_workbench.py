@@ -106,7 +106,7 @@ def test_judgments_append_beir_qrels_and_queries_beside(http, server):
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
-        ({"query": "shoes", "id": "nope", "grade": 2}, 422, "unknown product id 'nope'"),
+        ({"query": "shoes", "id": "nope", "grade": 2}, 404, "unknown product id 'nope'"),
         ({"query": "shoes", "id": "p3", "grade": 4}, 422, "between 0 and 3, got 4"),
         ({"query": "shoes", "id": "p3", "grade": -1}, 422, "between 0 and 3, got -1"),
         ({"query": "   ", "id": "p3", "grade": 2}, 422, "the query is empty"),
@@ -290,7 +290,7 @@ def test_compare_scores_each_judged_query_like_compute_metrics(http, server, cat
     if any(split_of(q) == "test" for q in j.qrels):
         assert {r["split"] for r in test_only.json()["queries"]} == {"test"}
     else:
-        assert test_only.status_code == 422 and "test split" in test_only.json()["error"]
+        assert test_only.status_code == 409 and "test split" in test_only.json()["error"]
 
 
 def test_compare_rejects_bad_pipelines(http):

@@ -104,6 +104,20 @@ class Overloaded(RankwiseError):
         self.retry_after = retry_after
 
 
+class NotFound(RankwiseError):
+    """A named thing (a product id, say) that does not exist."""
+
+    http_status = 404
+    error_type = "not_found"
+
+
+class Conflict(RankwiseError):
+    """A valid request the server's current state cannot answer (e.g. nothing judged yet)."""
+
+    http_status = 409
+    error_type = "conflict"
+
+
 class Unauthorized(RankwiseError):
     http_status = 401
     error_type = "unauthorized"

@@ -87,6 +87,8 @@ _SHAPE_SCHEMAS: dict[str, dict[str, Any]] = {
 _ERROR_STATUSES = (
     (400, "Invalid JSON (not UTF-8, NaN/Infinity, syntax)"),
     (401, "Missing or wrong API key"),
+    (404, "Unknown id (e.g. a judged product that is not in the index)"),
+    (409, "Valid, but the server's state cannot answer it yet (e.g. nothing judged)"),
     (413, "Too many inputs, input too long, request over the cost limit, or body too large"),
     (422, "Invalid request (the message names the field)"),
     (429, "Queue full; see Retry-After"),

@@ -16,13 +16,13 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
-from rankwise.errors import DataError, PayloadTooLarge
+from rankwise.errors import Conflict, PayloadTooLarge
 from rankwise.evaluate.judgments import split_of
 from rankwise.evaluate.metrics import compute_metrics
 from rankwise.recipe import RecallRecipe
@@ -46,11 +46,14 @@ router = APIRouter(
 )
 
 
+Weight = Annotated[float, Field(ge=0)]
+
+
 class Pipeline(Body):
     mode: Literal["dense", "lexical", "hybrid"] | None = Field(None, description="Recall mode.")
     fusion: Literal["rrf", "weighted"] | None = Field(None, description="Hybrid fusion.")
     rrf_k: int | None = Field(None, ge=1, le=10_000)
-    weights: tuple[float, float] | None = Field(None, description="(dense, lexical) weights.")
+    weights: tuple[Weight, Weight] | None = Field(None, description="(dense, lexical) weights.")
     top_k: int | None = Field(None, ge=1, le=10_000, description="Recall candidates.")
     rerank: bool = True
     reranker: Literal["main", "compare"] = "main"
@@ -126,7 +129,7 @@ async def compare(
     j = await run_in_threadpool(jf.read)
     qids = [q for q in sorted(j.qrels) if req.split == "all" or split_of(q) == req.split]
     if not qids:
-        raise DataError(
+        raise Conflict(
             "no judged queries to compare"
             + ("" if req.split == "all" else f" in the {req.split} split")
             + ": judge some results first"

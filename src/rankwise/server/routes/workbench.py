@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from rankwise.errors import InvalidRequest
+from rankwise.errors import InvalidRequest, NotFound
 from rankwise.evaluate.judgments import MAX_GRADE, MIN_GRADE, query_id, split_of
 from rankwise.search import MODES
 from rankwise.server.auth import require_api_key
@@ -48,6 +48,10 @@ def get_workbench(request: Request) -> Workbench:
     return request.app.state.workbench
 
 
+#: JSON-schema constraint of a text with a non-space character (checked by the handlers).
+NON_BLANK = {"minLength": 1, "pattern": "\\S"}
+
+
 class Body(BaseModel):
     """Request bodies of the workbench routes: unknown fields ignored, NaN refused."""
 
@@ -56,10 +60,16 @@ class Body(BaseModel):
 
 class JudgmentRequest(Body):
     # Plain str/int here: the handler's checks give the messages the page shows
-    # ("the query is empty", "grade must be between 0 and 3") instead of a regex error.
-    query: str = Field(description="The query as typed (whitespace is collapsed).")
-    id: str = Field(description="Product id from the index.")
-    grade: int = Field(description=f"Relevance grade {MIN_GRADE}-{MAX_GRADE} (0 = not relevant).")
+    # ("the query is empty", "grade must be between 0 and 3") instead of a regex error;
+    # the schema states the same constraints, so generated clients and the server agree.
+    query: str = Field(
+        description="The query as typed (whitespace is collapsed).", json_schema_extra=NON_BLANK
+    )
+    id: str = Field(description="Product id from the index.", json_schema_extra={"minLength": 1})
+    grade: int = Field(
+        description=f"Relevance grade {MIN_GRADE}-{MAX_GRADE} (0 = not relevant).",
+        json_schema_extra={"minimum": MIN_GRADE, "maximum": MAX_GRADE},
+    )
 
 
 @page.get("/", include_in_schema=False)
@@ -114,7 +124,7 @@ async def add_judgment(
         raise InvalidRequest(f"grade must be between {MIN_GRADE} and {MAX_GRADE}, got {req.grade}")
     found = await run_in_threadpool(searcher.store.get, [req.id])
     if not found:
-        raise InvalidRequest(f"unknown product id {req.id!r}: it is not in the index")
+        raise NotFound(f"unknown product id {req.id!r}: it is not in the index")
     qid, doc, grade = await run_in_threadpool(jf.append, req.query, req.id, req.grade)
     judged = await run_in_threadpool(jf.for_query, req.query)
     return {"query_id": qid, "id": doc, "grade": grade, "judgments": judged}
@@ -122,7 +132,9 @@ async def add_judgment(
 
 @router.get("/v1/judgments", summary="Judgments so far (one query, or every judged query)")
 async def list_judgments(
-    query: str | None = Query(None, description="Only this query's grades."),
+    query: str | None = Query(
+        None, description="Only this query's grades.", json_schema_extra=NON_BLANK
+    ),
     wb: Workbench = Depends(get_workbench),
 ) -> dict[str, Any]:
     jf = wb.require_judgments()
