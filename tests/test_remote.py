@@ -366,3 +366,16 @@ def test_rankwise_serve_runs_remote_models_unchanged(rw, tiny_embedder_dir):
     np.testing.assert_allclose(
         [by_index[i] for i in range(len(TEXTS))], rr.score("q", TEXTS), atol=1e-6
     )
+
+
+def test_input_type_is_dropped_when_a_server_rejects_it(rw):
+    """OpenAI's own API refuses unknown fields; the embedder then stops sending input_type."""
+    refused = b'{"error": {"message": "Unrecognized request argument supplied: input_type"}}'
+    strict = lambda n, body: Answer(400, body=refused) if b"input_type" in body else None  # noqa: E731
+    with fault_proxy(rw, strict) as (proxy, arrivals):
+        emb = Embedder(f"{proxy}/v1#tiny", api_key=KEY)
+        direct = Embedder(f"{rw}/v1#tiny", api_key=KEY)
+        np.testing.assert_allclose(
+            emb.encode_documents(TEXTS), direct.encode_documents(TEXTS), atol=1e-6
+        )
+        assert not emb._send_input_type and len(arrivals) == 3  # refused probe, probe, encode
