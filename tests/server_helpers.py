@@ -74,21 +74,31 @@ PRODUCTS = [
 ]
 
 
-def build_sharp_reranker(tiny_dir: Path, out: Path, scale: float = 1000.0) -> Path:
+def build_sharp_reranker(
+    tiny_dir: Path, out: Path, scale: float = 1000.0, center_on: list[tuple[str, str]] | None = None
+) -> Path:
     """The tiny random cross-encoder with its one-logit head scaled up.
 
     Random tiny BERTs give nearly equal logits (spread ~1e-5), which makes order and
     equality checks toothless; scaling the head spreads them (~1e-2) without changing
-    anything else about the model or the code path.
+    anything else about the model or the code path. Scaling also scales their common
+    offset (to |logit| ~ 20 for some random draws); ``center_on`` pairs move the head's
+    bias so their mean logit is 0 (APIs that answer 0..1 probabilities keep the order).
     """
     import torch
-    from transformers import BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     if (out / "config.json").exists():
         return out
     model = BertForSequenceClassification.from_pretrained(tiny_dir)
     with torch.no_grad():
         model.classifier.weight.mul_(scale)
+        if center_on:
+            tok = AutoTokenizer.from_pretrained(tiny_dir)
+            enc = tok([q for q, _ in center_on], [d for _, d in center_on], padding=True,
+                      truncation=True, return_tensors="pt")  # fmt: skip
+            model.eval()
+            model.classifier.bias.sub_(model(**enc).logits.mean())
     model.save_pretrained(out)
     for f in tiny_dir.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens", "vocab")):

@@ -37,7 +37,10 @@ TEXTS = [p["title"] for p in PRODUCTS]
 
 @pytest.fixture(scope="module")
 def sharp_dir(tiny_reranker_dir, tmp_path_factory):
-    return build_sharp_reranker(tiny_reranker_dir, tmp_path_factory.mktemp("sharp"))
+    center = [("apple phone", t) for t in TEXTS]  # the Cohere/Jina shapes answer 0..1
+    return build_sharp_reranker(
+        tiny_reranker_dir, tmp_path_factory.mktemp("sharp"), center_on=center
+    )
 
 
 @pytest.fixture(scope="module")

@@ -335,20 +335,25 @@ def promoted_rows(before, promoted, pools: Sequence[str]) -> list[dict[str, Any]
 
     rows = []
     for pool in pools:
+        served = next((r for r in promoted.results if r.pool == pool and r.metrics), None)
+        if served is None:
+            continue
+        # nDCG@10, or the deepest nDCG the served Top-N allows (no @k past what it returns)
+        metric = next((m for m in ("ndcg@10", "ndcg@5", "ndcg@1") if m in served.metrics.values),
+                      None)  # fmt: skip
         singles = {}
         for system in ("lexical", "dense"):
             try:
-                singles[system] = before.result(system, pool).metrics.values["ndcg@10"]
+                singles[system] = before.result(system, pool).metrics.values[metric]
             except (KeyError, AttributeError):
                 continue
-        served = next((r for r in promoted.results if r.pool == pool and r.metrics), None)
-        if not singles or served is None:
+        if not singles or metric is None:
             continue
         best = max(singles, key=lambda k: singles[k].mean())
-        vals = served.metrics.values["ndcg@10"]
+        vals = served.metrics.values[metric]
         rows.append({
-            "pool": pool, "system": served.system, "best_single": best,
-            "best_single_ndcg@10": float(singles[best].mean()), "ndcg@10": float(vals.mean()),
+            "pool": pool, "system": served.system, "metric": metric, "best_single": best,
+            "best_single_value": float(singles[best].mean()), "value": float(vals.mean()),
             "delta": float(vals.mean() - singles[best].mean()),
             "p": randomization_test(vals, singles[best], n_resamples=2000),
         })  # fmt: skip
@@ -458,12 +463,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{pl.get('default', {}).get('mode')}" + (f" ({langs})" if langs else "")
         )
     if report.get("promoted"):
-        lines += ["", "| pool | promoted pipeline | best single stage (base) | nDCG@10 | Δ vs best single (p) |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| pool | promoted pipeline | metric | best single stage (base) | promoted | Δ vs best single (p) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for r in report["promoted"]:
             lines.append(
-                f"| {r['pool']} | {r['system']} | {r['best_single']} {r['best_single_ndcg@10']:.4f} "
-                f"| {r['ndcg@10']:.4f} | {r['delta']:+.4f} (p={r['p']:.3g}) |"
+                f"| {r['pool']} | {r['system']} | {r['metric']} | {r['best_single']} "
+                f"{r['best_single_value']:.4f} | {r['value']:.4f} | {r['delta']:+.4f} (p={r['p']:.3g}) |"
             )
     for name in ("embedder_training", "reranker_training"):
         res = report.get(name)
