@@ -213,7 +213,12 @@ async def fairness(url: str, titles: list[str], n_docs: int, chars: int) -> dict
             "seconds": round(big_s, 1),
         },
         "idle": {"n": len(idle), "p50_ms": pct(idle, 50), "p99_ms": p99_idle},
-        "under_load": {"n": len(loaded), "p50_ms": pct(loaded, 50), "p99_ms": p99_load},
+        "under_load": {
+            "n": len(loaded),
+            "p50_ms": pct(loaded, 50),
+            "p99_ms": p99_load,
+            "in_order_ms": [round(x * 1000) for x in loaded],  # where the tail sits
+        },
         "batch_ms": round(batch_s * 1000, 1),
         "target_p99_ms": round(target, 1) if target else None,
         "met": bool(p99_load is not None and target and p99_load <= target),
@@ -397,6 +402,7 @@ def main() -> None:
         help="tokens per model call: the unit a small request may wait for (default 2,048)",
     )
     p.add_argument("--infinity-venv", help="a venv with infinity-emb (PEERS.md); else (d) skipped")
+    p.add_argument("--phases", default="abc", help="which of a, b, c to run (default abc)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -440,10 +446,14 @@ def main() -> None:
                 proc.kill()
         results["infinity"] = (
             infinity_soak(args, rr_dir, titles, soak, results["soak"])
-            if args.infinity_venv
+            if args.infinity_venv and "soak" in results
             else "not run (no --infinity-venv given)"
         )
-        write(results)
+        if args.phases == "abc":
+            write(results)
+        else:  # a partial run: its own file, the full results stay
+            OUT.mkdir(exist_ok=True)
+            (OUT / f"serve_pressure_{args.phases}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -191,3 +191,20 @@ def test_submit_after_stop_is_not_ready():
     b.stop()
     with pytest.raises(NotReady):
         b.submit(["a"], 1)
+
+
+def test_admission_holds_a_place_before_pricing_so_a_burst_gets_429_at_once():
+    """A request holds its place from before it is tokenised: with one place taken, the
+    next request is refused at once, not after its own (slow) tokenisation."""
+    b = Batcher("t", Recorder(), max_queue=1).start()
+    try:
+        with b.admission():
+            with pytest.raises(Overloaded):
+                with b.admission():
+                    pass
+            fut = b.submit(["a"], 1, reserved=True)  # the held place becomes the job
+            assert np.array_equal(fut.result(5), [1])
+        with b.admission():  # released: admitted again
+            pass
+    finally:
+        b.stop()
