@@ -141,6 +141,7 @@ class Batcher(Generic[T]):
         self._jobs: deque[_Job[T]] = deque()  # admitted, not finished (arrival order)
         self._queued_tokens = 0  # tokens of admitted items not yet computed
         self._pending = 0  # requests holding a place while they are being priced
+        self._job_tokens: float | None = None  # mean cost of admitted jobs (EWMA)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._rate: float | None = None  # measured tokens/second (EWMA over model calls)
@@ -187,10 +188,14 @@ class Batcher(Generic[T]):
 
     def retry_after(self, extra_tokens: int = 0) -> float:
         """Seconds until the queue has drained the tokens now waiting (plus ``extra_tokens``),
-        at the measured drain rate; 1 s when nothing has been measured yet."""
+        at the measured drain rate; 1 s when nothing has been measured yet. Requests still
+        being priced (holding a place, cost unknown) count at the mean admitted cost: in
+        a burst most places are held by them, and leaving them out made Retry-After 1 s
+        for a queue that took 20 s to drain."""
         if not self._rate:
             return 1.0
-        return max(1.0, (self._queued_tokens + extra_tokens) / self._rate)
+        pending = self._pending * (self._job_tokens or 0.0)
+        return max(1.0, (self._queued_tokens + pending + extra_tokens) / self._rate)
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -267,6 +272,9 @@ class Batcher(Generic[T]):
             if self._thread is None or self._stopping:
                 raise NotReady(f"the {self.name} model is not running")
             self._check_full(cost, reserved)
+            self._job_tokens = (
+                cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost
+            )
             self._jobs.append(job)
             self._queued_tokens += cost
             self._cond.notify()
