@@ -19,11 +19,12 @@ from rankwise.server.timeouts import protocol_with_header_timeout
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (``M_ARENA_MAX``) unless ``MALLOC_ARENA_MAX`` is set.
 
-    Measured (``benchmarks/serve_pressure.py``, 32-client soak): the Python heap stays at
-    ~18 MB (tracemalloc) while RSS kept rising ~2.5 %/min with glibc's default of 8 arenas
-    per core, one per thread that allocates (thread pool, batcher, tokenizers, torch);
-    with 2 arenas it levels off. Call before threads start; a no-op off glibc.
-    Returns whether the cap was applied.
+    Measured (``benchmarks/serve_pressure.py``, 32-client soak, 2 shared cores): the
+    Python heap stays at ~18 MB (tracemalloc) while RSS climbs, so the growth is native
+    memory (allocator arenas, torch/oneDNN, tokenizers, LanceDB). RSS grew ~47 MB/min
+    after the first minute with glibc's default arenas and ~30-36 MB/min with 2; the cap
+    helps somewhat and does not stop it (see ``benchmarks/results/serve_pressure.md``).
+    Call before threads start; a no-op off glibc. Returns whether the cap was applied.
     """
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
