@@ -361,7 +361,7 @@ def test_schemathesis_finds_no_failures(server, tmp_path):
         "-H",
         f"Authorization: Bearer {KEY}",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     tail = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, tail
     assert "No issues found" in out.stdout or "passed" in out.stdout, tail
