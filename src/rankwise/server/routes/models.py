@@ -52,12 +52,13 @@ async def score_documents(
     """
     reranker, batcher = state.require_reranker()
     check_texts(state, texts, "documents", state.settings.max_documents)
-    counts = await run_in_threadpool(reranker.count_tokens, [query, *texts])
-    tokens = [counts[0] + c for c in counts[1:]]  # one pair = query + document
-    do_truncate = state.settings.truncate if truncate is None else truncate
-    billed = check_tokens(tokens, reranker.max_length, "documents", do_truncate)
-    costs = [min(n, reranker.max_length) for n in tokens]
-    scores = await batcher.run([(query, t) for t in texts], costs)
+    with batcher.admission():  # 429 at once, before the tokenisation below
+        counts = await run_in_threadpool(reranker.count_tokens, [query, *texts])
+        tokens = [counts[0] + c for c in counts[1:]]  # one pair = query + document
+        do_truncate = state.settings.truncate if truncate is None else truncate
+        billed = check_tokens(tokens, reranker.max_length, "documents", do_truncate)
+        costs = [min(n, reranker.max_length) for n in tokens]
+        scores = await batcher.run([(query, t) for t in texts], costs, reserved=True)
     return np.asarray(scores, dtype=np.float32), billed
 
 
@@ -234,13 +235,13 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
             f"dimensions={req.dimensions} but {embedder.model_id} makes {embedder.dim}-dim vectors"
         )
     check_texts(state, texts, "input", state.settings.max_inputs)
-    counts = await run_in_threadpool(embedder.count_tokens, texts)
-    do_truncate = state.settings.truncate if req.truncate is None else req.truncate
-    billed = check_tokens(counts, embedder.max_length, "input", do_truncate)
-    costs = [min(n, embedder.max_length) for n in counts]
-    vectors = np.asarray(
-        await batcher.run([(t, req.input_type) for t in texts], costs), dtype=np.float32
-    )
+    with batcher.admission():  # 429 at once, before the tokenisation below
+        counts = await run_in_threadpool(embedder.count_tokens, texts)
+        do_truncate = state.settings.truncate if req.truncate is None else req.truncate
+        billed = check_tokens(counts, embedder.max_length, "input", do_truncate)
+        costs = [min(n, embedder.max_length) for n in counts]
+        items = [(t, req.input_type) for t in texts]
+        vectors = np.asarray(await batcher.run(items, costs, reserved=True), dtype=np.float32)
     body = await run_in_threadpool(
         _embedding_body,
         vectors,
