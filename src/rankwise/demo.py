@@ -172,8 +172,9 @@ def run_demo(
     if rr is None:
         console.print(
             "[dim]dense = the embedder alone; hybrid = embedder + BM25 fused by reciprocal rank "
-            "(k=60, equal weights), rankwise's default. Where they differ, BM25 pulled up a "
-            "product that shares the query's words; a cross-encoder is what sorts that out.[/]"
+            "(k=60, equal weights), rankwise's default until `rankwise tune fusion` calibrates "
+            "the index. Where they differ, BM25 pulled up a product that shares the query's "
+            "words; a cross-encoder is what sorts that out.[/]"
         )
     model_hint = (
         "" if emb.model_id == (embedder or DEFAULT_EMBEDDER) else f" --embedder {emb.model_id}"
