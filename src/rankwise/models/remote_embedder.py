@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rankwise.errors import ConfigError, InvalidRequest, RemoteModelError
-from rankwise.models.base import check_texts
+from rankwise.errors import ConfigError, RemoteModelError
+from rankwise.models.base import check_encode_args, check_texts
 from rankwise.models.loading import short_hash
 from rankwise.models.remote import (
     ConcurrentCalls,
@@ -178,9 +178,7 @@ class RemoteEmbedder:
         show_progress: bool = False,
     ) -> np.ndarray:
         """Vectors for ``texts``: float32 (n, dim), L2-normalised, input order."""
-        texts = check_texts(texts)
-        if input_type not in ("query", "document"):
-            raise InvalidRequest(f"input_type must be 'query' or 'document', got {input_type!r}.")
+        texts = check_encode_args(texts, input_type)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.query_instruction if input_type == "query" else self.document_instruction
