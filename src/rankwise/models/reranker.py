@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.errors import ConfigError, InvalidRequest
-from rankwise.models.base import BaseModel, check_texts
+from rankwise.models.base import BaseModel, check_pairs, check_texts
 from rankwise.models.results import RankedResults
 from rankwise.models.specs import spec_for
 from rankwise.models.tokens import LRU
@@ -106,13 +106,7 @@ class Reranker(BaseModel):
         Pairs from many queries may be mixed (the server batches across requests); identical
         pairs are scored once.
         """
-        if isinstance(pairs, (str, bytes)):
-            raise InvalidRequest("pairs must be a list of (query, document) pairs.")
-        clean: list[tuple[str, str]] = []
-        for i, p in enumerate(pairs):
-            if isinstance(p, (str, bytes)) or len(p) != 2 or not all(isinstance(x, str) for x in p):
-                raise InvalidRequest(f"pairs[{i}] must be a (query, document) pair of strings.")
-            clean.append((p[0], p[1]))
+        clean = check_pairs(pairs)
         unique = list(dict.fromkeys(clean))
         keys = [_pair_key(p) for p in unique]
         scores = np.array(
