@@ -257,3 +257,56 @@ def test_cli_tune_fusion_writes_the_pipeline_and_search_uses_it(tmp_path, tiny_e
     bad = subprocess.run([rankwise, "tune", "fusion", "--data", str(tmp_path / "nope"), *common],
                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def _reference_scores(recipe, lists, qrels, top_k, metric="ndcg@10"):
+    """The dict path: fuse() then compute_metrics(), as search and evaluation run them."""
+    from rankwise.evaluate.metrics import compute_metrics
+    from rankwise.search import fuse
+
+    run = {}
+    for q, (dense, lexical) in lists.items():
+        depth = recipe.depth or top_k
+        parts = {"dense": [dense], "lexical": [lexical], "hybrid": [dense[:depth], lexical[:depth]]}
+        hits = fuse(parts[recipe.mode], recipe)[:top_k]
+        run[q] = {h.id: float(len(hits) - r) for r, h in enumerate(hits)}
+    name, _, k = metric.partition("@")
+    m = compute_metrics(run, {q: qrels[q] for q in lists}, ks=(int(k),), metrics=(name,),
+                        no_relevant="zero")  # fmt: skip
+    return m.values[metric]
+
+
+@pytest.mark.parametrize("metric", ["ndcg@10", "recall@5", "mrr@10"])
+def test_vectorised_recipe_scores_equal_fuse_then_compute_metrics(metric):
+    """RecipeScorer must reproduce fuse() exactly, ties included (equal RRF ranks, equal
+    BM25 scores, a list shorter than the depth, an empty list, a query with no relevant doc)."""
+    import random
+
+    import numpy as np
+
+    from rankwise.store import Hit
+    from rankwise.tune.recipe_scores import RecipeScorer
+
+    rng = random.Random(7)
+    docs = [f"d{i:03d}" for i in range(120)]
+    lists, qrels = {}, {}
+    for qi in range(40):
+        n_dense, n_lex = rng.choice([0, 3, 30, 60]), rng.choice([0, 5, 30, 60])
+        dense_ids = rng.sample(docs, n_dense)
+        lex_ids = rng.sample(docs[:60], n_lex)  # overlap with the dense list
+        dense_scores = sorted((round(rng.random(), 1) for _ in dense_ids), reverse=True)
+        lex_scores = sorted((float(rng.randint(0, 4)) for _ in lex_ids), reverse=True)  # ties
+        lists[f"q{qi:02d}"] = (
+            [Hit(d, s, {}) for d, s in zip(dense_ids, dense_scores, strict=True)],
+            [Hit(d, s, {}) for d, s in zip(lex_ids, lex_scores, strict=True)],
+        )
+        judged = rng.sample(docs, 25)
+        qrels[f"q{qi:02d}"] = {d: rng.choice([0, 0, 1, 2]) for d in judged}
+    qrels["q00"] = {d: 0 for d in docs[:5]}  # no relevant document: scores 0
+    recipes = FusionConfig(top_k=20, depths=(20, 40)).candidates()
+    recipes += [RecallRecipe("hybrid", "rrf", 60, (0.5, 0.5), 20)]  # equal weights: rank ties
+    scorer = RecipeScorer(lists, qrels, top_k=20, metric=metric)
+    for recipe in recipes:
+        expected = _reference_scores(recipe, lists, qrels, 20, metric)
+        np.testing.assert_allclose(scorer.score(recipe), expected, atol=1e-12,
+                                   err_msg=recipe.label())  # fmt: skip

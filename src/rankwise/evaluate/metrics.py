@@ -162,6 +162,32 @@ def compute_metrics(
         ideal[i, : min(depth, len(rel_grades))] = rel_grades[:depth]
         n_rel[i] = len(rel_grades)
 
+    values = metrics_from_grades(grades, ideal, n_rel, ks, metrics, threshold=threshold, gain=gain)
+    return QueryMetrics(qids, values, ks, threshold, gain, no_relevant, skipped)
+
+
+def metrics_from_grades(
+    grades: np.ndarray,
+    ideal: np.ndarray,
+    n_rel: np.ndarray,
+    ks: Sequence[int],
+    metrics: Sequence[str] = METRICS,
+    *,
+    threshold: int = 1,
+    gain: Literal["linear", "exponential"] = "linear",
+) -> dict[str, np.ndarray]:
+    """The metric columns from ranked grades: the formulas of :func:`compute_metrics`.
+
+    Args:
+        grades: ``(n_queries, depth)``, the judged grade of the document at each rank (0 for
+            an unjudged document or an empty rank); ``depth >= max(ks)``.
+        ideal: ``(n_queries, depth)``, each query's judged relevant grades, best first.
+        n_rel: ``(n_queries,)``, the number of relevant documents of each query.
+
+    Callers that rank many runs over the same candidates (fusion calibration) build
+    ``grades`` directly and skip the per-query dicts.
+    """
+    depth = grades.shape[1]
     relevant = grades >= threshold
     cum_rel = np.cumsum(relevant, axis=1)
     ranks = np.arange(1, depth + 1, dtype=np.float64)
@@ -195,4 +221,4 @@ def compute_metrics(
                 den = idcg[:, k - 1]
                 v = np.divide(dcg[:, k - 1], den, out=np.zeros_like(den), where=den > 0)
             values[f"{m}@{k}"] = v
-    return QueryMetrics(qids, values, ks, threshold, gain, no_relevant, skipped)
+    return values

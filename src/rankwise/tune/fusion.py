@@ -14,8 +14,8 @@ does not help, calibration falls back to the better part instead of averaging in
 one: the default RRF of a weak dense model and BM25 lost to BM25 alone on both sets here
 (homedepot 0.348 vs 0.372, kuake_qtr 0.615 vs 0.759 nDCG@10, ``benchmarks/results/relevance.md``).
 
-Scoring ~120 recipes costs one dense and one lexical search per query plus ~0.2 s per recipe
-for 1,000 queries, because fusion reruns on the cached lists only.
+Scoring ~120 recipes costs one dense and one lexical search per query; the recipes then run
+as array operations on the cached lists (:mod:`rankwise.tune.recipe_scores`).
 """
 
 from __future__ import annotations
@@ -29,14 +29,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankwise.errors import DataError
-from rankwise.evaluate.metrics import compute_metrics
 from rankwise.evaluate.significance import randomization_test
 from rankwise.recipe import Pipeline, RecallRecipe, covers, detect_language
-from rankwise.search import fuse
-from rankwise.store import Hit
 from rankwise.tune.data import stable_fraction
-
-Lists = dict[str, tuple[list[Hit], list[Hit]]]  # qid -> (dense, lexical), each best first
+from rankwise.tune.recipe_scores import Lists, RecipeScorer
 
 
 @dataclass(frozen=True)
@@ -129,26 +125,6 @@ def collect_lists(
     return out
 
 
-def score_recipe(
-    recipe: RecallRecipe,
-    lists: Lists,
-    qrels: Mapping[str, Mapping[str, int]],
-    cfg: FusionConfig,
-) -> np.ndarray:
-    """Per-query ``cfg.metric`` of ``recipe`` on cached lists (queries in sorted id order)."""
-    run: dict[str, dict[str, float]] = {}
-    for q, (dense, lexical) in lists.items():
-        depth = recipe.depth or cfg.top_k
-        parts = {"dense": [dense], "lexical": [lexical], "hybrid": [dense[:depth], lexical[:depth]]}
-        hits = fuse(parts[recipe.mode], recipe)[: cfg.top_k]
-        # rank-derived scores: fused scores may tie, the run must keep the fused order
-        run[q] = {h.id: float(len(hits) - r) for r, h in enumerate(hits)}
-    metric, _, k = cfg.metric.partition("@")
-    m = compute_metrics(run, {q: qrels[q] for q in lists}, ks=(int(k),), metrics=(metric,),
-                        threshold=cfg.threshold, no_relevant="zero")  # fmt: skip
-    return m.values[cfg.metric]
-
-
 def choose(
     group: str,
     per_recipe: Mapping[RecallRecipe, np.ndarray],
@@ -219,9 +195,9 @@ def calibrate_pipeline(
     lists = collect_lists(searcher, {q: queries[q] for q in judged}, depth,
                           show_progress=show_progress)  # fmt: skip
     recipes = cfg.candidates()
+    scorer = RecipeScorer(lists, qrels, top_k=cfg.top_k, metric=cfg.metric, threshold=cfg.threshold)
     per_recipe = {
-        r: score_recipe(r, lists, qrels, cfg)
-        for r in tqdm(recipes, desc="recipes", disable=not show_progress)
+        r: scorer.score(r) for r in tqdm(recipes, desc="recipes", disable=not show_progress)
     }
     lang_of = {q: detect_language(queries[q]) for q in judged}
 
