@@ -1,0 +1,253 @@
+"""`rankwise index`, `search` and `rerank`: the catalog and query commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rankwise.cli.app import app
+from rankwise.cli.common import (
+    BackendOpt,
+    DeviceOpt,
+    EmbedderOpt,
+    IndexOpt,
+    QuantizeOpt,
+    RerankerOpt,
+    RevisionOpt,
+    console,
+    err_console,
+    load_embedder,
+    load_reranker,
+    settings,
+)
+
+
+# ----------------------------------------------------------------------------- index
+@app.command()
+def index(
+    catalog: Annotated[Path, typer.Argument(help="Catalog file: .jsonl, .csv or .parquet.")],
+    index: IndexOpt = None,
+    embedder: EmbedderOpt = None,
+    revision: RevisionOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
+    fields: Annotated[
+        str | None,
+        typer.Option(
+            help="Field mapping, e.g. id=sku,title=name,text=desc+bullets,metadata=brand+price."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Records embedded and written per batch.")
+    ] = 256,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Skip bad rows (listed) instead of aborting.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Resume from the last committed batch of the same file.")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Validate a catalog, embed it and write it into the index (upsert by product id)."""
+    from rankwise.catalog import Catalog
+    from rankwise.data import FieldMapping
+
+    s = settings(
+        index=index,
+        embedder=embedder,
+        embedder_revision=revision,
+        device=device,
+        backend=backend,
+        quantize=quantize,
+    )
+    mapping = FieldMapping.parse(fields)
+    with Catalog.open(s.index, load_embedder(s)) as cat:  # close() flushes and indexes
+        report = cat.ingest(
+            catalog,
+            mapping,
+            batch_size=batch_size,
+            skip_invalid=skip_invalid,
+            resume=resume,
+            show_progress=not json_out,
+        )
+    if json_out:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        resumed = f" (resumed: {report.skipped_done} already done)" if report.skipped_done else ""
+        console.print(
+            f"indexed {report.count} products into {s.index} in {report.seconds:.1f}s "
+            f"({report.docs_per_s:.1f} docs/s){resumed}; {report.total_in_store} in the index"
+        )
+        for msg in report.invalid[:20]:
+            err_console.print(f"[yellow]skipped:[/] {msg}")
+        for msg in report.failed_batches:
+            err_console.print(f"[red]failed batch:[/] {msg}")
+    if report.failed_batches:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- search
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The search query.")],
+    index: IndexOpt = None,
+    mode: Annotated[str | None, typer.Option(help="dense, lexical or hybrid.")] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Candidates from recall (default 50).")
+    ] = None,
+    top_n: Annotated[
+        int | None, typer.Option("--top-n", min=1, help="Results returned (default 10).")
+    ] = None,
+    rerank: Annotated[bool, typer.Option(help="Rerank with the cross-encoder.")] = True,
+    threshold: Annotated[
+        float | None, typer.Option(help="Minimum 0..1 relevance after rerank.")
+    ] = None,
+    filter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help="Metadata filter, repeatable: category=phone, price<500, 'brand in a,b'.",
+        ),
+    ] = None,
+    fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: rrf or weighted.")] = None,
+    embedder: EmbedderOpt = None,
+    embedder_revision: Annotated[
+        str | None,
+        typer.Option("--embedder-revision", help="Pinned embedder revision (the index's)."),
+    ] = None,
+    reranker: RerankerOpt = None,
+    reranker_revision: Annotated[
+        str | None, typer.Option("--reranker-revision", help="Pinned reranker revision.")
+    ] = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Search the index: recall, rerank, print a table (or JSON)."""
+    from rankwise.catalog import Catalog
+    from rankwise.search import Searcher
+
+    s = settings(
+        index=index,
+        mode=mode,
+        top_k=top_k,
+        top_n=top_n,
+        threshold=threshold,
+        fusion=fusion,
+        embedder=embedder,
+        embedder_revision=embedder_revision,
+        reranker=reranker,
+        reranker_revision=reranker_revision,
+        device=device,
+        backend=backend,
+        quantize=quantize,
+    )
+    if "embedder" not in s.model_fields_set:  # none given: the one the index was built with
+        from rankwise.catalog import stamped_embedder
+
+        s = s.model_copy(update={"embedder": stamped_embedder(s.index) or s.embedder})
+    with Catalog.open(s.index, load_embedder(s), create=False) as cat:
+        rr = load_reranker(s) if (rerank and s.reranker) else None
+        searcher = Searcher(
+            cat,
+            rr,
+            top_k=s.top_k,
+            top_n=s.top_n,
+            mode=s.mode,
+            fusion=s.fusion,
+            threshold=s.threshold,
+        )
+        resp = searcher.search(query, filters=filter or None, rerank=rerank)
+    if json_out:
+        print(json.dumps(resp.to_dict(), ensure_ascii=False))
+        return
+    from rankwise.render import results_table
+
+    console.print(results_table(resp))
+
+
+# ----------------------------------------------------------------------------- rerank
+@app.command()
+def rerank(
+    query: Annotated[str, typer.Argument(help="The query.")],
+    documents: Annotated[
+        Path | None,
+        typer.Option(
+            "--documents",
+            "-d",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="File with one document per line (.txt) or JSONL with 'text'; default stdin.",
+        ),
+    ] = None,
+    reranker: RerankerOpt = None,
+    revision: RevisionOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", min=1)] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rerank documents for a query with the cross-encoder (no index needed)."""
+    from rankwise.errors import InvalidRequest
+
+    text = documents.read_text(encoding="utf-8") if documents else sys.stdin.read()
+    docs = _read_documents(text, str(documents or "<stdin>"))
+    if not docs:
+        raise InvalidRequest(
+            "no documents to rerank: give --documents FILE or pipe one document per line"
+        )
+    s = settings(
+        reranker=reranker,
+        reranker_revision=revision,
+        device=device,
+        backend=backend,
+        quantize=quantize,
+    )
+    ranked = load_reranker(s).rank(query, docs, top_n=top_n)
+    rows = [
+        {
+            "rank": r.rank,
+            "index": r.index,
+            "score": r.score,
+            "relevance": r.relevance,
+            "document": r.document,
+        }
+        for r in ranked
+    ]
+    if json_out:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    from rankwise.render import rerank_table
+
+    console.print(rerank_table(query, rows))
+
+
+def _read_documents(text: str, name: str) -> list[str]:
+    from rankwise.errors import DataError
+
+    docs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{name}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj.get("text"), str):
+                raise DataError(f"{name}:{n}: JSON lines need a string field 'text'")
+            docs.append(obj["text"])
+        else:
+            docs.append(line.strip())
+    return docs
