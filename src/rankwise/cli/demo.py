@@ -9,9 +9,14 @@ import typer
 
 from rankwise.cli.app import app
 from rankwise.cli.common import (
+    BackendOpt,
+    DeviceOpt,
     EmbedderOpt,
+    QuantizeOpt,
     RerankerOpt,
     console,
+    model_options,
+    settings,
 )
 
 
@@ -23,8 +28,12 @@ def demo(
     ),
     embedder: EmbedderOpt = None,
     reranker: RerankerOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Index the bundled sample catalog and show first-stage vs reranked results."""
     from rankwise.demo import run_demo
 
-    run_demo(index, embedder=embedder, reranker=reranker, console=console)
+    s = settings(embedder=embedder, reranker=reranker, **model_options(device, backend, quantize))
+    run_demo(index, console=console, settings=s)

@@ -13,12 +13,19 @@ from rankwise.cli.common import (
     DeviceOpt,
     EmbedderOpt,
     JudgmentsOpt,
+    ModelBatchOpt,
+    QuantizeOpt,
+    RelevantGradeOpt,
     RerankerOpt,
+    TokenBudgetOpt,
+    TopKOpt,
+    TopNOpt,
     console,
     err_console,
     judged_data,
     load_embedder,
     load_reranker,
+    model_options,
     settings,
 )
 
@@ -46,13 +53,14 @@ def eval_command(
     reranker: RerankerOpt = None,
     device: DeviceOpt = None,
     backend: BackendOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Recall candidates.")] = 50,
-    top_n: Annotated[int, typer.Option("--top-n", min=1, help="Results after rerank.")] = 10,
+    quantize: QuantizeOpt = None,
+    model_batch_size: ModelBatchOpt = None,
+    token_budget: TokenBudgetOpt = None,
+    top_k: TopKOpt = None,
+    top_n: TopNOpt = None,
     k: Annotated[str, typer.Option("--k", help="Metric cut-offs, e.g. 1,5,10,50.")] = "1,5,10,50",
     pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
-    threshold: Annotated[
-        int, typer.Option(help="Smallest grade counted as relevant (binary metrics).")
-    ] = 1,
+    relevant_grade: RelevantGradeOpt = None,
     run: Annotated[
         list[str] | None,
         typer.Option("--run", help="External TREC run to score, NAME=FILE or FILE; repeatable."),
@@ -86,7 +94,11 @@ def eval_command(
     split = split or ("judged" if judgments else "test")
     data = judged_data(judgments, data)
     dataset = load_beir(data, split)  # bad data fails here, before any model loads
-    s = settings(embedder=embedder, reranker=reranker, device=device, backend=backend)
+    s = settings(
+        embedder=embedder, reranker=reranker, top_k=top_k, top_n=top_n,
+        relevant_grade=relevant_grade,
+        **model_options(device, backend, quantize, model_batch_size, token_budget),
+    )  # fmt: skip
     needs_embedder = any(n != "rerank-only" for n in names)
     needs_reranker = any("rerank" in n for n in names)
     runs = {}
@@ -99,11 +111,11 @@ def eval_command(
         systems=names,
         embedder=load_embedder(s) if needs_embedder else None,
         reranker=_eval_reranker(s, reranker, names) if needs_reranker else None,
-        top_k=top_k,
-        top_n=top_n,
+        top_k=s.top_k,
+        top_n=s.top_n,
         ks=k,
         pools=[p.strip() for p in pools.split(",") if p.strip()],
-        threshold=threshold,
+        threshold=s.relevant_grade,
         index_dir=index_dir,
         runs=runs,
         significance=significance,

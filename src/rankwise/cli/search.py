@@ -14,14 +14,25 @@ from rankwise.cli.common import (
     BackendOpt,
     DeviceOpt,
     EmbedderOpt,
+    FusionOpt,
     IndexOpt,
+    MinRelevanceOpt,
+    ModelBatchOpt,
+    ModeOpt,
     QuantizeOpt,
     RerankerOpt,
+    RerankerRevisionOpt,
     RevisionOpt,
+    SkipMarginOpt,
+    TokenBudgetOpt,
+    TopKOpt,
+    TopNOpt,
     console,
     err_console,
     load_embedder,
     load_reranker,
+    model_options,
+    option,
     settings,
 )
 
@@ -36,15 +47,17 @@ def index(
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
+    model_batch_size: ModelBatchOpt = None,
+    token_budget: TokenBudgetOpt = None,
     fields: Annotated[
         str | None,
         typer.Option(
             help="Field mapping, e.g. id=sku,title=name,text=desc+bullets,metadata=brand+price."
         ),
     ] = None,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Records embedded and written per batch.")
-    ] = 256,
+    record_batch_size: Annotated[
+        int | None, option("record_batch_size", "--record-batch-size", "--batch-size", min=1)
+    ] = None,
     skip_invalid: Annotated[
         bool, typer.Option(help="Skip bad rows (listed) instead of aborting.")
     ] = False,
@@ -56,21 +69,20 @@ def index(
     """Validate a catalog, embed it and write it into the index (upsert by product id)."""
     from rankwise.catalog import Catalog
     from rankwise.data import FieldMapping
+    from rankwise.store import settings_store_options
 
     s = settings(
-        index=index,
-        embedder=embedder,
-        embedder_revision=revision,
-        device=device,
-        backend=backend,
-        quantize=quantize,
-    )
+        index=index, embedder=embedder, embedder_revision=revision,
+        record_batch_size=record_batch_size,
+        **model_options(device, backend, quantize, model_batch_size, token_budget),
+    )  # fmt: skip
     mapping = FieldMapping.parse(fields)
-    with Catalog.open(s.index, load_embedder(s)) as cat:  # close() flushes and indexes
+    emb = load_embedder(s)
+    with Catalog.open(s.index, emb, **settings_store_options(s)) as cat:  # close() indexes
         report = cat.ingest(
             catalog,
             mapping,
-            batch_size=batch_size,
+            batch_size=s.record_batch_size,
             skip_invalid=skip_invalid,
             resume=resume,
             show_progress=not json_out,
@@ -96,17 +108,12 @@ def index(
 def search(
     query: Annotated[str, typer.Argument(help="The search query.")],
     index: IndexOpt = None,
-    mode: Annotated[str | None, typer.Option(help="dense, lexical or hybrid.")] = None,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, help="Candidates from recall (default 50).")
-    ] = None,
-    top_n: Annotated[
-        int | None, typer.Option("--top-n", min=1, help="Results returned (default 10).")
-    ] = None,
+    mode: ModeOpt = None,
+    top_k: TopKOpt = None,
+    top_n: TopNOpt = None,
     rerank: Annotated[bool, typer.Option(help="Rerank with the cross-encoder.")] = True,
-    threshold: Annotated[
-        float | None, typer.Option(help="Minimum 0..1 relevance after rerank.")
-    ] = None,
+    min_relevance: MinRelevanceOpt = None,
+    skip_margin: SkipMarginOpt = None,
     filter: Annotated[
         list[str] | None,
         typer.Option(
@@ -115,58 +122,48 @@ def search(
             help="Metadata filter, repeatable: category=phone, price<500, 'brand in a,b'.",
         ),
     ] = None,
-    fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: rrf or weighted.")] = None,
+    fusion: FusionOpt = None,
     embedder: EmbedderOpt = None,
-    embedder_revision: Annotated[
-        str | None,
-        typer.Option("--embedder-revision", help="Pinned embedder revision (the index's)."),
-    ] = None,
+    embedder_revision: Annotated[str | None, option("embedder_revision")] = None,
     reranker: RerankerOpt = None,
-    reranker_revision: Annotated[
-        str | None, typer.Option("--reranker-revision", help="Pinned reranker revision.")
-    ] = None,
+    reranker_revision: RerankerRevisionOpt = None,
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
+    model_batch_size: ModelBatchOpt = None,
+    token_budget: TokenBudgetOpt = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
 ) -> None:
-    """Search the index: recall, rerank, print a table (or JSON)."""
+    """Search the index: recall, rerank, print a table (or JSON).
+
+    Without --embedder, the embedder the index was built with (its stamp) is used; with
+    --mode lexical --no-rerank no model is loaded at all.
+    """
     from rankwise.catalog import Catalog
     from rankwise.search import Searcher
+    from rankwise.store import open_store, settings_store_options
 
     s = settings(
-        index=index,
-        mode=mode,
-        top_k=top_k,
-        top_n=top_n,
-        threshold=threshold,
-        fusion=fusion,
-        embedder=embedder,
-        embedder_revision=embedder_revision,
-        reranker=reranker,
+        index=index, mode=mode, top_k=top_k, top_n=top_n, min_relevance=min_relevance,
+        skip_margin=skip_margin, fusion=fusion, embedder=embedder,
+        embedder_revision=embedder_revision, reranker=reranker,
         reranker_revision=reranker_revision,
-        device=device,
-        backend=backend,
-        quantize=quantize,
-    )
-    if "embedder" not in s.model_fields_set:  # none given: the one the index was built with
-        from rankwise.catalog import stamped_embedder
-
-        s = s.model_copy(update={"embedder": stamped_embedder(s.index) or s.embedder})
-    with Catalog.open(s.index, load_embedder(s), create=False) as cat:
+        **model_options(device, backend, quantize, model_batch_size, token_budget),
+    )  # fmt: skip
+    store = open_store(s.index, create=False, **settings_store_options(s))
+    try:
+        stamp = store.read_stamp() or {}
+        if "embedder" not in s.model_fields_set and stamp.get("model"):
+            s = s.model_copy(update={"embedder": stamp["model"]})  # the index's own embedder
+        emb = None if s.mode == "lexical" else load_embedder(s)  # lexical: no vectors needed
+        cat = Catalog(store, emb)  # checks the stamp before a reranker loads
         rr = load_reranker(s) if (rerank and s.reranker) else None
-        searcher = Searcher(
-            cat,
-            rr,
-            top_k=s.top_k,
-            top_n=s.top_n,
-            mode=s.mode,
-            fusion=s.fusion,
-            threshold=s.threshold,
-        )
+        searcher = Searcher.from_settings(s, cat, rr)
         resp = searcher.search(query, filters=filter or None, rerank=rerank)
+    finally:
+        store.close()
     if json_out:
         print(json.dumps(resp.to_dict(), ensure_ascii=False))
         return
@@ -191,12 +188,16 @@ def rerank(
         ),
     ] = None,
     reranker: RerankerOpt = None,
-    revision: RevisionOpt = None,
+    revision: Annotated[str | None, option("reranker_revision", "--revision")] = None,
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
-    top_n: Annotated[int | None, typer.Option("--top-n", min=1)] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    model_batch_size: ModelBatchOpt = None,
+    token_budget: TokenBudgetOpt = None,
+    top_n: Annotated[
+        int | None, typer.Option("--top-n", min=1, help="Results returned (default: all).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rerank documents for a query with the cross-encoder (no index needed)."""
     from rankwise.errors import InvalidRequest
@@ -208,12 +209,9 @@ def rerank(
             "no documents to rerank: give --documents FILE or pipe one document per line"
         )
     s = settings(
-        reranker=reranker,
-        reranker_revision=revision,
-        device=device,
-        backend=backend,
-        quantize=quantize,
-    )
+        reranker=reranker, reranker_revision=revision,
+        **model_options(device, backend, quantize, model_batch_size, token_budget),
+    )  # fmt: skip
     ranked = load_reranker(s).rank(query, docs, top_n=top_n)
     rows = [
         {

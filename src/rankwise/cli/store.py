@@ -26,9 +26,9 @@ CollectionOpt = Annotated[
 
 
 def _store_options(uri: str, collection: str | None) -> dict[str, Any]:
-    from rankwise.store import backend_for
+    from rankwise.store import store_options
 
-    return {"collection": collection} if collection and backend_for(uri) != "lance" else {}
+    return store_options(uri, collection=collection)
 
 
 @store_app.command("info")
@@ -63,7 +63,9 @@ def store_migrate(
         str, typer.Option("--to", help="Destination URI (milvus://host:19530, x.db, ./dir).")
     ],
     collection: CollectionOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Records per batch.")] = 1000,
+    batch_size: Annotated[
+        int, typer.Option("--record-batch-size", "--batch-size", help="Records copied per batch.")
+    ] = 1000,
 ) -> None:
     """Copy every product and vector from one store to another (upsert by id).
 

@@ -10,7 +10,10 @@ import typer
 from rankwise.cli.app import app
 from rankwise.cli.common import (
     EmbedderOpt,
+    RelevantGradeOpt,
     RerankerOpt,
+    TopKOpt,
+    TopNOpt,
     console,
     err_console,
     load_embedder,
@@ -80,7 +83,7 @@ def tune_convert(
     data: Annotated[Path, typer.Argument(help="BEIR folder.")],
     out: OutFile,
     split: Annotated[str, typer.Option(help="qrels split.")] = "train",
-    threshold: Annotated[int, typer.Option(help="Grades >= this are positives.")] = 1,
+    relevant_grade: RelevantGradeOpt = None,
     judged_negatives: Annotated[
         bool, typer.Option(help="Grade-0 judgments seed the negatives.")
     ] = True,
@@ -93,7 +96,9 @@ def tune_convert(
     from rankwise.tune.data import from_beir, split_by_query, write_examples
 
     examples = from_beir(
-        load_beir(data, split), threshold=threshold, judged_negatives=judged_negatives
+        load_beir(data, split),
+        threshold=settings(relevant_grade=relevant_grade).relevant_grade,
+        judged_negatives=judged_negatives,
     )
     train, dev = split_by_query(examples, dev_fraction)
     write_examples(train, out)
@@ -135,7 +140,6 @@ def tune_mine(
     import json as _json
 
     from rankwise.data import document_text, read_catalog
-    from rankwise.models import Reranker
     from rankwise.tune.data import read_examples, write_examples
     from rankwise.tune.mine import mine_hard_negatives
 
@@ -145,9 +149,9 @@ def tune_mine(
     examples = read_examples(train_file)
     source = corpus / "corpus.jsonl" if corpus.is_dir() else corpus
     texts = [document_text(rec) for _, rec in read_catalog(source)]
-    s = settings(embedder=embedder)
+    s = settings(embedder=embedder, reranker=teacher)
     mined, report = mine_hard_negatives(
-        examples, texts, load_embedder(s), cfg, teacher=Reranker(teacher) if teacher else None
+        examples, texts, load_embedder(s), cfg, teacher=load_reranker(s) if teacher else None
     )
     write_examples(mined, out)
     console.print(_json.dumps(report.to_dict(), indent=1), highlight=False)
@@ -183,7 +187,9 @@ def tune_embedder(
     out: OutDir,
     epochs: EpochsOpt = 1.0,
     max_steps: MaxStepsOpt = -1,
-    batch_size: Annotated[int, typer.Option(help="Queries per batch.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option("--train-batch-size", "--batch-size", help="Queries per training batch.")
+    ] = 32,
     group_size: Annotated[int, typer.Option(help="1 positive + n negatives per query.")] = 4,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-5,
     temperature: Annotated[float, typer.Option(help="Contrastive temperature.")] = 0.02,
@@ -231,7 +237,12 @@ def tune_reranker(
     objective: Annotated[str, typer.Option(help="listwise, pointwise or margin_mse.")] = "listwise",
     epochs: EpochsOpt = 1.0,
     max_steps: MaxStepsOpt = -1,
-    batch_size: Annotated[int, typer.Option(help="Groups (or pairs) per batch.")] = 16,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--train-batch-size", "--batch-size", help="Groups (or pairs) per training batch."
+        ),
+    ] = 16,
     group_size: Annotated[int, typer.Option(help="1 positive + n negatives.")] = 8,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
     max_length: Annotated[int, typer.Option(help="Max tokens per pair.")] = 96,
@@ -285,7 +296,8 @@ def tune_fusion_command(
     ] = None,
     max_queries: Annotated[int, typer.Option(help="At most N judged queries.")] = 1000,
     alpha: Annotated[float, typer.Option(help="Fusion/rerank must win at this p-value.")] = 0.05,
-    top_k: Annotated[int | None, typer.Option(help="First-stage depth served.")] = None,
+    top_k: TopKOpt = None,
+    top_n: TopNOpt = None,
     out: Annotated[
         str | None, typer.Option(help="Pipeline file (default: beside the index).")
     ] = None,
@@ -295,7 +307,7 @@ def tune_fusion_command(
     from rankwise.render import fusion_table
     from rankwise.tune.fusion import FusionConfig, tune_fusion
 
-    s = settings(index=index, embedder=embedder, reranker=reranker, top_k=top_k)
+    s = settings(index=index, embedder=embedder, reranker=reranker, top_k=top_k, top_n=top_n)
     cfg = FusionConfig(top_k=s.top_k, alpha=alpha, max_queries=max_queries)
     rr = load_reranker(s) if reranker else None
     _, choices, _ = tune_fusion(

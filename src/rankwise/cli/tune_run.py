@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from rankwise.cli.common import JudgmentsOpt, console, err_console, judged_data
+from rankwise.cli.common import (
+    JudgmentsOpt,
+    TopKOpt,
+    TopNOpt,
+    console,
+    err_console,
+    judged_data,
+    option,
+    settings,
+)
 from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, tune_app
 
 
@@ -23,7 +32,9 @@ def tune_run_command(
         str | None, typer.Option(help="Also train a cross-encoder initialised from this model.")
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder teacher for scores.")] = None,
-    pos_threshold: Annotated[int, typer.Option(help="Training positives: grade >= this.")] = 1,
+    relevant_grade: Annotated[
+        int | None, option("relevant_grade", "--relevant-grade", "--pos-threshold", min=0)
+    ] = None,
     dev_fraction: Annotated[
         float, typer.Option(help="Share of train queries held out for the dev checks.")
     ] = 0.05,
@@ -36,16 +47,25 @@ def tune_run_command(
         int | None, typer.Option(help="Evaluate the first N test queries.")
     ] = None,
     epochs: EpochsOpt = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Embedder batch size.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option("--train-batch-size", "--batch-size", help="Embedder training batch.")
+    ] = 32,
     group_size: Annotated[int, typer.Option(help="Embedder group size.")] = 4,
     max_length: Annotated[int, typer.Option(help="Embedder max tokens.")] = 64,
-    reranker_batch_size: Annotated[int, typer.Option(help="Reranker groups per batch.")] = 16,
+    reranker_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--reranker-train-batch-size",
+            "--reranker-batch-size",
+            help="Reranker groups per training batch.",
+        ),
+    ] = 16,
     reranker_group_size: Annotated[int, typer.Option(help="Reranker group size.")] = 8,
     reranker_objective: Annotated[
         str, typer.Option(help="Reranker objective: listwise, pointwise (graded) or margin_mse.")
     ] = "listwise",
     related_label: Annotated[
-        float, typer.Option(help="Pointwise label of judged documents below --pos-threshold.")
+        float, typer.Option(help="Pointwise label of judged documents below --relevant-grade.")
     ] = 0.5,
     reranker_max_length: Annotated[int, typer.Option(help="Reranker max tokens per pair.")] = 96,
     reranker_eval_steps: Annotated[
@@ -56,7 +76,8 @@ def tune_run_command(
     distill_weight: Annotated[
         float, typer.Option(help="KL distillation weight (needs --teacher).")
     ] = 0.0,
-    top_k: Annotated[int, typer.Option(help="Evaluation recall depth.")] = 50,
+    top_k: TopKOpt = None,
+    top_n: TopNOpt = None,
     pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
     rerank_pools: Annotated[
         str | None, typer.Option(help="Pools for hybrid+rerank (default: --pools).")
@@ -85,10 +106,11 @@ def tune_run_command(
     from rankwise.tune.reranker import RerankerTrainConfig
     from rankwise.tune.run import TuneRunConfig, check_pools, tune_run
 
+    s = settings(top_k=top_k, top_n=top_n, relevant_grade=relevant_grade)
     data = judged_data(judgments, data, splits=("train", "test"))  # test: stable 20% by hash
     cfg = TuneRunConfig(
         data=data, base=base, out=out, reranker_base=model_or_none(reranker_base),
-        teacher=model_or_none(teacher), pos_threshold=pos_threshold,
+        teacher=model_or_none(teacher), pos_threshold=s.relevant_grade,
         dev_fraction=dev_fraction, min_dev_queries=min_dev_queries,
         max_train_queries=max_train_queries,
         max_eval_queries=max_eval_queries,
@@ -110,7 +132,7 @@ def tune_run_command(
         rerank_pools=check_pools([p.strip() for p in rerank_pools.split(",") if p.strip()])
         if rerank_pools
         else None,
-        top_k=top_k, index_dir=index_dir, reuse=reuse, rerank_max_queries=rerank_max_queries,
+        top_k=s.top_k, top_n=s.top_n, index_dir=index_dir, reuse=reuse, rerank_max_queries=rerank_max_queries,
     )  # fmt: skip
     tune_run(cfg, say=lambda m: err_console.print(m, highlight=False, markup=False))
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)

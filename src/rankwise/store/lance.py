@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "products"
 MANIFEST = "rankwise.json"
+#: The embedder stamp (see Store.read_stamp).
+STAMP = "rankwise-embedder.json"
 FORMAT_VERSION = 1
 VECTOR_INDEX = "vector_idx"
 
@@ -165,6 +167,21 @@ class LanceStore:
                 "index_built_rows": self._index_built_rows,
             },
         )
+
+    # -- the embedder stamp: a file in the index directory (where it has always been) ------
+    def read_stamp(self) -> dict[str, Any] | None:
+        try:
+            stamp = json.loads((self.path / STAMP).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError(
+                f"{self.path / STAMP} is unreadable ({e}); delete it to re-stamp"
+            ) from e
+        return stamp if isinstance(stamp, dict) else None
+
+    def write_stamp(self, stamp: dict[str, Any]) -> None:
+        atomic_write_json(self.path / STAMP, stamp)
 
     @property
     def schema(self) -> MetaSchema:

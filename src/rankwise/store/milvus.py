@@ -58,6 +58,9 @@ MAX_ID = 512
 PRESENT = "__set"
 INTERNAL = ("vector", "lexical", "sparse")
 
+#: Collection property holding the embedder stamp (see Store.read_stamp).
+STAMP_PROPERTY = "rankwise.embedder"
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     "collection": "products",
     "token": None,  # server auth; falls back to RANKWISE_MILVUS_TOKEN
@@ -212,6 +215,30 @@ class MilvusStore:
             if f["name"] == "vector":
                 self._dim = int(f["params"]["dim"])
         self._native_lexical = any(fn.get("type") is not None for fn in desc.get("functions", []))
+
+    # -- the embedder stamp: a property of the collection (Lite and server alike) ----------
+    def read_stamp(self) -> dict[str, Any] | None:
+        if self._fields is None:
+            return None
+        props = self._client.describe_collection(self.collection).get("properties") or {}
+        raw = props.get(STAMP_PROPERTY)
+        try:
+            stamp = json.loads(raw) if raw else None
+        except ValueError as e:
+            raise StoreError(f"the embedder stamp of {self.uri} is unreadable: {e}") from e
+        return stamp if isinstance(stamp, dict) else None
+
+    def write_stamp(self, stamp: dict[str, Any]) -> None:
+        if self._fields is None:
+            raise StoreError(f"{self.uri}: the embedder stamp is written after the first upsert")
+        try:
+            self._client.alter_collection_properties(
+                self.collection, properties={STAMP_PROPERTY: json.dumps(stamp)}
+            )
+        except Exception as e:  # noqa: BLE001 - pymilvus raises many types; name the cause
+            raise StoreError(
+                f"cannot stamp collection {self.collection!r} at {self.uri}: {e}"
+            ) from e
 
     @property
     def schema(self) -> MetaSchema:
@@ -521,6 +548,8 @@ class MilvusStore:
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
         expr = self._where(filters)
+        if not self._fields and self._supports_bm25:
+            return []  # nothing written yet (the collection is created natively hybrid)
         if not self._native_lexical:
             raise UnsupportedFeature(
                 f"{self.backend} {self.server_version} at {self.uri} has no native hybrid "
