@@ -190,3 +190,24 @@ def test_search_uses_native_hybrid_on_milvus_with_the_same_fusion(tmp_path, tiny
         # weighted fusion normalises scores its own way: fused here, from both lists
         weighted = Searcher(cat, mode="hybrid", fusion="weighted").search("running shoes")
         assert "dense" in weighted.timings and "hybrid" not in weighted.timings
+
+
+def test_eval_reads_rankwise_toml_and_env(capsys, clean_env, monkeypatch, tiny_embedder_dir):
+    """Old code: `rankwise eval` ignored rankwise.toml and RANKWISE_* for its Top-K, Top-N
+    and relevant grade (top_k 50, top_n 10, threshold 1 whatever the file said)."""
+    from test_tune_data import write_beir
+
+    data = write_beir(
+        clean_env / "beir",
+        {"d1": "cordless drill", "d2": "drill bits", "d3": "garden hose"},
+        {"q1": "drill", "q2": "hose"},
+        {"test": [("q1", "d1", 2), ("q1", "d2", 1), ("q2", "d3", 2)]},
+    )
+    (clean_env / "rankwise.toml").write_text("relevant_grade = 2\ntop_k = 7\n")
+    monkeypatch.setenv("RANKWISE_TOP_N", "3")
+    code, out, err = cli(capsys, "eval", "--data", data, "--systems", "lexical",
+                         "--embedder", tiny_embedder_dir, "--index-dir", clean_env / "cache",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    config = json.loads(out)["config"]
+    assert (config["top_k"], config["top_n"], config["threshold"]) == (7, 3, 2)

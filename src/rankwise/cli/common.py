@@ -6,7 +6,11 @@ from the one declaration of each setting (defaults < rankwise.toml < RANKWISE_* 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,53 +29,86 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
+#: Flags of settings whose option is not just ``--<name>`` (aliases users already type).
+FLAGS: dict[str, tuple[str, ...]] = {
+    "index": ("--index", "-i"),
+    "min_relevance": ("--min-relevance", "--threshold"),
+    "relevant_grade": ("--relevant-grade", "--threshold"),
+    "record_batch_size": ("--record-batch-size", "--batch-size"),
+    "batching": ("--batching/--no-batching",),
+}
+#: Groups of settings several commands take.
+MODEL = ("device", "backend", "quantize", "model_batch_size", "token_budget")
+SEARCH = ("top_k", "top_n", "mode", "fusion", "min_relevance", "skip_margin")
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The option type of a setting's annotation (choices are checked by the settings)."""
+    args = set(typing.get_args(annotation)) or {annotation}
+    for t in (bool, int, float):
+        if t in args:
+            return t | None
+    return str | None
+
+
 def option(name: str, *flags: str, **typer_kw: Any) -> Any:
     """The CLI option of setting ``name``, built from its one declaration in
     :class:`rankwise.config.Settings`: the help is the setting's (plus its default and
     ``RANKWISE_*`` variable), the default is None so that :func:`settings` fills in the
-    TOML, environment or declared default. ``flags`` default to ``--<name>``; extra flags
-    are aliases users already type (e.g. ``--threshold`` for ``--min-relevance``)."""
+    TOML, environment or declared default. ``flags`` default to :data:`FLAGS` or
+    ``--<name>``; extra flags are aliases users already type."""
     from rankwise.config import Settings
 
     f = Settings.model_fields[name]
     shown = "none" if f.default in (None, "") else f.default
     doc = f"{f.description} (default {shown}; env RANKWISE_{name.upper()})"
-    flags = flags or (f"--{name.replace('_', '-')}",)
+    flags = flags or FLAGS.get(name) or (f"--{name.replace('_', '-')}",)
     return typer.Option(*flags, help=doc, show_default=False, **typer_kw)
 
 
-# options every command shares; each is one setting (rankwise.config.Settings)
-IndexOpt = Annotated[str | None, option("index", "--index", "-i")]
-EmbedderOpt = Annotated[str | None, option("embedder")]
-RerankerOpt = Annotated[str | None, option("reranker")]
-RevisionOpt = Annotated[str | None, option("embedder_revision", "--revision")]
-RerankerRevisionOpt = Annotated[str | None, option("reranker_revision")]
-DeviceOpt = Annotated[str | None, option("device")]
-BackendOpt = Annotated[str | None, option("backend")]
-QuantizeOpt = Annotated[str | None, option("quantize")]
-ModelBatchOpt = Annotated[int | None, option("model_batch_size", min=1)]
-TokenBudgetOpt = Annotated[int | None, option("token_budget", min=1)]
-TopKOpt = Annotated[int | None, option("top_k", min=1)]
-TopNOpt = Annotated[int | None, option("top_n", min=1)]
-ModeOpt = Annotated[str | None, option("mode")]
-FusionOpt = Annotated[str | None, option("fusion")]
-MinRelevanceOpt = Annotated[float | None, option("min_relevance", "--min-relevance", "--threshold")]
-SkipMarginOpt = Annotated[float | None, option("skip_margin")]
-RelevantGradeOpt = Annotated[
-    int | None, option("relevant_grade", "--relevant-grade", "--threshold", min=0)
-]
+def with_settings(*names: str | tuple[str, ...]) -> Callable[[Callable], Callable]:
+    """Give a command one option per named setting and call it with ``s``, its settings
+    (defaults < rankwise.toml < RANKWISE_* < these options). ``("embedder_revision",
+    "--revision")`` names a setting with flags of its own. The options are built from the
+    settings' declarations (:func:`option`), so a command lists names, not option blocks.
+    """
 
+    def decorate(fn: Callable) -> Callable:
+        from rankwise.config import Settings
 
-def model_options(
-    device: str | None,
-    backend: str | None,
-    quantize: str | None,
-    model_batch_size: int | None = None,
-    token_budget: int | None = None,
-) -> dict[str, Any]:
-    """The model settings most commands take, as :func:`settings` keywords."""
-    return dict(device=device, backend=backend, quantize=quantize,
-                model_batch_size=model_batch_size, token_budget=token_budget)  # fmt: skip
+        # the command's own annotations, evaluated (its module may import Settings for
+        # type checking only)
+        hints_of = typing.get_type_hints(fn, localns={"Settings": Settings}, include_extras=True)
+        own = inspect.signature(fn)
+        own = own.replace(
+            parameters=[p.replace(annotation=hints_of.get(p.name, p.annotation))
+                        for p in own.parameters.values()],
+            return_annotation=hints_of.get("return", own.return_annotation),
+        )  # fmt: skip
+        added, hints = [], {}
+        for item in names:
+            name, flags = (item[0], item[1:]) if isinstance(item, tuple) else (item, ())
+            kind = Annotated[
+                _cli_type(Settings.model_fields[name].annotation), option(name, *flags)
+            ]
+            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=kind))  # fmt: skip
+            hints[name] = kind
+        taken = [n[0] if isinstance(n, tuple) else n for n in names]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            chosen = {n: kwargs.pop(n) for n in taken}
+            return fn(s=settings(**chosen), **kwargs)
+
+        params = [p for p in own.parameters.values() if p.name != "s"]
+        command.__signature__ = own.replace(parameters=params + added)  # type: ignore[attr-defined]
+        command.__annotations__ = {
+            **{p.name: p.annotation for p in params}, **hints, "return": own.return_annotation,
+        }  # fmt: skip
+        return command
+
+    return decorate
 
 
 JudgmentsOpt = Annotated[

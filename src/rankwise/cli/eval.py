@@ -3,35 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rankwise.cli.app import app
 from rankwise.cli.common import (
-    BackendOpt,
-    DeviceOpt,
-    EmbedderOpt,
+    MODEL,
     JudgmentsOpt,
-    ModelBatchOpt,
-    QuantizeOpt,
-    RelevantGradeOpt,
-    RerankerOpt,
-    TokenBudgetOpt,
-    TopKOpt,
-    TopNOpt,
     console,
     err_console,
     judged_data,
     load_embedder,
     load_reranker,
-    model_options,
-    settings,
+    with_settings,
 )
+
+if TYPE_CHECKING:
+    from rankwise.config import Settings
 
 
 # ----------------------------------------------------------------------------- eval (issue 3)
 @app.command("eval")
+@with_settings("embedder", "reranker", *MODEL, "top_k", "top_n", "relevant_grade")
 def eval_command(
     data: Annotated[Path, typer.Option("--data", help="BEIR folder (corpus, queries, qrels/).")],
     split: Annotated[
@@ -49,18 +43,8 @@ def eval_command(
             "(empty with --run to score external runs only)."
         ),
     ] = "lexical,dense,hybrid",
-    embedder: EmbedderOpt = None,
-    reranker: RerankerOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-    model_batch_size: ModelBatchOpt = None,
-    token_budget: TokenBudgetOpt = None,
-    top_k: TopKOpt = None,
-    top_n: TopNOpt = None,
     k: Annotated[str, typer.Option("--k", help="Metric cut-offs, e.g. 1,5,10,50.")] = "1,5,10,50",
     pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
-    relevant_grade: RelevantGradeOpt = None,
     run: Annotated[
         list[str] | None,
         typer.Option("--run", help="External TREC run to score, NAME=FILE or FILE; repeatable."),
@@ -85,6 +69,8 @@ def eval_command(
         int | None, typer.Option(min=1, help="Only the first N queries (quick check).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    *,
+    s: Settings,
 ) -> None:
     """Evaluate search systems on judged queries (BEIR layout): metrics, significance, latency."""
     from rankwise.data import load_beir
@@ -94,11 +80,6 @@ def eval_command(
     split = split or ("judged" if judgments else "test")
     data = judged_data(judgments, data)
     dataset = load_beir(data, split)  # bad data fails here, before any model loads
-    s = settings(
-        embedder=embedder, reranker=reranker, top_k=top_k, top_n=top_n,
-        relevant_grade=relevant_grade,
-        **model_options(device, backend, quantize, model_batch_size, token_budget),
-    )  # fmt: skip
     needs_embedder = any(n != "rerank-only" for n in names)
     needs_reranker = any("rerank" in n for n in names)
     runs = {}
@@ -110,7 +91,7 @@ def eval_command(
         split=split,
         systems=names,
         embedder=load_embedder(s) if needs_embedder else None,
-        reranker=_eval_reranker(s, reranker, names) if needs_reranker else None,
+        reranker=_eval_reranker(s, names) if needs_reranker else None,
         top_k=s.top_k,
         top_n=s.top_n,
         ks=k,
@@ -136,7 +117,7 @@ def eval_command(
         err_console.print("[yellow]--save-run needs --out DIR; no runs written[/]")
 
 
-def _eval_reranker(s, named: str | None, names):
+def _eval_reranker(s, names):
     """The reranker for `eval`; None (those systems skipped, one line why) for
     --reranker none, or when the default one was not named and cannot be loaded."""
     from rankwise.config import DEFAULT_RERANKER
@@ -149,7 +130,7 @@ def _eval_reranker(s, named: str | None, names):
     try:
         return load_reranker(s)
     except ModelLoadError as e:
-        if named is not None or s.reranker != DEFAULT_RERANKER:
+        if "reranker" in s.model_fields_set or s.reranker != DEFAULT_RERANKER:
             raise
         err_console.print(
             f"skipping {skipped}: the default reranker {s.reranker} cannot be loaded "

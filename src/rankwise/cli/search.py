@@ -5,58 +5,36 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rankwise.cli.app import app
 from rankwise.cli.common import (
-    BackendOpt,
-    DeviceOpt,
-    EmbedderOpt,
-    FusionOpt,
-    IndexOpt,
-    MinRelevanceOpt,
-    ModelBatchOpt,
-    ModeOpt,
-    QuantizeOpt,
-    RerankerOpt,
-    RerankerRevisionOpt,
-    RevisionOpt,
-    SkipMarginOpt,
-    TokenBudgetOpt,
-    TopKOpt,
-    TopNOpt,
+    MODEL,
+    SEARCH,
     console,
     err_console,
     load_embedder,
     load_reranker,
-    model_options,
-    option,
-    settings,
+    with_settings,
 )
+
+if TYPE_CHECKING:
+    from rankwise.config import Settings
 
 
 # ----------------------------------------------------------------------------- index
 @app.command()
+@with_settings("index", "embedder", ("embedder_revision", "--revision"), *MODEL,
+               "record_batch_size")  # fmt: skip
 def index(
     catalog: Annotated[Path, typer.Argument(help="Catalog file: .jsonl, .csv or .parquet.")],
-    index: IndexOpt = None,
-    embedder: EmbedderOpt = None,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-    model_batch_size: ModelBatchOpt = None,
-    token_budget: TokenBudgetOpt = None,
     fields: Annotated[
         str | None,
         typer.Option(
             help="Field mapping, e.g. id=sku,title=name,text=desc+bullets,metadata=brand+price."
         ),
-    ] = None,
-    record_batch_size: Annotated[
-        int | None, option("record_batch_size", "--record-batch-size", "--batch-size", min=1)
     ] = None,
     skip_invalid: Annotated[
         bool, typer.Option(help="Skip bad rows (listed) instead of aborting.")
@@ -65,17 +43,14 @@ def index(
         bool, typer.Option(help="Resume from the last committed batch of the same file.")
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    *,
+    s: Settings,
 ) -> None:
     """Validate a catalog, embed it and write it into the index (upsert by product id)."""
     from rankwise.catalog import Catalog
     from rankwise.data import FieldMapping
     from rankwise.store import settings_store_options
 
-    s = settings(
-        index=index, embedder=embedder, embedder_revision=revision,
-        record_batch_size=record_batch_size,
-        **model_options(device, backend, quantize, model_batch_size, token_budget),
-    )  # fmt: skip
     mapping = FieldMapping.parse(fields)
     emb = load_embedder(s)
     with Catalog.open(s.index, emb, **settings_store_options(s)) as cat:  # close() indexes
@@ -105,15 +80,11 @@ def index(
 
 # ----------------------------------------------------------------------------- search
 @app.command()
+@with_settings("index", *SEARCH, "embedder", "embedder_revision", "reranker",
+               "reranker_revision", *MODEL)  # fmt: skip
 def search(
     query: Annotated[str, typer.Argument(help="The search query.")],
-    index: IndexOpt = None,
-    mode: ModeOpt = None,
-    top_k: TopKOpt = None,
-    top_n: TopNOpt = None,
     rerank: Annotated[bool, typer.Option(help="Rerank with the cross-encoder.")] = True,
-    min_relevance: MinRelevanceOpt = None,
-    skip_margin: SkipMarginOpt = None,
     filter: Annotated[
         list[str] | None,
         typer.Option(
@@ -122,19 +93,11 @@ def search(
             help="Metadata filter, repeatable: category=phone, price<500, 'brand in a,b'.",
         ),
     ] = None,
-    fusion: FusionOpt = None,
-    embedder: EmbedderOpt = None,
-    embedder_revision: Annotated[str | None, option("embedder_revision")] = None,
-    reranker: RerankerOpt = None,
-    reranker_revision: RerankerRevisionOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-    model_batch_size: ModelBatchOpt = None,
-    token_budget: TokenBudgetOpt = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    *,
+    s: Settings,
 ) -> None:
     """Search the index: recall, rerank, print a table (or JSON).
 
@@ -145,13 +108,6 @@ def search(
     from rankwise.search import Searcher
     from rankwise.store import open_store, settings_store_options
 
-    s = settings(
-        index=index, mode=mode, top_k=top_k, top_n=top_n, min_relevance=min_relevance,
-        skip_margin=skip_margin, fusion=fusion, embedder=embedder,
-        embedder_revision=embedder_revision, reranker=reranker,
-        reranker_revision=reranker_revision,
-        **model_options(device, backend, quantize, model_batch_size, token_budget),
-    )  # fmt: skip
     store = open_store(s.index, create=False, **settings_store_options(s))
     try:
         stamp = store.read_stamp() or {}
@@ -174,6 +130,7 @@ def search(
 
 # ----------------------------------------------------------------------------- rerank
 @app.command()
+@with_settings("reranker", ("reranker_revision", "--revision"), *MODEL)
 def rerank(
     query: Annotated[str, typer.Argument(help="The query.")],
     documents: Annotated[
@@ -187,17 +144,12 @@ def rerank(
             help="File with one document per line (.txt) or JSONL with 'text'; default stdin.",
         ),
     ] = None,
-    reranker: RerankerOpt = None,
-    revision: Annotated[str | None, option("reranker_revision", "--revision")] = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-    model_batch_size: ModelBatchOpt = None,
-    token_budget: TokenBudgetOpt = None,
     top_n: Annotated[
         int | None, typer.Option("--top-n", min=1, help="Results returned (default: all).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    *,
+    s: Settings,
 ) -> None:
     """Rerank documents for a query with the cross-encoder (no index needed)."""
     from rankwise.errors import InvalidRequest
@@ -208,10 +160,6 @@ def rerank(
         raise InvalidRequest(
             "no documents to rerank: give --documents FILE or pipe one document per line"
         )
-    s = settings(
-        reranker=reranker, reranker_revision=revision,
-        **model_options(device, backend, quantize, model_batch_size, token_budget),
-    )  # fmt: skip
     ranked = load_reranker(s).rank(query, docs, top_n=top_n)
     rows = [
         {

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rankwise.cli.app import app
 from rankwise.cli.common import (
-    EmbedderOpt,
-    RelevantGradeOpt,
-    RerankerOpt,
-    TopKOpt,
-    TopNOpt,
+    MODEL,
     console,
     err_console,
     load_embedder,
     load_reranker,
-    settings,
+    with_settings,
 )
+from rankwise.config import model_or_none
+
+if TYPE_CHECKING:
+    from rankwise.config import Settings
 
 # ----------------------------------------------------------------------------- tune (issue 4)
 tune_app = typer.Typer(
@@ -33,6 +33,9 @@ OutFile = Annotated[Path, typer.Option("--out", "-o", help="Output JSONL file.")
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output model folder.")]
 BaseOpt = Annotated[str, typer.Option("--base", help="Base model: hub id or local folder.")]
 EpochsOpt = Annotated[float, typer.Option(help="Training epochs.")]
+DistillOpt = Annotated[float, typer.Option(help="KL distillation weight (0: off).")]
+TeacherTempOpt = Annotated[float, typer.Option(help="Teacher softmax temperature.")]
+SaveStepsOpt = Annotated[int, typer.Option(help="Checkpoint every N steps.")]
 MaxStepsOpt = Annotated[int, typer.Option(help="Stop after N steps (-1: epochs decide).")]
 FreezeOpt = Annotated[
     bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
@@ -46,9 +49,13 @@ ResumeOpt = Annotated[
 ]
 
 
-def _say_checkpoints(result) -> None:
+def _say_trained(result, out: Path) -> None:
     from rankwise.tune.training import describe_checkpoints
 
+    console.print(
+        f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
+        highlight=False,
+    )
     console.print(describe_checkpoints(result.checkpoints), highlight=False)
 
 
@@ -79,17 +86,19 @@ def _mining_config(
 
 
 @tune_app.command("convert")
+@with_settings("relevant_grade")
 def tune_convert(
     data: Annotated[Path, typer.Argument(help="BEIR folder.")],
     out: OutFile,
     split: Annotated[str, typer.Option(help="qrels split.")] = "train",
-    relevant_grade: RelevantGradeOpt = None,
     judged_negatives: Annotated[
         bool, typer.Option(help="Grade-0 judgments seed the negatives.")
     ] = True,
     dev_fraction: Annotated[
         float, typer.Option(help="Also write OUT.dev.jsonl with this share of queries.")
     ] = 0.0,
+    *,
+    s: Settings,
 ) -> None:
     """Convert BEIR qrels into FlagEmbedding JSONL (optionally split train/dev by query)."""
     from rankwise.data import load_beir
@@ -97,7 +106,7 @@ def tune_convert(
 
     examples = from_beir(
         load_beir(data, split),
-        threshold=settings(relevant_grade=relevant_grade).relevant_grade,
+        threshold=s.relevant_grade,
         judged_negatives=judged_negatives,
     )
     train, dev = split_by_query(examples, dev_fraction)
@@ -111,13 +120,13 @@ def tune_convert(
 
 
 @tune_app.command("mine")
+@with_settings("embedder", *MODEL)
 def tune_mine(
     train_file: TrainFile,
     corpus: Annotated[
         Path, typer.Option(help="Candidate documents: a catalog file or a BEIR folder.")
     ],
     out: OutFile,
-    embedder: EmbedderOpt = None,
     rank_range: Annotated[
         str, typer.Option("--range", help="Ranks to sample from, lo-hi.")
     ] = "2-200",
@@ -135,6 +144,8 @@ def tune_mine(
     random_negatives: Annotated[int, typer.Option(help="Extra random negatives per query.")] = 0,
     sample: Annotated[str, typer.Option(help="random or top (within the range).")] = "random",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    *,
+    s: Settings,
 ) -> None:
     """Mine hard negatives with an embedder (exact faiss search) and a false-negative guard."""
     import json as _json
@@ -149,30 +160,31 @@ def tune_mine(
     examples = read_examples(train_file)
     source = corpus / "corpus.jsonl" if corpus.is_dir() else corpus
     texts = [document_text(rec) for _, rec in read_catalog(source)]
-    s = settings(embedder=embedder, reranker=teacher)
-    mined, report = mine_hard_negatives(
-        examples, texts, load_embedder(s), cfg, teacher=load_reranker(s) if teacher else None
-    )
+    # the teacher loads like every cross-encoder (revision-less, the same device/backend)
+    teacher = model_or_none(teacher)
+    guard = load_reranker(s.model_copy(update={"reranker": teacher})) if teacher else None
+    mined, report = mine_hard_negatives(examples, texts, load_embedder(s), cfg, teacher=guard)
     write_examples(mined, out)
     console.print(_json.dumps(report.to_dict(), indent=1), highlight=False)
 
 
 @tune_app.command("score")
+@with_settings("reranker", *MODEL)
 def tune_score(
     train_file: TrainFile,
     out: OutFile,
-    reranker: RerankerOpt = None,
     normalization: Annotated[
         str, typer.Option(help="none (raw logits, default), sigmoid or softmax.")
     ] = "none",
     temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 1.0,
+    *,
+    s: Settings,
 ) -> None:
     """Score every pos/neg with a cross-encoder teacher (pos_scores / neg_scores)."""
     from rankwise.tune.data import read_examples, write_examples
     from rankwise.tune.score import score_examples
 
     examples = read_examples(train_file)
-    s = settings(reranker=reranker)
     scored = score_examples(
         examples, load_reranker(s), normalization=normalization, temperature=temperature
     )
@@ -196,10 +208,10 @@ def tune_embedder(
     max_length: Annotated[int, typer.Option(help="Max tokens per text.")] = 64,
     cached: Annotated[bool, typer.Option(help="Cached-gradient loss (big batches).")] = False,
     mini_batch_size: Annotated[int, typer.Option(help="Mini-batch for --cached.")] = 16,
-    distill_weight: Annotated[float, typer.Option(help="KL distillation weight (0: off).")] = 0.0,
-    teacher_temperature: Annotated[float, typer.Option(help="Teacher softmax temperature.")] = 1.0,
+    distill_weight: DistillOpt = 0.0,
+    teacher_temperature: TeacherTempOpt = 1.0,
     query_instruction: Annotated[str | None, typer.Option(help="Query prompt.")] = None,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
+    save_steps: SaveStepsOpt = 500,
     resume: ResumeOpt = None,
     freeze_embeddings: FreezeOpt = False,
     keep_checkpoints: KeepCkptOpt = False,
@@ -219,11 +231,7 @@ def tune_embedder(
     result = train_embedder(
         read_examples(train_file), base, out, cfg, resume_from_checkpoint=_resume(resume)
     )
-    console.print(
-        f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
-        highlight=False,
-    )
-    _say_checkpoints(result)
+    _say_trained(result, out)
 
 
 @tune_app.command("reranker")
@@ -246,8 +254,8 @@ def tune_reranker(
     group_size: Annotated[int, typer.Option(help="1 positive + n negatives.")] = 8,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
     max_length: Annotated[int, typer.Option(help="Max tokens per pair.")] = 96,
-    distill_weight: Annotated[float, typer.Option(help="KL distillation weight (0: off).")] = 0.0,
-    teacher_temperature: Annotated[float, typer.Option(help="Teacher softmax temperature.")] = 1.0,
+    distill_weight: DistillOpt = 0.0,
+    teacher_temperature: TeacherTempOpt = 1.0,
     related_label: Annotated[
         float, typer.Option(help="Pointwise label of 'related' (middle-grade) documents.")
     ] = 0.5,
@@ -255,7 +263,7 @@ def tune_reranker(
     eval_steps: Annotated[
         int, typer.Option(help="Dev evaluation every N steps (0: end only).")
     ] = 0,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
+    save_steps: SaveStepsOpt = 500,
     resume: ResumeOpt = None,
     freeze_embeddings: FreezeOpt = False,
     keep_checkpoints: KeepCkptOpt = False,
@@ -276,38 +284,34 @@ def tune_reranker(
         read_examples(train_file), base, out, cfg,
         dev=read_examples(dev) if dev else None, resume_from_checkpoint=_resume(resume),
     )  # fmt: skip
-    console.print(
-        f"trained {result.global_step} steps in {result.seconds:.0f}s; model in {out}",
-        highlight=False,
-    )
-    _say_checkpoints(result)
+    _say_trained(result, out)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 @tune_app.command("fusion")
+@with_settings("index", "embedder", "top_k", "top_n", *MODEL)
 def tune_fusion_command(
     data: Annotated[Path, typer.Option("--data", help="BEIR folder whose corpus the index holds.")],
-    index: Annotated[str | None, typer.Option(help="Index directory or URI.")] = None,
     split: Annotated[str, typer.Option(help="Judged queries to calibrate on.")] = "train",
-    embedder: EmbedderOpt = None,
     reranker: Annotated[
         str | None, typer.Option(help="Also gate this reranker over the calibrated recall.")
     ] = None,
     max_queries: Annotated[int, typer.Option(help="At most N judged queries.")] = 1000,
     alpha: Annotated[float, typer.Option(help="Fusion/rerank must win at this p-value.")] = 0.05,
-    top_k: TopKOpt = None,
-    top_n: TopNOpt = None,
     out: Annotated[
         str | None, typer.Option(help="Pipeline file (default: beside the index).")
     ] = None,
+    *,
+    s: Settings,
 ) -> None:
     """Choose the recall recipe (mode, fusion, k, weights, depth; per query language) for an
     index on judged train queries; a fused recipe must beat the best single list."""
     from rankwise.render import fusion_table
     from rankwise.tune.fusion import FusionConfig, tune_fusion
 
-    s = settings(index=index, embedder=embedder, reranker=reranker, top_k=top_k, top_n=top_n)
+    reranker = model_or_none(reranker)
+    s = s.model_copy(update={"reranker": reranker})
     cfg = FusionConfig(top_k=s.top_k, alpha=alpha, max_queries=max_queries)
     rr = load_reranker(s) if reranker else None
     _, choices, _ = tune_fusion(

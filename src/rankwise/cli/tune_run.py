@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rankwise.cli.common import (
-    JudgmentsOpt,
-    TopKOpt,
-    TopNOpt,
-    console,
-    err_console,
-    judged_data,
-    option,
-    settings,
-)
+from rankwise.cli.common import JudgmentsOpt, console, err_console, judged_data, with_settings
 from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, tune_app
+
+if TYPE_CHECKING:
+    from rankwise.config import Settings
 
 
 @tune_app.command("run")
+@with_settings("top_k", "top_n", ("relevant_grade", "--relevant-grade", "--pos-threshold"))
 def tune_run_command(
     data: Annotated[
         Path, typer.Option("--data", help="BEIR folder with qrels/train.tsv and test.tsv.")
@@ -32,9 +27,6 @@ def tune_run_command(
         str | None, typer.Option(help="Also train a cross-encoder initialised from this model.")
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Cross-encoder teacher for scores.")] = None,
-    relevant_grade: Annotated[
-        int | None, option("relevant_grade", "--relevant-grade", "--pos-threshold", min=0)
-    ] = None,
     dev_fraction: Annotated[
         float, typer.Option(help="Share of train queries held out for the dev checks.")
     ] = 0.05,
@@ -76,8 +68,6 @@ def tune_run_command(
     distill_weight: Annotated[
         float, typer.Option(help="KL distillation weight (needs --teacher).")
     ] = 0.0,
-    top_k: TopKOpt = None,
-    top_n: TopNOpt = None,
     pools: Annotated[str, typer.Option(help="test, global or test,global.")] = "test,global",
     rerank_pools: Annotated[
         str | None, typer.Option(help="Pools for hybrid+rerank (default: --pools).")
@@ -98,6 +88,8 @@ def tune_run_command(
     freeze_embeddings: Annotated[
         bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
     ] = False,
+    *,
+    s: Settings,
 ) -> None:
     """The whole loop: split → mine → score → train → evaluate before/after → OUT/report.md."""
     from rankwise.config import model_or_none
@@ -106,7 +98,6 @@ def tune_run_command(
     from rankwise.tune.reranker import RerankerTrainConfig
     from rankwise.tune.run import TuneRunConfig, check_pools, tune_run
 
-    s = settings(top_k=top_k, top_n=top_n, relevant_grade=relevant_grade)
     data = judged_data(judgments, data, splits=("train", "test"))  # test: stable 20% by hash
     cfg = TuneRunConfig(
         data=data, base=base, out=out, reranker_base=model_or_none(reranker_base),

@@ -97,3 +97,16 @@ class Store(Protocol):
         """Backend name, uri, count, dim, index parameters: for ``rankwise store info``."""
 
     def close(self) -> None: ...
+
+
+class StoreHandle:
+    """What every backend's handle shares: ``with store:`` closes it (flush, index, release)."""
+
+    def close(self) -> None:  # pragma: no cover - each backend defines it
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

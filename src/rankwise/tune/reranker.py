@@ -270,18 +270,7 @@ def train_reranker(
                 metric_for_best_model="eval_dev_ndcg@10",
                 greater_is_better=True,
             )
-    base_args = common_args(
-        out,
-        epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-    )
+    base_args = common_args(out, cfg)
     args = CrossEncoderTrainingArguments(**{**base_args, **extra})
     trainer = CrossEncoderTrainer(
         model=model,
