@@ -168,9 +168,8 @@ def test_search_uses_native_hybrid_on_milvus_with_the_same_fusion(tmp_path, tiny
     """Old code: nothing read Store.capabilities and hybrid_search was never called (no
     "hybrid" timing). Native RRF must give rankwise's own RRF scores."""
     from rankwise.catalog import Catalog
-    from rankwise.fusion import rrf_fuse
     from rankwise.models import Embedder
-    from rankwise.search import Searcher
+    from rankwise.search import Searcher, rrf_fuse
 
     emb = Embedder(str(tiny_embedder_dir))
     with Catalog.open(str(tmp_path / "idx.db"), emb) as cat:
@@ -203,11 +202,15 @@ def test_eval_reads_rankwise_toml_and_env(capsys, clean_env, monkeypatch, tiny_e
         {"q1": "drill", "q2": "hose"},
         {"test": [("q1", "d1", 2), ("q1", "d2", 1), ("q2", "d3", 2)]},
     )
-    (clean_env / "rankwise.toml").write_text("relevant_grade = 2\ntop_k = 7\n")
+    argv = ("eval", "--data", data, "--systems", "lexical", "--embedder", tiny_embedder_dir,
+            "--index-dir", clean_env / "cache", "--json")  # fmt: skip
+    (clean_env / "rankwise.toml").write_text("top_k = 7\n")
     monkeypatch.setenv("RANKWISE_TOP_N", "3")
-    code, out, err = cli(capsys, "eval", "--data", data, "--systems", "lexical",
-                         "--embedder", tiny_embedder_dir, "--index-dir", clean_env / "cache",
-                         "--json")  # fmt: skip
+    code, out, err = cli(capsys, *argv)
     assert code == 0, err
     config = json.loads(out)["config"]
-    assert (config["top_k"], config["top_n"], config["threshold"]) == (7, 3, 2)
+    assert (config["top_k"], config["top_n"], config["threshold"]) == (7, 3, 1)
+    (clean_env / "rankwise.toml").write_text("top_k = 7\nrelevant_grade = 2\n")
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert json.loads(out)["config"]["threshold"] == 2
