@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rankwise.errors import ConfigError
 
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
+#: Candidates reranked and results returned: the library's defaults are these, too.
+DEFAULT_TOP_K = 50
+DEFAULT_TOP_N = 10
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
 #: Model names that switch a model off (``--reranker none``), everywhere.
 OFF = ("", "none", "off")
@@ -80,8 +83,8 @@ class Settings(BaseSettings):
     mode: Literal["dense", "lexical", "hybrid"] | None = _s(
         None, "dense, lexical or hybrid (default: the calibrated pipeline, else hybrid)."
     )
-    top_k: int = _s(50, "Candidates from recall (reranked).", ge=1, le=1000)
-    top_n: int = _s(10, "Results returned.", ge=1, le=1000)
+    top_k: int = _s(DEFAULT_TOP_K, "Candidates from recall (reranked).", ge=1, le=1000)
+    top_n: int = _s(DEFAULT_TOP_N, "Results returned.", ge=1, le=1000)
     fusion: Literal["rrf", "weighted"] = _s("rrf", "Hybrid fusion: rrf or weighted.")
     min_relevance: float | None = _s(
         None, "Keep reranked results with a 0..1 relevance at least this.", ge=0.0, le=1.0

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from rankwise.catalog import Catalog
+from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.data import document_text
 from rankwise.errors import InvalidRequest
 from rankwise.fusion import fuse, native_hybrid, rrf_fuse, weighted_fuse  # noqa: F401 - re-exported
@@ -107,8 +108,8 @@ class Searcher:
         catalog: Catalog,
         reranker: Reranker | None = None,
         *,
-        top_k: int = 50,
-        top_n: int = 10,
+        top_k: int = DEFAULT_TOP_K,
+        top_n: int = DEFAULT_TOP_N,
         mode: Mode | None = None,
         fusion: Literal["rrf", "weighted"] = "rrf",
         rrf_k: int = 60,

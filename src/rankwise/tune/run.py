@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import InvalidRequest
 from rankwise.tune.data import (
@@ -75,8 +76,8 @@ class TuneRunConfig:
     reranker: RerankerTrainConfig = field(default_factory=RerankerTrainConfig)
     pools: tuple[str, ...] = ("test", "global")
     rerank_pools: tuple[str, ...] | None = None
-    top_k: int = 50
-    top_n: int = 10
+    top_k: int = DEFAULT_TOP_K
+    top_n: int = DEFAULT_TOP_N
     max_eval_queries: int | None = None
     rerank_max_queries: int | None = None
     index_dir: Path | None = None
