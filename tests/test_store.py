@@ -326,3 +326,39 @@ def test_sigkill_during_writes_leaves_consistent_state(make_store, delay):
     assert len(s.lexical_search("common", n + 10)) == n  # lexical agrees with the table
     assert len({r["id"] for b in s.iter_records(700) for r in b}) == n
     s.close()
+
+
+def test_embedder_stamp_kept_inside_every_store(make_store):
+    """Issue 14: the embedder stamp lives in the store itself (LanceDB directory, Milvus
+    collection property), so every backend can refuse vectors of another model."""
+    s = make_store()
+    assert s.read_stamp() is None  # nothing written yet
+    s.upsert([dict(p) for p in PRODUCTS], unit(len(PRODUCTS), DIM, seed=1))
+    stamp = {"model": "m", "version": "m@1", "dim": DIM}
+    s.write_stamp(stamp)
+    s.close()
+    assert make_store(create=False).read_stamp() == stamp
+
+
+def test_backends_are_a_registry_keyed_by_uri(tmp_path, monkeypatch):
+    """Issue 14: a URI picks its backend from one registry; a new backend is one entry."""
+    import rankwise.store as stores
+
+    assert [stores.backend_for(u) for u in ("./idx", "a.db", "http://h:19530", "MILVUS://h")] == [
+        "lance",
+        "milvus-lite",
+        "milvus",
+        "milvus",
+    ]
+    assert stores.store_options("a.db", collection="c", token="t") == {"collection": "c"}
+    assert stores.store_options("./idx", collection="c") == {}
+    monkeypatch.setattr(stores, "BACKENDS", list(stores.BACKENDS))
+    stores.register_backend(
+        stores.Backend("lance-suffixed", "rankwise.store.lance:LanceStore", suffixes=(".lance",))
+    )
+    uri = str(tmp_path / "catalog.lance")
+    assert stores.backend_for(uri) == "lance-suffixed"
+    s = open_store(uri)
+    s.upsert([dict(p) for p in PRODUCTS], unit(len(PRODUCTS), DIM, seed=1))
+    assert s.count() == len(PRODUCTS) and type(s).__name__ == "LanceStore"
+    s.close()

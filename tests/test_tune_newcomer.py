@@ -162,7 +162,7 @@ def test_tune_report_p_values_equal_the_evaluation_reports(tmp_path):
     from rankwise.evaluate import compute_metrics
     from rankwise.evaluate.report import EvaluationReport, SystemResult
     from rankwise.evaluate.runner import _significance
-    from rankwise.tune.run import compare_reports
+    from rankwise.tune.run_report import compare_reports
 
     rng = np.random.default_rng(0)  # two runs over 40 queries (data, not a model's output)
     qrels = {f"q{i}": {f"d{i}": 1, f"e{i}": 0} for i in range(40)}

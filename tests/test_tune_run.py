@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from test_tune_data import write_beir
@@ -110,9 +111,28 @@ def test_tune_run_writes_before_after_report(tiny_beir, tiny_embedder_dir, tmp_p
     assert "first stage (tuned embedder cosine" in md
     assert "| pool | system |" in md and "wall times" in md
     assert json.loads((out / "report.json").read_text())["wall_seconds"]["train_embedder"] >= 0
-    # a rerun reuses the trained models instead of training again
-    again = tune_run(cfg, say=lambda m: None)
-    assert again["embedder_training"]["global_step"] == report["embedder_training"]["global_step"]
+    # a rerun with the same settings reuses the negatives and models (the saved result, to
+    # the second: a retrained model would have its own wall time)
+    said: list[str] = []
+    again = tune_run(cfg, say=said.append)
+    assert again["embedder_training"] == report["embedder_training"]
+    assert again["reranker_training"]["seconds"] == report["reranker_training"]["seconds"]
+    assert any("reusing the negatives" in m for m in said)
+    assert sum("reusing the model" in m for m in said) == 2
+    # issue 14: new settings are never served by old outputs. More embedder steps and fewer
+    # negatives: mined again, the embedder retrained (3 steps), the reranker too (it trains
+    # on the new negatives)
+    said.clear()
+    changed = replace(
+        cfg,
+        embedder=replace(cfg.embedder, max_steps=3),
+        mining=replace(cfg.mining, negative_number=1),
+    )
+    third = tune_run(changed, say=said.append)
+    assert third["embedder_training"]["global_step"] == 3
+    assert any("mining them again" in m for m in said)
+    assert not any("reusing" in m for m in said)
+    assert sum("training it again" in m for m in said) == 2  # embedder and reranker
 
 
 def test_cli_convert_and_errors(tiny_beir, tmp_path, capsys):

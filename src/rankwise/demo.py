@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rankwise.catalog import Catalog
-from rankwise.config import DEFAULT_EMBEDDER, DEFAULT_RERANKER
+from rankwise.config import DEFAULT_EMBEDDER, DEFAULT_RERANKER, Settings, load_settings
 from rankwise.errors import ModelLoadError, RankwiseError
 from rankwise.render import side_by_side
 from rankwise.search import Searcher, SearchResponse
@@ -46,7 +46,7 @@ def bundled_minilm() -> Path | None:
     return p if (p / "config.json").exists() else None
 
 
-def _load_embedder(name: str | None, console: Console):
+def _load_embedder(s: Settings, console: Console):
     """The asked-for embedder, else the default BGE model, else the best offline fallback.
 
     Fallback order, best measured first (MODELS.md, rerank-only nDCG@10): multilingual-e5-small
@@ -61,9 +61,10 @@ def _load_embedder(name: str | None, console: Console):
     """
     from rankwise.models import Embedder
 
+    name = s.embedder if "embedder" in s.model_fields_set else None  # option, env or toml
     wanted = name or DEFAULT_EMBEDDER
     try:
-        return Embedder(wanted)
+        return Embedder.from_settings(s.model_copy(update={"embedder": wanted}))
     except ModelLoadError as e:
         if name:  # the user asked for this model explicitly: do not substitute another
             raise
@@ -91,15 +92,15 @@ def _load_embedder(name: str | None, console: Console):
     return Embedder(str(fallback))
 
 
-def _load_reranker(name: str | None, console: Console):
-    from rankwise.config import model_or_none
+def _load_reranker(s: Settings, console: Console):
     from rankwise.models import Reranker
 
-    if name is not None and model_or_none(name) is None:  # --reranker none
+    name = s.reranker if "reranker" in s.model_fields_set else None  # option, env or toml
+    if "reranker" in s.model_fields_set and s.reranker is None:  # --reranker none
         return None, "rerank off (--reranker none)"
     wanted = name or DEFAULT_RERANKER
     try:
-        return Reranker(wanted), None
+        return Reranker.from_settings(s.model_copy(update={"reranker": wanted})), None
     except ModelLoadError as e:
         if name:
             raise
@@ -134,6 +135,7 @@ def run_demo(
     embedder: str | None = None,
     reranker: str | None = None,
     console: Console | None = None,
+    settings: Settings | None = None,
 ) -> list[tuple[str, dict[str, SearchResponse]]]:
     """Index the sample catalog and print, per sample query, the first stage beside the
     reranked results. Returns ``[(query, {column label: response})]`` as shown.
@@ -146,8 +148,10 @@ def run_demo(
     the second stage makes of the hybrid candidates.
     """
     console = console or Console()
-    emb = _load_embedder(embedder, console)
-    rr, unavailable = _load_reranker(reranker, console)
+    # the same settings as every command (rankwise.toml, RANKWISE_*), the arguments win
+    s = settings or load_settings(embedder=embedder, reranker=reranker)
+    emb = _load_embedder(s, console)
+    rr, unavailable = _load_reranker(s, console)
     _prepare_dir(index)
     catalog = Catalog.open(str(index / "store"), emb)
     report = catalog.ingest(sample_catalog_path(), show_progress=True)
@@ -155,7 +159,9 @@ def run_demo(
         f"indexed {report.count} sample products with {emb.model_id} in {report.seconds:.1f}s "
         f"({report.docs_per_s:.0f} docs/s) into {index}"
     )
-    searcher = Searcher(catalog, rr, top_k=30, top_n=5, mode="hybrid")
+    # the demo shows 5 of 30 candidates unless top_k / top_n were set
+    shown_k = {k: v for k, v in (("top_k", 30), ("top_n", 5)) if k not in s.model_fields_set}
+    searcher = Searcher.from_settings(s, catalog, rr, mode="hybrid", **shown_k)
     modes = ("hybrid",) if rr is not None else ("dense", "hybrid")
     shown = []
     for q in sample_queries():
@@ -176,9 +182,7 @@ def run_demo(
             "the index. Where they differ, BM25 pulled up a product that shares the query's "
             "words; a cross-encoder is what sorts that out.[/]"
         )
-    model_hint = (
-        "" if emb.model_id == (embedder or DEFAULT_EMBEDDER) else f" --embedder {emb.model_id}"
-    )
+    model_hint = "" if emb.model_id == s.embedder else f" --embedder {emb.model_id}"
     console.print(
         f"Next: `rankwise index your.jsonl --index ./index{model_hint}` and "
         f'`rankwise search "query" --index ./index{model_hint}`.'

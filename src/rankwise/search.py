@@ -37,10 +37,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from rankwise.catalog import Catalog
+from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.data import document_text
 from rankwise.errors import InvalidRequest
-from rankwise.models.results import sigmoid
+from rankwise.fusion import fuse, native_hybrid, rrf_fuse, weighted_fuse  # noqa: F401 - re-exported
+from rankwise.ranking import rank_order, sigmoid
 from rankwise.recipe import MODES, Mode, Pipeline, RecallRecipe, find_pipeline
+from rankwise.skip import SkipRule  # noqa: F401 - re-exported (rankwise.SkipRule)
 from rankwise.store import Hit
 from rankwise.store.filters import Filter, build_filter
 
@@ -93,67 +96,6 @@ class Cache(Protocol):
     def set(self, key: str, value: bytes) -> None: ...
 
 
-@dataclass(frozen=True)
-class SkipRule:
-    """When the first stage is sure, skip the cross-encoder.
-
-    * ``exact_title``: the top recall hit's title equals the query (case- and
-      space-insensitive): a shopper typed the product's name.
-    * ``min_margin``: in ``dense`` mode, the top-1 cosine exceeds the top-2 by at least
-      this much. Calibrate it on judged queries (``rankwise eval``) rather than guessing:
-      the default ``None`` never skips on margin.
-    """
-
-    exact_title: bool = True
-    min_margin: float | None = None
-
-    def reason(self, query: str, hits: Sequence[Hit], mode: str) -> str | None:
-        if not hits:
-            return "no candidates"
-        if self.exact_title:
-            norm = " ".join(query.lower().split())
-            if norm and " ".join(str(hits[0].record.get("title", "")).lower().split()) == norm:
-                return "exact title match"
-        if self.min_margin is not None and mode == "dense" and len(hits) > 1:
-            margin = hits[0].score - hits[1].score
-            if margin >= self.min_margin:
-                return f"top-1 margin {margin:.3f} >= {self.min_margin}"
-        return None
-
-
-def rrf_fuse(
-    lists: Sequence[Sequence[Hit]], k: int = 60, weights: Sequence[float] | None = None
-) -> list[Hit]:
-    """Reciprocal-rank fusion; ties broken by first appearance. Returns fused hits."""
-    scores: dict[str, float] = {}
-    records: dict[str, dict[str, Any]] = {}
-    for li, hits in enumerate(lists):
-        w = 1.0 if weights is None else weights[li]
-        for rank, h in enumerate(hits, 1):
-            scores[h.id] = scores.get(h.id, 0.0) + w / (k + rank)
-            records.setdefault(h.id, h.record)
-    order = sorted(scores, key=lambda i: -scores[i])  # sorted() is stable: first seen wins ties
-    return [Hit(i, scores[i], records[i]) for i in order]
-
-
-def weighted_fuse(lists: Sequence[Sequence[Hit]], weights: Sequence[float]) -> list[Hit]:
-    """Weighted sum of per-list min-max normalised scores (a missing hit contributes 0)."""
-    scores: dict[str, float] = {}
-    records: dict[str, dict[str, Any]] = {}
-    for hits, w in zip(lists, weights, strict=True):
-        if not hits:
-            continue
-        vals = np.array([h.score for h in hits], dtype=np.float64)
-        lo, hi = float(vals.min()), float(vals.max())
-        span = hi - lo
-        for h, v in zip(hits, vals, strict=True):
-            norm = (v - lo) / span if span > 0 else 1.0
-            scores[h.id] = scores.get(h.id, 0.0) + w * norm
-            records.setdefault(h.id, h.record)
-    order = sorted(scores, key=lambda i: -scores[i])
-    return [Hit(i, scores[i], records[i]) for i in order]
-
-
 class Searcher:
     """Two-stage search over a :class:`Catalog`.
 
@@ -166,8 +108,8 @@ class Searcher:
         catalog: Catalog,
         reranker: Reranker | None = None,
         *,
-        top_k: int = 50,
-        top_n: int = 10,
+        top_k: int = DEFAULT_TOP_K,
+        top_n: int = DEFAULT_TOP_N,
         mode: Mode | None = None,
         fusion: Literal["rrf", "weighted"] = "rrf",
         rrf_k: int = 60,
@@ -197,6 +139,25 @@ class Searcher:
         self.skip_rule = skip_rule
         self.cache = cache
         self.rerank_max_chars = rerank_max_chars
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, catalog: Catalog, reranker: Reranker | None = None, **overrides: Any
+    ) -> Searcher:
+        """The Searcher a :class:`rankwise.config.Settings` describes (Top-K, Top-N, mode,
+        fusion, ``min_relevance``, the skip rule with ``skip_margin``): the one place the CLI,
+        the server, eval and the demo turn settings into a Searcher. ``overrides`` are
+        constructor arguments that win (e.g. the demo's ``top_n=5``)."""
+        kwargs = {
+            "top_k": settings.top_k,
+            "top_n": settings.top_n,
+            "mode": settings.mode,
+            "fusion": settings.fusion,
+            "threshold": settings.min_relevance,
+            "skip_rule": SkipRule(min_margin=settings.skip_margin),
+            **overrides,
+        }
+        return cls(catalog, reranker, **kwargs)
 
     @property
     def store(self):
@@ -239,10 +200,24 @@ class Searcher:
         flt = build_filter(filters)
         timings = timings if timings is not None else {}
         lists: list[list[Hit]] = []
+        if native_hybrid(self.store, recipe):
+            # one round trip: the store fuses dense + BM25 by the same RRF (Milvus >= 2.5)
+            t = time.perf_counter()
+            if query_vector is None:
+                query_vector = self.catalog.require_embedder().encode_queries([query])[0]
+            timings["embed"] = time.perf_counter() - t
+            t = time.perf_counter()
+            vec = np.asarray(query_vector, dtype=np.float32)
+            native = self.store.hybrid_search(vec, query, depth, flt, rrf_k=recipe.rrf_k)
+            timings["hybrid"] = time.perf_counter() - t
+            w = recipe.weights[0]  # rrf_fuse's scores: w / (k + rank) summed
+            hits = [Hit(h.id, w * h.score, h.record) for h in native]
+            timings["recall"] = timings["hybrid"] + timings["embed"]
+            return hits[:k]
         if recipe.mode in ("dense", "hybrid"):
             t = time.perf_counter()
             if query_vector is None:
-                query_vector = self.catalog.embedder.encode_queries([query])[0]
+                query_vector = self.catalog.require_embedder().encode_queries([query])[0]
             timings["embed"] = time.perf_counter() - t
             t = time.perf_counter()
             lists.append(
@@ -280,25 +255,18 @@ class Searcher:
             else np.zeros(0, np.float32)
         )
         rel = sigmoid(logits)
-        order = sorted(range(len(hits)), key=lambda i: (-logits[i], i))
-        out: list[SearchResult] = []
-        for i in order:
-            if thr is not None and rel[i] < thr:
-                continue
-            h = hits[i]
-            out.append(
-                SearchResult(
-                    id=h.id,
-                    rank=len(out) + 1,
-                    recall_score=float(h.score),
-                    recall_rank=i + 1,
-                    rerank_score=float(logits[i]),
-                    relevance=float(rel[i]),
-                    record=dict(h.record),
-                )
+        out = [
+            SearchResult(
+                id=hits[i].id,
+                rank=rank,
+                recall_score=float(hits[i].score),
+                recall_rank=int(i) + 1,
+                rerank_score=float(logits[i]),
+                relevance=float(rel[i]),
+                record=dict(hits[i].record),
             )
-            if len(out) >= n:
-                break
+            for rank, i in enumerate(rank_order(logits, threshold=thr, top_n=n), 1)
+        ]
         return out
 
     # ------------------------------------------------------------------ both
@@ -395,7 +363,7 @@ class Searcher:
             "f": [[c.field, c.op, repr(c.value)] for c in flt.conditions] if flt else None,
             "r": rerank,
             "t": self.threshold if threshold is None else threshold,
-            "e": self.catalog.embedder.version,
+            "e": getattr(self.catalog.embedder, "version", None),
             "x": self.reranker.version if (rerank and self.reranker is not None) else None,
             "s": self.catalog.store.uri,
             "g": getattr(self.catalog, "generation", 0),  # writes through this catalog
@@ -411,15 +379,6 @@ class Searcher:
 def _generation(cache: Cache | None) -> int | None:
     """The cache's invalidation generation when it has one (see ``rankwise.cache``)."""
     return getattr(cache, "generation", None) if cache is not None else None
-
-
-def fuse(lists: Sequence[Sequence[Hit]], recipe: RecallRecipe) -> list[Hit]:
-    """The first-stage list of ``recipe`` from its dense and/or lexical lists."""
-    if recipe.mode != "hybrid":
-        return list(lists[0])
-    if recipe.fusion == "rrf":
-        return rrf_fuse(lists, recipe.rrf_k, recipe.weights)
-    return weighted_fuse(lists, recipe.weights)
 
 
 def _with_mode(recipe: RecallRecipe, mode: str) -> RecallRecipe:

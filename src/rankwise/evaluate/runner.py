@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import InvalidRequest
 from rankwise.evaluate.calibration import CalibrationPlan, ThresholdChoice
@@ -90,8 +91,8 @@ def evaluate(
     systems: str | Sequence[str] = ("lexical", "dense", "hybrid"),
     embedder: Embedder | str | None = None,
     reranker: Reranker | str | None = None,
-    top_k: int = 50,
-    top_n: int = 10,
+    top_k: int = DEFAULT_TOP_K,
+    top_n: int = DEFAULT_TOP_N,
     ks: str | Sequence[int] = (1, 5, 10, 50),
     pools: Sequence[str] = POOLS,
     threshold: int = 1,

@@ -100,11 +100,19 @@ class BaseModel:
         special = special_class(getattr(settings, cls.kind), cls.kind)
         if special is not None:
             return special.from_settings(settings, **overrides)
+        # the forward-pass batch and token budget: only when set (else the model's default)
+        batching = {
+            k: v
+            for k, v in (("batch_size", getattr(settings, "model_batch_size", None)),
+                         ("token_budget", getattr(settings, "token_budget", None)))
+            if v is not None
+        }  # fmt: skip
         kwargs = {
             "revision": getattr(settings, f"{cls.kind}_revision"),
             "device": settings.device,
             "backend": settings.backend,
             "quantize": settings.quantize,
+            **batching,
             **overrides,
         }
         return cls(getattr(settings, cls.kind), **kwargs)

@@ -7,12 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import overload
 
 import numpy as np
-from scipy.special import expit
 
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function, float32, numerically stable for any magnitude (scipy's ``expit``)."""
-    return expit(np.asarray(x, dtype=np.float32)).astype(np.float32, copy=False)
+from rankwise.ranking import rank_order, sigmoid  # noqa: F401 - sigmoid re-exported
 
 
 @dataclass(frozen=True)
@@ -86,11 +82,7 @@ class RankedResults(Sequence[RankedResult]):
         """Sort ``documents`` by ``scores`` (ties keep input order), keep those whose relevance
         is >= ``threshold``, then the first ``top_n``."""
         relevance = sigmoid(scores)
-        order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
-        if threshold is not None:
-            order = order[relevance[order] >= threshold]
-        if top_n is not None:
-            order = order[:top_n]
+        order = rank_order(scores, threshold=threshold, top_n=top_n)
         return cls(
             query,
             [

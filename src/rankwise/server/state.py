@@ -263,7 +263,7 @@ class ServerState:
     def _build_search(self) -> None:
         """Searcher and catalog over the batched model views (shallow copies of given ones)."""
         from rankwise.catalog import Catalog
-        from rankwise.search import Searcher, SkipRule
+        from rankwise.search import Searcher
 
         s, g = self.settings, self.given
         emb = BatchedEmbedder(self.embedder, self.embed_batcher) if self.embed_batcher else None
@@ -274,19 +274,14 @@ class ServerState:
         else:
             catalog = g.catalog
             if catalog is None and self.from_settings and enabled(s.index) and emb is not None:
-                catalog = Catalog.open(s.index, self.embedder, create=True)
+                from rankwise.store import settings_store_options
+
+                catalog = Catalog.open(
+                    s.index, self.embedder, create=True, **settings_store_options(s)
+                )
             if catalog is None:
                 return
-            searcher = Searcher(
-                copy.copy(catalog),
-                None,
-                top_k=s.top_k,
-                top_n=s.top_n,
-                mode=s.mode,
-                fusion=s.fusion,
-                threshold=s.threshold,
-                skip_rule=SkipRule(min_margin=s.skip_margin),
-            )
+            searcher = Searcher.from_settings(s, copy.copy(catalog))
         if emb is not None:
             searcher.catalog.embedder = emb
         searcher.reranker = rr

@@ -85,7 +85,28 @@ class Store(Protocol):
         compaction, Milvus flush). ``close()`` does it when the handle wrote; call it
         after a large ingest to pay the cost then rather than at the first search."""
 
+    def read_stamp(self) -> dict[str, Any] | None:
+        """The embedder stamp kept inside the store (``model``, ``version``, ``dim``, ...), or
+        None before the first write. :class:`~rankwise.catalog.Catalog` checks it so that an
+        index is never searched with vectors of another model, whatever the backend."""
+
+    def write_stamp(self, stamp: dict[str, Any]) -> None:
+        """Keep ``stamp`` (JSON-serialisable) inside the store; after the first write."""
+
     def info(self) -> dict[str, Any]:
         """Backend name, uri, count, dim, index parameters: for ``rankwise store info``."""
 
     def close(self) -> None: ...
+
+
+class StoreHandle:
+    """What every backend's handle shares: ``with store:`` closes it (flush, index, release)."""
+
+    def close(self) -> None:  # pragma: no cover - each backend defines it
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

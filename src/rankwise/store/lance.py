@@ -17,6 +17,11 @@ is built and queried with ``nprobes``/``ef``/``refine_factor`` chosen so recall@
 ``optimize()``; ``tests/test_store.py`` checks recall after such a merge). A filter that
 keeps few rows (``exact_filter_below``) is answered exactly over the matching rows, so
 rare values are never lost in unprobed partitions.
+
+Why this module is over 400 lines: it is one class, the whole embedded backend (one LanceDB
+table, its ANN index maintenance and the BM25 index beside it, sharing one handle's state);
+split into mixins, each part would reach into the others' fields. The shared parts of the
+backends live in ``store/base.py``, ``filters.py`` and ``schema.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from lancedb.index import BTree, IvfFlat, IvfHnswFlat, IvfHnswSq, IvfPq, IvfSq
 
 from rankwise.errors import StoreError
 from rankwise.lexical import LexicalIndex, atomic_write_json
-from rankwise.store.base import Hit
+from rankwise.store.base import Hit, StoreHandle
 from rankwise.store.filters import Filter, build_filter, quote_sql, to_sql
 from rankwise.store.schema import MetaSchema, check_filter, infer_schema, validate_batch
 
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "products"
 MANIFEST = "rankwise.json"
+#: The embedder stamp (see Store.read_stamp).
+STAMP = "rankwise-embedder.json"
 FORMAT_VERSION = 1
 VECTOR_INDEX = "vector_idx"
 
@@ -95,7 +102,7 @@ def _arrow_type_name(t: pa.DataType) -> str:
     raise StoreError(f"unsupported column type {t} in the index table")
 
 
-class LanceStore:
+class LanceStore(StoreHandle):
     """Embedded store on LanceDB. See the module docstring for layout and guarantees.
 
     Args:
@@ -165,6 +172,21 @@ class LanceStore:
                 "index_built_rows": self._index_built_rows,
             },
         )
+
+    # -- the embedder stamp: a file in the index directory (where it has always been) ------
+    def read_stamp(self) -> dict[str, Any] | None:
+        try:
+            stamp = json.loads((self.path / STAMP).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError(
+                f"{self.path / STAMP} is unreadable ({e}); delete it to re-stamp"
+            ) from e
+        return stamp if isinstance(stamp, dict) else None
+
+    def write_stamp(self, stamp: dict[str, Any]) -> None:
+        atomic_write_json(self.path / STAMP, stamp)
 
     @property
     def schema(self) -> MetaSchema:
@@ -477,12 +499,6 @@ class LanceStore:
             self.optimize()
             self._lexical_index()
             self._written = False
-
-    def __enter__(self) -> LanceStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LanceStore({self.uri!r})"

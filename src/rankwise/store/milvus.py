@@ -29,6 +29,11 @@ Filters become Milvus boolean expressions with every string literal escaped
 
 Writes: ``upsert`` is idempotent by id (rerunning an interrupted ingest converges), but
 unlike the embedded store a multi-chunk call is not one transaction.
+
+Why this module is over 400 lines: it is one class, the whole Milvus backend (one client,
+a schema that differs by server version, native or beside BM25, index waits); split into
+mixins, each part would reach into the others' fields. The shared parts of the backends
+live in ``store/base.py``, ``filters.py`` and ``schema.py``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import numpy as np
 from rankwise.errors import StoreError, UnsupportedFeature
 from rankwise.lexical import LexicalIndex, tokenize
 from rankwise.store import backend_for
-from rankwise.store.base import Hit
+from rankwise.store.base import Hit, StoreHandle
 from rankwise.store.filters import Filter, build_filter
 from rankwise.store.schema import MetaSchema, check_filter, infer_schema, validate_batch
 
@@ -57,6 +62,9 @@ MAX_VARCHAR = 65535
 MAX_ID = 512
 PRESENT = "__set"
 INTERNAL = ("vector", "lexical", "sparse")
+
+#: Collection property holding the embedder stamp (see Store.read_stamp).
+STAMP_PROPERTY = "rankwise.embedder"
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "collection": "products",
@@ -124,7 +132,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in m.groups(default="0")) if m else (0, 0, 0)
 
 
-class MilvusStore:
+class MilvusStore(StoreHandle):
     """The Store protocol on Milvus (Lite or server). See the module docstring.
 
     Args:
@@ -212,6 +220,30 @@ class MilvusStore:
             if f["name"] == "vector":
                 self._dim = int(f["params"]["dim"])
         self._native_lexical = any(fn.get("type") is not None for fn in desc.get("functions", []))
+
+    # -- the embedder stamp: a property of the collection (Lite and server alike) ----------
+    def read_stamp(self) -> dict[str, Any] | None:
+        if self._fields is None:
+            return None
+        props = self._client.describe_collection(self.collection).get("properties") or {}
+        raw = props.get(STAMP_PROPERTY)
+        try:
+            stamp = json.loads(raw) if raw else None
+        except ValueError as e:
+            raise StoreError(f"the embedder stamp of {self.uri} is unreadable: {e}") from e
+        return stamp if isinstance(stamp, dict) else None
+
+    def write_stamp(self, stamp: dict[str, Any]) -> None:
+        if self._fields is None:
+            raise StoreError(f"{self.uri}: the embedder stamp is written after the first upsert")
+        try:
+            self._client.alter_collection_properties(
+                self.collection, properties={STAMP_PROPERTY: json.dumps(stamp)}
+            )
+        except Exception as e:  # noqa: BLE001 - pymilvus raises many types; name the cause
+            raise StoreError(
+                f"cannot stamp collection {self.collection!r} at {self.uri}: {e}"
+            ) from e
 
     @property
     def schema(self) -> MetaSchema:
@@ -354,6 +386,14 @@ class MilvusStore:
 
     # -- reads -------------------------------------------------------------------------
 
+    def _query_expr(
+        self, filters: Filter | Mapping | Iterable[str] | str | None, k: int
+    ) -> str | None:
+        """The filter expression of a search ("" for none), or None when it finds nothing
+        (an empty collection, or k <= 0)."""
+        expr = self._where(filters)
+        return None if not self._fields or k <= 0 else expr
+
     def _where(self, filters: Filter | Mapping | Iterable[str] | str | None) -> str:
         return to_expr(check_filter(build_filter(filters), self.schema))
 
@@ -434,8 +474,8 @@ class MilvusStore:
         filters: Filter | Mapping | Iterable[str] | str | None = None,
     ) -> list[Hit]:
         """Top-k by cosine similarity, filter pushed into Milvus (prefiltered)."""
-        expr = self._where(filters)
-        if not self._fields or k <= 0:
+        expr = self._query_expr(filters, k)
+        if expr is None:
             return []
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vec.shape[0] != self._dim:
@@ -456,8 +496,8 @@ class MilvusStore:
         filters: Filter | Mapping | Iterable[str] | str | None = None,
     ) -> list[Hit]:
         """Top-k by BM25 (native Milvus BM25 or rankwise's bm25s beside), prefiltered."""
-        expr = self._where(filters)
-        if not self._fields or k <= 0:
+        expr = self._query_expr(filters, k)
+        if expr is None:
             return []
         if self._native_lexical:
             q = _hash_tokens(query)
@@ -521,6 +561,8 @@ class MilvusStore:
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
         expr = self._where(filters)
+        if not self._fields and self._supports_bm25:
+            return []  # nothing written yet (the collection is created natively hybrid)
         if not self._native_lexical:
             raise UnsupportedFeature(
                 f"{self.backend} {self.server_version} at {self.uri} has no native hybrid "
@@ -626,12 +668,6 @@ class MilvusStore:
             self.optimize()
             self._written = False
         self._client.close()
-
-    def __enter__(self) -> MilvusStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"MilvusStore({self.uri!r}, collection={self.collection!r})"

@@ -208,18 +208,7 @@ def train_embedder(
     if query_prefix:
         model.prompts = {**(model.prompts or {}), "query": query_prefix}
     args = SentenceTransformerTrainingArguments(
-        **common_args(
-            out,
-            epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
-            warmup_ratio=cfg.warmup_ratio,
-            save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit,
-            logging_steps=cfg.logging_steps,
-            seed=cfg.seed,
-        ),
+        **common_args(out, cfg),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts=prompts or None,
     )

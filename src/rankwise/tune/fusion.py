@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.errors import DataError
 from rankwise.evaluate.significance import randomization_test
 from rankwise.recipe import Pipeline, RecallRecipe, covers, detect_language
@@ -51,7 +52,7 @@ class FusionConfig:
         threshold: smallest grade that counts as relevant.
     """
 
-    top_k: int = 50
+    top_k: int = DEFAULT_TOP_K
     metric: str = "ndcg@10"
     depths: tuple[int, ...] = (50, 100, 200)
     rrf_ks: tuple[int, ...] = (1, 5, 10, 20, 40, 60, 100)
@@ -251,7 +252,7 @@ def tune_fusion(
     reranker: Any | None = None,
     split: str = "train",
     cfg: FusionConfig | None = None,
-    top_n: int = 10,
+    top_n: int = DEFAULT_TOP_N,
     out: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.evaluate.metrics import compute_metrics
 from rankwise.evaluate.significance import randomization_test
 from rankwise.recipe import RerankDecision
@@ -115,8 +116,8 @@ def gate_reranker(
     qrels: Mapping[str, Mapping[str, int]],
     *,
     alpha: float = 0.05,
-    top_k: int = 50,
-    top_n: int = 10,
+    top_k: int = DEFAULT_TOP_K,
+    top_n: int = DEFAULT_TOP_N,
     threshold: int = 1,
     show_progress: bool = True,
     log: Callable[[str], None] = print,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rankwise.config import DEFAULT_TOP_N
 from rankwise.data import BeirDataset, document_text
 from rankwise.recipe import Pipeline
 from rankwise.tune.data import TrainExample
@@ -45,7 +46,7 @@ class PromotionConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     alpha: float = 0.05
     first_stage_negatives: int = 8
-    top_n: int = 10
+    top_n: int = DEFAULT_TOP_N
 
 
 def calibrated_searcher(

@@ -38,16 +38,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from rankwise.errors import InvalidRequest, ModelLoadError
 from rankwise.tune.data import TrainExample
+from rankwise.tune.objectives import (  # noqa: F401 - re-exported
+    GroupCrossEntropyLoss,
+    _pointwise_rows,
+    get_objective,
+)
 from rankwise.tune.training import (
     TrainResult,
     common_args,
     freeze_input_embeddings,
-    group_rows,
     loss_history,
     quiet_loading,
     tidy_checkpoints,
@@ -56,6 +59,7 @@ from rankwise.tune.training import (
 
 log = logging.getLogger(__name__)
 
+#: Names of the registered objectives (``rankwise.tune.objectives.OBJECTIVES``).
 Objective = Literal["listwise", "pointwise", "margin_mse"]
 
 
@@ -85,49 +89,11 @@ class RerankerTrainConfig:
     seed: int = 42
 
     def check(self) -> None:
-        if self.objective not in ("listwise", "pointwise", "margin_mse"):
-            raise InvalidRequest(
-                f"objective must be listwise, pointwise or margin_mse, got {self.objective!r}"
-            )
+        objective = get_objective(self.objective)  # unknown: an error listing the known ones
         if not 0.0 <= self.related_label <= 1.0:
             raise InvalidRequest(f"related_label must be in [0, 1], got {self.related_label}")
-        if self.objective != "pointwise" and self.group_size < 2:
-            raise InvalidRequest(f"{self.objective} needs group_size >= 2")
-
-
-class GroupCrossEntropyLoss(nn.Module):
-    """Listwise softmax cross-entropy over ``[pos, neg_1..n]`` (+ optional KL distillation).
-
-    Inputs: columns ``query, positive, negative_1..n``; labels: teacher scores (B, 1+n)
-    or anything when ``distill_weight == 0``. Scores are raw logits (no sigmoid), so the
-    trained model's logits stay comparable across queries through the pointwise head.
-    """
-
-    def __init__(self, model, distill_weight: float = 0.0, teacher_temperature: float = 1.0):
-        super().__init__()
-        self.model = model
-        self.distill_weight = distill_weight
-        self.teacher_temperature = teacher_temperature
-
-    def forward(
-        self, inputs: list[list[str]], labels: Tensor, prompt: str | None = None, task=None
-    ) -> Tensor:
-        from sentence_transformers.util import batch_to_device
-
-        queries, groups = inputs[0], inputs[1:]
-        pairs = [(q, d) for col in groups for q, d in zip(queries, col, strict=True)]
-        features = self.model.preprocess(pairs, prompt=prompt, task=task)
-        features = batch_to_device(features, self.model.device)
-        scores = self.model(features)["scores"].view(len(groups), len(queries)).T  # (B, G)
-        target = torch.zeros(len(queries), dtype=torch.long, device=scores.device)
-        loss = nn.functional.cross_entropy(scores, target)
-        if self.distill_weight > 0:
-            teacher = torch.softmax(labels.float() / self.teacher_temperature, dim=-1)
-            kl = nn.functional.kl_div(
-                torch.log_softmax(scores, dim=-1), teacher, reduction="batchmean"
-            )
-            loss = loss + self.distill_weight * kl
-        return loss
+        if self.group_size < objective.min_group_size:
+            raise InvalidRequest(f"{self.objective} needs group_size >= {objective.min_group_size}")
 
 
 def load_cross_encoder(base: str, max_length: int):
@@ -156,36 +122,6 @@ def load_cross_encoder(base: str, max_length: int):
             )
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"Cannot load '{base}' as a cross-encoder for training: {e}") from None
-
-
-def _pointwise_rows(
-    examples: Sequence[TrainExample], distill: bool, related_label: float = 0.5
-) -> list[dict[str, Any]]:
-    rows = []
-    for ex in examples:
-        if distill:
-            if not ex.has_scores:
-                raise InvalidRequest(f"query {ex.query!r} has no teacher scores")
-            texts = [*ex.pos, *ex.neg]
-            labels = 1.0 / (1.0 + np.exp(-np.array([*ex.pos_scores, *ex.neg_scores])))
-        else:
-            texts = [*ex.pos, *ex.related, *ex.neg]
-            labels = [1.0] * len(ex.pos) + [related_label] * len(ex.related) + [0.0] * len(ex.neg)
-        rows += [
-            {"query": ex.query, "document": t, "label": float(y)}
-            for t, y in zip(texts, labels, strict=True)
-        ]
-    return rows
-
-
-def _build_loss(cfg: RerankerTrainConfig, model) -> nn.Module:
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MarginMSELoss
-
-    if cfg.objective == "pointwise":
-        return BinaryCrossEntropyLoss(model)
-    if cfg.objective == "margin_mse":
-        return MarginMSELoss(model)
-    return GroupCrossEntropyLoss(model, cfg.distill_weight, cfg.teacher_temperature)
 
 
 #: Scores a query's candidate documents, higher = better: ``(query, docs) -> (len(docs),)``.
@@ -291,14 +227,9 @@ def train_reranker(
     cfg = config or RerankerTrainConfig()
     cfg.check()
     out = Path(out_dir)
-    distill = cfg.distill_weight > 0 or cfg.objective == "margin_mse"
-    if cfg.objective == "pointwise":
-        rows, dropped = _pointwise_rows(examples, distill, cfg.related_label), 0
-    else:
-        rows, dropped = group_rows(examples, cfg.group_size, with_scores=distill, seed=cfg.seed)
-        if not distill:
-            for r in rows:
-                r["label"] = 0.0  # the trainer wants a label column; the loss ignores it
+    objective = get_objective(cfg.objective)
+    distill = cfg.distill_weight > 0 or objective.needs_scores
+    rows, dropped = objective.rows(examples, cfg, distill)
     dataset = to_dataset(rows)
     from transformers import set_seed
 
@@ -339,24 +270,13 @@ def train_reranker(
                 metric_for_best_model="eval_dev_ndcg@10",
                 greater_is_better=True,
             )
-    base_args = common_args(
-        out,
-        epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-    )
+    base_args = common_args(out, cfg)
     args = CrossEncoderTrainingArguments(**{**base_args, **extra})
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        loss=_build_loss(cfg, model),
+        loss=objective.loss(cfg, model),
         evaluator=evaluator if extra else None,
     )
     t0 = time.perf_counter()

@@ -121,20 +121,14 @@ def loss_history(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e]
 
 
-def common_args(
-    out_dir: Path,
-    *,
-    epochs: float,
-    max_steps: int,
-    batch_size: int,
-    learning_rate: float,
-    warmup_ratio: float,
-    save_steps: int,
-    save_total_limit: int,
-    logging_steps: int,
-    seed: int,
-) -> dict[str, Any]:
-    """Keyword arguments both trainers' TrainingArguments share."""
+def common_args(out_dir: Path, cfg: Any) -> dict[str, Any]:
+    """Keyword arguments both trainers' TrainingArguments share, from a training config
+    (``EmbedderTrainConfig`` or ``RerankerTrainConfig``: epochs, max_steps, batch_size,
+    learning_rate, warmup_ratio, save_steps, save_total_limit, logging_steps, seed)."""
+    epochs, max_steps, batch_size = cfg.epochs, cfg.max_steps, cfg.batch_size
+    learning_rate, warmup_ratio, seed = cfg.learning_rate, cfg.warmup_ratio, cfg.seed
+    save_steps, save_total_limit = cfg.save_steps, cfg.save_total_limit
+    logging_steps = cfg.logging_steps
     return dict(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=epochs,

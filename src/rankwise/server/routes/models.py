@@ -8,27 +8,23 @@ the query, the documents and every parameter that changes the body.
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.errors import InvalidRequest
 from rankwise.models import sigmoid
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES, error_responses
-from rankwise.server.routes.common import cached_json, check_texts, check_tokens, dumps, get_state
+from rankwise.server.routes.common import check_texts, check_tokens, dumps, get_state
+from rankwise.server.routes.rerank import add_rerank_routes
 from rankwise.server.routing import StrictJSONRoute
 from rankwise.server.schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
-    RerankRequest,
-    RerankResponse,
-    TEIRank,
-    TEIRerankRequest,
     WeaviateRerankRequest,
     WeaviateRerankResponse,
 )
@@ -62,105 +58,9 @@ async def score_documents(
     return np.asarray(scores, dtype=np.float32), billed
 
 
-def _best_first(scores: np.ndarray, top_n: int | None) -> np.ndarray:
-    """Indices by descending score; ties keep input order (as ``Reranker.rank`` does)."""
-    order = np.argsort(-scores, kind="stable")
-    return order if top_n is None else order[:top_n]
-
-
-def _document_text(doc: str | dict[str, Any], rank_fields: list[str] | None) -> str:
-    """A string document, or the rank_fields present in an object as 'name: value' lines
-    (its ``text`` when none of them is present, or without rank_fields)."""
-    if isinstance(doc, str):
-        return doc
-    present = [f for f in rank_fields or () if f in doc]
-    if present:
-        return "\n".join(f"{f}: {doc[f]}" for f in present)
-    return doc["text"]
-
-
-# ----------------------------------------------------------------------------- Cohere / Jina
-@router.post(
-    "/v1/rerank",
-    summary="Rerank documents (Cohere / Jina shape)",
-    responses={**error_responses("cohere"), 200: {"model": RerankResponse}},
-)
-@router.post(
-    "/v2/rerank",
-    summary="Rerank documents (Cohere v2 client path)",
-    responses={**error_responses("cohere"), 200: {"model": RerankResponse}},
-)
-async def rerank(
-    req: RerankRequest, request: Request, state: ServerState = Depends(get_state)
-) -> Response:
-    """Score every document against the query and return them best first.
-
-    ``relevance_score`` is sigmoid(logit) in 0..1 (the raw logit with ``raw_scores``);
-    ``index`` is always the document's position in the request.
-    """
-    reranker, _ = state.require_reranker()
-    documents = [d if isinstance(d, str) else d.model_dump() for d in req.documents]
-    texts = [_document_text(d, req.rank_fields) for d in documents]
-    version = "2" if request.url.path.startswith("/v2/") else "1"
-
-    async def build() -> dict[str, Any]:
-        scores, billed = await score_documents(state, req.query, texts, req.truncate)
-        shown = scores if req.raw_scores else sigmoid(scores)
-        results = []
-        for i in _best_first(scores, req.top_n):
-            item: dict[str, Any] = {"index": int(i), "relevance_score": float(shown[i])}
-            if req.return_documents:
-                d = documents[i]
-                item["document"] = {"text": d} if isinstance(d, str) else d
-            results.append(item)
-        return {
-            "results": results,
-            "usage": {"prompt_tokens": billed, "total_tokens": billed},
-            # Cohere's response metadata (its clients read billed units from here)
-            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
-        }
-
-    params = {
-        "top_n": req.top_n,
-        "raw": req.raw_scores,
-        "docs": req.return_documents,
-        "fields": req.rank_fields,
-        "truncate": req.truncate,
-        "v": version,
-    }
-    # id and model are per response (never cached): a fresh id each time, the model name
-    # as this client sent it (Cohere and Jina echo it) or the served model's id
-    envelope = {"id": uuid.uuid4().hex, "model": req.model or reranker.model_id}
-    return await cached_json(
-        state, "rerank", reranker.version, req.query, documents, params, build, envelope
-    )
-
-
-# ----------------------------------------------------------------------------- TEI alias
-@router.post(
-    "/rerank",
-    summary="Rerank (text-embeddings-inference shape)",
-    responses={200: {"model": list[TEIRank]}},
-)
-async def tei_rerank(req: TEIRerankRequest, state: ServerState = Depends(get_state)) -> Response:
-    """TEI's ``/rerank``: ``{query, texts}`` → a bare array ``[{index, score, text?}]``, best first."""
-    reranker, _ = state.require_reranker()
-
-    async def build() -> list[dict[str, Any]]:
-        scores, _ = await score_documents(state, req.query, req.texts, req.truncate)
-        shown = scores if req.raw_scores else sigmoid(scores)
-        out = []
-        for i in _best_first(scores, None):
-            item: dict[str, Any] = {"index": int(i), "score": float(shown[i])}
-            if req.return_text:
-                item["text"] = req.texts[i]
-            out.append(item)
-        return out
-
-    params = {"raw": req.raw_scores, "text": req.return_text, "truncate": req.truncate}
-    return await cached_json(
-        state, "rerank-tei", reranker.version, req.query, req.texts, params, build
-    )
+# ----------------------------------------------------------------------------- rerank APIs
+# Cohere / Jina (/v1/rerank, /v2/rerank) and TEI (/rerank): one table, one route factory
+add_rerank_routes(router, score_documents)
 
 
 # ----------------------------------------------------------------------------- Weaviate
