@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -259,21 +259,26 @@ class BlendModel:
 class BlendStage:
     """The served stage: reorders a query's candidates by the blend, within the cap.
 
-    ``behaviour`` is built from ``model.spec.events`` when not given (``records`` supply the
-    category and brand of logged products for personal affinities).
+    ``behaviour`` is built from ``model.spec.events`` when not given; ``records`` supply the
+    category and brand of logged products for personal affinities: id → record, or a
+    lookup ``fn(ids) -> records`` (e.g. ``store.get``).
     """
 
     def __init__(
         self,
         model: BlendModel,
         behaviour: Behaviour | None = None,
-        records: Mapping[str, Mapping[str, Any]] | None = None,
+        records: Mapping[str, Mapping[str, Any]] | Callable[[list[str]], list[dict]] | None = None,
     ):
         self.model = model
         spec = model.spec
         if spec.behaviour and behaviour is None:
+            events = read_events(spec.events)  # type: ignore[arg-type]
+            if callable(records):
+                ids = list(dict.fromkeys(e.product_id for e in events))
+                records = {str(r["id"]): r for r in records(ids)}
             behaviour = Behaviour(
-                read_events(spec.events),  # type: ignore[arg-type]
+                events,
                 records,
                 eta=spec.eta,
                 category_field=spec.category_field,
@@ -282,7 +287,7 @@ class BlendStage:
         self.behaviour = behaviour
 
     @classmethod
-    def load(cls, path: str | Path, records: Mapping[str, Mapping[str, Any]] | None = None):
+    def load(cls, path: str | Path, records: Any = None) -> BlendStage:
         return cls(BlendModel.load(path), records=records)
 
     @property

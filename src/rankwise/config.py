@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     fusion: Literal["rrf", "weighted"] = "rrf"
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     skip_margin: float | None = Field(None, ge=0.0)
+    # issue 17: chunked rerank, rerank text template, blend stage (rankwise.blend)
+    max_chunks_per_doc: int = Field(1, ge=1, le=64)  # windows per long document (1: truncate)
+    chunk_aggregate: Literal["max", "mean-top2"] = "max"
+    rerank_template: str | None = None  # e.g. "{title} | {brand} | {text}" (None: title + text)
+    blend: str | None = None  # a `rankwise tune blend` folder: the final ranking stage
     # cache (server)
     cache_url: str | None = None
     cache_ttl: int = Field(300, ge=0)

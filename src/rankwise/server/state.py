@@ -290,6 +290,7 @@ class ServerState:
         if emb is not None:
             searcher.catalog.embedder = emb
         searcher.reranker = rr
+        _configure_stages(searcher, s)
         if searcher.cache is None:
             searcher.cache = self.cache
         self.searcher, self.catalog = searcher, searcher.catalog
@@ -389,6 +390,21 @@ class ServerState:
 
 
 _ABS_PATH = re.compile(r"(?<![\w.:-])(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]?")
+
+
+def _configure_stages(searcher: Searcher, s: Settings) -> None:
+    """Chunked rerank, the rerank template and the blend stage from the settings (issue 17);
+    a given searcher keeps its own stages where a setting is unset."""
+    from rankwise.blend import BlendStage
+    from rankwise.models.chunking import ChunkPolicy
+    from rankwise.templates import DocumentTemplate
+
+    if s.max_chunks_per_doc > 1:
+        searcher.chunking = ChunkPolicy(s.max_chunks_per_doc, aggregate=s.chunk_aggregate)
+    if s.rerank_template:
+        searcher.template = DocumentTemplate.parse(s.rerank_template)
+    if s.blend:
+        searcher.blend = BlendStage.load(s.blend, records=searcher.catalog.store.get)
 
 
 def public_name(text: str) -> str:
