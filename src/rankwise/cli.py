@@ -213,6 +213,17 @@ def search(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    # --- issue 17: chunked rerank, rerank template, blend stage (logic: rankwise.stages) ---
+    max_chunks: Annotated[
+        int | None, typer.Option("--max-chunks", min=1, help="Windows per long document.")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="Rerank text, e.g. '{title} | {brand} | {text}'.")
+    ] = None,
+    blend: Annotated[str | None, typer.Option(help="A `rankwise tune blend` folder.")] = None,
+    user: Annotated[str | None, typer.Option(help="Shopper id for personal features.")] = None,
+    explain: Annotated[bool, typer.Option(help="Blend contributions (with --json).")] = False,
+    # --- end issue 17 ---
 ) -> None:
     """Search the index: recall, rerank, print a table (or JSON)."""
     from rankwise.catalog import Catalog
@@ -232,6 +243,9 @@ def search(
         device=device,
         backend=backend,
         quantize=quantize,
+        max_chunks_per_doc=max_chunks,  # issue 17
+        rerank_template=template,
+        blend=blend,
     )
     if "embedder" not in s.model_fields_set:  # none given: the one the index was built with
         from rankwise.catalog import stamped_embedder
@@ -248,7 +262,12 @@ def search(
             fusion=s.fusion,
             threshold=s.threshold,
         )
-        resp = searcher.search(query, filters=filter or None, rerank=rerank)
+        from rankwise.stages import configure_stages  # issue 17
+
+        configure_stages(searcher, s)
+        resp = searcher.search(
+            query, filters=filter or None, rerank=rerank, user=user, explain=explain
+        )
     if json_out:
         print(json.dumps(resp.to_dict(), ensure_ascii=False))
         return
@@ -759,6 +778,60 @@ def tune_fusion_command(
         log=console.print,
     )  # fmt: skip
     console.print(fusion_table(choices))
+
+
+# --- issue 17: `rankwise tune blend` (logic: rankwise.tune.blend) ---------------------------
+@tune_app.command("blend")
+def tune_blend_command(
+    data: Annotated[Path, typer.Option("--data", help="BEIR folder whose corpus the index holds.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Blend folder to write.")],
+    index: IndexOpt = None,
+    embedder: EmbedderOpt = None,
+    reranker: RerankerOpt = None,
+    split: Annotated[str, typer.Option(help="Judged queries to train on.")] = "train",
+    events: Annotated[
+        Path | None, typer.Option(help="Event log JSONL: behaviour and personal features.")
+    ] = None,
+    labels: Annotated[
+        str, typer.Option(help="judged (qrels grades) or events (the log's later half).")
+    ] = "judged",
+    numeric: Annotated[
+        str, typer.Option(help="Numeric product fields, e.g. popularity,stock,price.")
+    ] = "",
+    monotone: Annotated[
+        str, typer.Option(help="Constraints, e.g. stock=+1,rerank_logit=+1.")
+    ] = "rerank_logit=+1",
+    max_move: Annotated[int, typer.Option(min=0, help="Most places a product moves.")] = 3,
+    eta: Annotated[
+        float | None, typer.Option(help="Position-bias exponent for IPW of logged events.")
+    ] = None,
+    max_queries: Annotated[int, typer.Option(min=1, help="At most N queries.")] = 2000,
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds.")] = 200,
+    mode: Annotated[str | None, typer.Option(help="Recall mode (default: calibrated).")] = None,
+) -> None:
+    """Train the blend stage (LightGBM lambdarank with monotone constraints and a movement
+    cap) over the served pipeline's Top-K; report dev nDCG@10 against the unblended order."""
+    from rankwise.blend import BlendSpec
+    from rankwise.catalog import Catalog
+    from rankwise.search import Searcher
+    from rankwise.tune.blend import parse_monotone, tune_blend
+
+    s = _settings(index=index, embedder=embedder, reranker=reranker, mode=mode)
+    spec = BlendSpec(
+        numeric_fields=tuple(f.strip() for f in numeric.split(",") if f.strip()),
+        behaviour=events is not None, monotone=parse_monotone(monotone), max_move=max_move,
+        events=str(events.resolve()) if events else None, eta=eta,
+    )  # fmt: skip
+    with Catalog.open(s.index, _embedder(s), create=False) as cat:
+        searcher = Searcher(cat, _reranker(s) if s.reranker else None, top_k=s.top_k, mode=s.mode)
+        report = tune_blend(
+            searcher, str(data), spec, str(out), split=split, labels=labels,
+            max_queries=max_queries, num_rounds=rounds, log=err_console.print,
+        )  # fmt: skip
+    print(json.dumps(report, indent=2, default=str))
+
+
+# --- end issue 17 ---------------------------------------------------------------------------
 
 
 @tune_app.command("run")

@@ -35,6 +35,7 @@ from rankwise.errors import (
 )
 from rankwise.server.batcher import Batcher
 from rankwise.server.metrics import Metrics
+from rankwise.stages import configure_stages
 
 if TYPE_CHECKING:
     from rankwise.catalog import Catalog
@@ -290,7 +291,7 @@ class ServerState:
         if emb is not None:
             searcher.catalog.embedder = emb
         searcher.reranker = rr
-        _configure_stages(searcher, s)
+        configure_stages(searcher, s)  # chunked rerank, template, blend (rankwise.stages)
         if searcher.cache is None:
             searcher.cache = self.cache
         self.searcher, self.catalog = searcher, searcher.catalog
@@ -390,21 +391,6 @@ class ServerState:
 
 
 _ABS_PATH = re.compile(r"(?<![\w.:-])(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]?")
-
-
-def _configure_stages(searcher: Searcher, s: Settings) -> None:
-    """Chunked rerank, the rerank template and the blend stage from the settings (issue 17);
-    a given searcher keeps its own stages where a setting is unset."""
-    from rankwise.blend import BlendStage
-    from rankwise.models.chunking import ChunkPolicy
-    from rankwise.templates import DocumentTemplate
-
-    if s.max_chunks_per_doc > 1:
-        searcher.chunking = ChunkPolicy(s.max_chunks_per_doc, aggregate=s.chunk_aggregate)
-    if s.rerank_template:
-        searcher.template = DocumentTemplate.parse(s.rerank_template)
-    if s.blend:
-        searcher.blend = BlendStage.load(s.blend, records=searcher.catalog.store.get)
 
 
 def public_name(text: str) -> str:
