@@ -80,6 +80,10 @@ def test_behaviour_ipw_popularity_and_cold_start_affinity(tmp_path):
     assert f[0, 4] == pytest.approx(1.0) and f[1, 4] == pytest.approx(0.0)  # u likes tools
     cold = beh.features("drill", ["a", "b"], [records["a"], records["b"]], "new-user")
     assert cold[0, 4] == pytest.approx(0.5) and cold[1, 4] == pytest.approx(0.5)  # population
+    assert (
+        f[:, 7].tolist() == [1.0, 1.0]
+        and beh.features("new query", ["a"], [records["a"]], None)[0, 7] == 0.0
+    )
     labels = event_labels(ev, eta=1.0)
     assert labels["drill"]["a"] == (3, 4.0)  # strongest event, IPW of the first click
 
@@ -170,3 +174,20 @@ def test_stage_explains_with_contributions_that_sum_to_the_score(tmp_path):
     assert np.isnan(build_features(spec, "q", cands)[0, 2:]).all()  # missing → NaN
     with pytest.raises(ConfigError, match="not a blend folder"):
         BlendModel.load(tmp_path)
+
+
+def test_cold_copies_teach_the_blend_queries_the_log_has_not_seen(tmp_path):
+    from rankwise.signals import QUERY_FEATURES
+    from rankwise.tune.blend import QueryCandidates, matrices
+
+    log = _write(
+        tmp_path / "e.jsonl", [{"query": "drill", "product_id": "a", "event": "click", "ts": 1}]
+    )
+    beh = Behaviour(read_events(log))
+    spec = BlendSpec(behaviour=True, events=str(log))
+    g = QueryCandidates("q1", "drill", [Candidate("a", {}, 2.0, 1), Candidate("b", {}, 1.0, 2)])
+    X, y, sizes, _ = matrices(spec, [g], {"q1": {"a": 1}}, beh, cold_copies=True)
+    assert sizes == [2, 2] and y.tolist() == [1, 0, 1, 0]
+    cols = [spec.feature_names.index(n) for n in QUERY_FEATURES]
+    assert X[0, cols].any() and not X[2:, cols].any()  # the copy looks like a new query
+    assert np.array_equal(X[2:, :3], X[:2, :3], equal_nan=True)  # stage scores unchanged

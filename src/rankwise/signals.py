@@ -43,7 +43,10 @@ BEHAVIOUR_FEATURES = (
     "user_category_affinity",
     "user_brand_affinity",
     "user_events",
+    "q_logged",
 )
+#: Features that exist only for queries the log has seen (zero for a new query).
+QUERY_FEATURES = ("q_clicks", "q_carts", "q_purchases", "q_logged")
 _MAX_REPORTED = 20
 
 
@@ -175,6 +178,7 @@ class Behaviour:
         self.fields = (category_field, brand_field)
         self.prior = float(prior_events)
         self.qp: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        self.queries: set[str] = set()
         self.product: Counter[str] = Counter()
         self.user_attr: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter(), Counter()])
         self.user_n: Counter[str] = Counter()
@@ -184,6 +188,7 @@ class Behaviour:
         for e in events:
             w = 1.0 / propensity(e.position, eta)
             self.qp[(normalise_query(e.query), e.product_id)][slot[e.event]] += w
+            self.queries.add(normalise_query(e.query))
             self.product[e.product_id] += 1
             rec = records.get(e.product_id)
             for k, name in enumerate(self.fields):
@@ -211,7 +216,8 @@ class Behaviour:
     def features(
         self, query: str, ids: Sequence[str], records: Sequence[Mapping[str, Any]], user: str | None
     ) -> np.ndarray:
-        """float32 (len(ids), 7) in :data:`BEHAVIOUR_FEATURES` order (counts as log1p)."""
+        """float32 (len(ids), 8) in :data:`BEHAVIOUR_FEATURES` order (counts as log1p;
+        ``q_logged`` 1 when the log holds the query at all)."""
         q = normalise_query(query)
         out = np.zeros((len(ids), len(BEHAVIOUR_FEATURES)), dtype=np.float32)
         user_events = math.log1p(self.user_n.get(user, 0)) if user is not None else 0.0
@@ -226,6 +232,7 @@ class Behaviour:
             out[i, 4] = self._affinity(user, 0, rec.get(self.fields[0]))
             out[i, 5] = self._affinity(user, 1, rec.get(self.fields[1]))
             out[i, 6] = user_events
+        out[:, 7] = float(q in self.queries)
         return out
 
 

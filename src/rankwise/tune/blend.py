@@ -33,7 +33,7 @@ from rankwise.blend import (
 from rankwise.errors import DataError
 from rankwise.evaluate.metrics import compute_metrics
 from rankwise.evaluate.significance import randomization_test
-from rankwise.signals import Behaviour, Event, event_labels, normalise_query
+from rankwise.signals import QUERY_FEATURES, Behaviour, Event, event_labels, normalise_query
 
 
 @dataclass
@@ -111,8 +111,13 @@ def matrices(
     labels: Mapping[str, Mapping[str, int]],
     behaviour: Behaviour | None,
     weights: Mapping[str, Mapping[str, float]] | None = None,
+    cold_copies: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
-    """(X, y, group sizes, row weights) over ``groups`` (unlabelled candidates get 0)."""
+    """(X, y, group sizes, row weights) over ``groups`` (unlabelled candidates get 0).
+
+    ``cold_copies``: each query appears a second time with its query-level behaviour
+    features zeroed (as a query the log has never seen), so the model also learns to rank
+    new queries from the other features instead of reading "no clicks" as "irrelevant"."""
     xs, ys, ws, sizes = [], [], [], []
     for g in groups:
         if not g.candidates:
@@ -123,6 +128,13 @@ def matrices(
         ys.append([int(lab.get(c.id, 0)) for c in g.candidates])
         ws.append([float(wq.get(c.id, 1.0)) for c in g.candidates])
         sizes.append(len(g.candidates))
+        if cold_copies and spec.behaviour:
+            cold = xs[-1].copy()
+            cold[:, [spec.feature_names.index(n) for n in QUERY_FEATURES]] = 0.0
+            xs.append(cold)
+            ys.append(ys[-1])
+            ws.append([1.0] * len(g.candidates))
+            sizes.append(len(g.candidates))
     if not xs:
         raise DataError("no query has candidates to train the blend on")
     return np.vstack(xs), np.concatenate(ys), sizes, np.concatenate(ws)
@@ -170,17 +182,20 @@ def train_blend(
     dev_fraction: float = 0.2,
     num_rounds: int = 200,
     params: Mapping[str, Any] | None = None,
+    cold_copies: bool = True,
 ) -> tuple[BlendModel, dict[str, Any]]:
-    """Fit on the non-dev queries; report dev nDCG@10 (``eval_qrels``, default ``labels``)
-    of the base order and the blend, with the paired randomisation p-value."""
+    """Fit on the non-dev queries (with cold copies, see :func:`matrices`); report dev
+    nDCG@10 (``eval_qrels``, default ``labels``) of the base order and the blend, with the
+    paired randomisation p-value."""
     train = [g for g in groups if not is_dev(g.qid, dev_fraction)]
     dev = [g for g in groups if is_dev(g.qid, dev_fraction)]
-    X, y, sizes, w = matrices(spec, train, labels, behaviour, weights)
+    X, y, sizes, w = matrices(spec, train, labels, behaviour, weights, cold_copies)
     if not (y > 0).any():
         raise DataError("no candidate of any training query has a positive label")
     model = BlendModel.fit(X, y, sizes, spec, weights=w, params=params, num_rounds=num_rounds)
     report: dict[str, Any] = {
-        "train_queries": len(sizes),
+        "train_queries": len(train),
+        "train_groups": len(sizes),
         "train_rows": int(len(X)),
         "dev_queries": len(dev),
         "spec": spec.to_dict(),
