@@ -76,7 +76,8 @@ def test_behaviour_ipw_popularity_and_cold_start_affinity(tmp_path):
     f = beh.features("DRILL", ["a", "b"], [records["a"], records["b"]], "u")
     assert f[0, 0] == pytest.approx(math.log1p(4.0))  # a click at rank 4 counts 1 / (1/4)
     assert f[0, 2] == pytest.approx(math.log1p(1.0)) and f[1, 0] == 0.0  # other query's clicks
-    assert f[1, 3] == pytest.approx(math.log1p(2.0))  # product popularity over all queries
+    assert f[1, 3] == pytest.approx(math.log1p(2.0))  # popularity from other queries
+    assert f[0, 3] == 0.0  # a's events all come from this query (they are q_* features)
     assert f[0, 4] == pytest.approx(1.0) and f[1, 4] == pytest.approx(0.0)  # u likes tools
     cold = beh.features("drill", ["a", "b"], [records["a"], records["b"]], "new-user")
     assert cold[0, 4] == pytest.approx(0.5) and cold[1, 4] == pytest.approx(0.5)  # population

@@ -8,7 +8,7 @@
 - **Behaviour features** (:class:`Behaviour`): per (query, product) the events it got,
   inverse-propensity weighted when positions and a propensity model are given (a click at rank
   r counts ``1 / P(examined at r)``, ``P = (1/r)^eta``: Joachims et al. 2017's IPW), per product
-  its events over all queries (popularity), and per user the affinity to the product's
+  its events from *other* queries (popularity), and per user the affinity to the product's
   category and brand: the user's share of events on it, smoothed towards the population's
   share (``prior_events`` pseudo-events); a user with no history (cold start) gets the
   population's share.
@@ -179,6 +179,7 @@ class Behaviour:
         self.prior = float(prior_events)
         self.qp: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         self.queries: set[str] = set()
+        self.qp_n: Counter[tuple[str, str]] = Counter()  # unweighted events per (query, product)
         self.product: Counter[str] = Counter()
         self.user_attr: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter(), Counter()])
         self.user_n: Counter[str] = Counter()
@@ -189,6 +190,7 @@ class Behaviour:
             w = 1.0 / propensity(e.position, eta)
             self.qp[(normalise_query(e.query), e.product_id)][slot[e.event]] += w
             self.queries.add(normalise_query(e.query))
+            self.qp_n[(normalise_query(e.query), e.product_id)] += 1
             self.product[e.product_id] += 1
             rec = records.get(e.product_id)
             for k, name in enumerate(self.fields):
@@ -227,7 +229,9 @@ class Behaviour:
                 math.log1p(clicks),
                 math.log1p(carts),
                 math.log1p(buys),
-                math.log1p(self.product.get(pid, 0)),
+                # popularity elsewhere: this query's own events are q_* already, and counting
+                # them twice would teach the model a feature that new queries never have
+                math.log1p(self.product.get(pid, 0) - self.qp_n.get((q, pid), 0)),
             ]
             out[i, 4] = self._affinity(user, 0, rec.get(self.fields[0]))
             out[i, 5] = self._affinity(user, 1, rec.get(self.fields[1]))

@@ -133,7 +133,7 @@ def matrices(
             cold[:, [spec.feature_names.index(n) for n in QUERY_FEATURES]] = 0.0
             xs.append(cold)
             ys.append(ys[-1])
-            ws.append([1.0] * len(g.candidates))
+            ws.append(ws[-1])
             sizes.append(len(g.candidates))
     if not xs:
         raise DataError("no query has candidates to train the blend on")
