@@ -43,6 +43,15 @@ from rankwise.models.chunking import ChunkPolicy, LongDocument, score_chunked, s
 DATA = Path("/work/shared/data/homedepot")
 OUT = Path(__file__).parent / "results"
 FILLER = 16  # filler titles per page (~300 tokens)
+NOTES = [
+    "Reading: the `tokens` column is the cost (what the model runs); `seconds` were measured on",
+    "a 2-core machine shared with other jobs (load average 10-14 during the run) and move with",
+    "that load more than with the variant, so compare tokens. Quality: random order already",
+    "scores ~0.89 on this judged-only metric (../shared/MODELS.md) and the tuned cross-encoder",
+    "barely beats it on plain titles, so nDCG differences of ~0.01 over 15 queries are noise:",
+    "this run shows the mechanism and its cost, not a quality gain; that needs a strong",
+    "cross-encoder and real long descriptions.",
+]
 
 
 def ndcg(per_query_scores: dict[str, dict[str, float]], qrels) -> float:
@@ -182,6 +191,7 @@ def main() -> None:
             f"{r['tokens'] if r['tokens'] is not None else '–'} | {r['seconds']:.1f} | "
             f"{r['time_vs_truncate']}x |"
         )
+    md += ["", *NOTES]
     md += ["", f"Command: `PYTHONPATH=src python benchmarks/long_docs.py --reranker {args.reranker} "
            f"--queries {args.queries} --max-length {args.max_length}`; {result['seconds']} s total "
            "on a shared 2-core machine (compare ratios within the run)."]  # fmt: skip
