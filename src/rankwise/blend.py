@@ -167,6 +167,7 @@ class BlendModel:
         self.booster = booster
         self.spec = spec
         self.info = dict(info or {})
+        self._version: str | None = None
 
     @classmethod
     def fit(
@@ -228,10 +229,13 @@ class BlendModel:
 
     @property
     def version(self) -> str:
-        import hashlib
+        """Hash of the trees and the spec (computed once: it keys the search cache)."""
+        if self._version is None:
+            import hashlib
 
-        text = self.booster.model_to_string() + json.dumps(self.spec.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+            text = self.booster.model_to_string() + json.dumps(self.spec.to_dict(), sort_keys=True)
+            self._version = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._version
 
     def save(self, out: str | Path) -> Path:
         out = Path(out)

@@ -341,7 +341,8 @@ class Searcher:
         key = None
         if self.cache is not None and query_vector is None:
             key = self._cache_key(query, recipe, top_k, top_n, flt, do_rerank, threshold)
-            key += f":{user}:{explain}" if self.blend is not None else ""
+            if self.blend is not None:  # personal and explained bodies are their own entries
+                key += ":" + hashlib.sha256(f"{user}\0{explain}".encode()).hexdigest()[:16]
         generation = _generation(self.cache)
         if key is not None:
             hit = self.cache.get(key)
