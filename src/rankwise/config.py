@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     skip_margin: float | None = _s(
         None, "Skip reranking when the dense top-1 cosine leads the top-2 by this.", ge=0.0
     )
+    # chunked rerank, rerank text template, blend stage (models/chunking.py, templates.py, blend.py)
+    max_chunks_per_doc: int = _s(
+        1, "Token windows scored per long document (1: truncate, as before).", ge=1, le=64
+    )
+    chunk_aggregate: Literal["max", "mean-top2"] = _s(
+        "max", "A chunked document's score: its best window (max) or the mean of its best two."
+    )
+    rerank_template: str | None = _s(
+        None, "Rerank text from the record's fields, e.g. '{title} | {brand} | {text}'."
+    )
+    blend: str | None = _s(None, "A `rankwise tune blend` folder: the final ranking stage.")
     # evaluation and tuning
     relevant_grade: int = _s(
         1, "Smallest judged grade counted as relevant (metrics, training positives).", ge=0

@@ -38,7 +38,6 @@ import numpy as np
 
 from rankwise.catalog import Catalog
 from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
-from rankwise.data import document_text
 from rankwise.errors import InvalidRequest
 from rankwise.fusion import fuse, native_hybrid, rrf_fuse, weighted_fuse  # noqa: F401 - re-exported
 from rankwise.ranking import rank_order, sigmoid
@@ -46,9 +45,13 @@ from rankwise.recipe import MODES, Mode, Pipeline, RecallRecipe, find_pipeline
 from rankwise.skip import SkipRule  # noqa: F401 - re-exported (rankwise.SkipRule)
 from rankwise.store import Hit
 from rankwise.store.filters import Filter, build_filter
+from rankwise.templates import rerank_logits
 
 if TYPE_CHECKING:
+    from rankwise.blend import BlendStage
     from rankwise.models import Reranker
+    from rankwise.models.chunking import ChunkPolicy
+    from rankwise.templates import DocumentTemplate
 
 NOT_PROMOTED = "reranker not promoted for this catalog"
 
@@ -64,6 +67,8 @@ class SearchResult:
     rerank_score: float | None = None
     relevance: float | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    blend_score: float | None = None  # the blend stage's score (rankwise.blend), when one runs
+    explain: dict[str, Any] | None = None  # per-feature contributions (search(explain=True))
 
 
 @dataclass
@@ -119,10 +124,16 @@ class Searcher:
         cache: Cache | None = None,
         rerank_max_chars: int | None = 2000,
         pipeline: Pipeline | Literal["auto"] | None = "auto",
+        template: DocumentTemplate | None = None,
+        chunking: ChunkPolicy | None = None,
+        blend: BlendStage | None = None,
     ):
         """``mode=None`` follows the calibrated ``pipeline`` (``"auto"``: the one stored beside
         the catalog's index, if any), else hybrid; an explicit ``mode`` uses ``fusion``,
-        ``rrf_k`` and ``weights`` as given."""
+        ``rrf_k`` and ``weights`` as given. ``template`` builds the rerank text from the
+        record's fields (default: title + description, cut at ``rerank_max_chars``);
+        ``chunking`` scores long documents window by window (``rankwise.models.chunking``);
+        ``blend`` reorders the reranked Top-K by a learned blend (``rankwise.blend``)."""
         self.catalog = catalog
         self.reranker = reranker
         self.top_k, self.top_n = top_k, top_n
@@ -139,6 +150,7 @@ class Searcher:
         self.skip_rule = skip_rule
         self.cache = cache
         self.rerank_max_chars = rerank_max_chars
+        self.template, self.chunking, self.blend = template, chunking, blend
 
     @classmethod
     def from_settings(
@@ -248,12 +260,10 @@ class Searcher:
             raise InvalidRequest("no reranker is configured; search with rerank=False")
         n = top_n or self.top_n
         thr = self.threshold if threshold is None else threshold
-        docs = [document_text(h.record, self.rerank_max_chars) for h in hits]
-        logits = (
-            np.asarray(self.reranker.score(query, docs), dtype=np.float32)
-            if docs
-            else np.zeros(0, np.float32)
-        )
+        logits = rerank_logits(
+            self.reranker, query, [h.record for h in hits], template=self.template,
+            chunking=self.chunking, max_chars=self.rerank_max_chars,
+        )  # fmt: skip
         rel = sigmoid(logits)
         out = [
             SearchResult(
@@ -281,7 +291,11 @@ class Searcher:
         rerank: bool = True,
         threshold: float | None = None,
         query_vector: np.ndarray | None = None,
+        user: str | None = None,
+        explain: bool = False,
     ) -> SearchResponse:
+        """``user`` feeds the blend stage's personal features; ``explain`` adds each
+        result's blend feature contributions (``SearchResult.explain``)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequest("query must be a non-empty string")
         language, recipe = self.route(query, mode or self.mode)
@@ -295,6 +309,8 @@ class Searcher:
         key = None
         if self.cache is not None and query_vector is None:
             key = self._cache_key(query, recipe, top_k, top_n, flt, do_rerank, threshold)
+            if self.blend is not None:  # personal and explained bodies are their own entries
+                key += ":" + hashlib.sha256(f"{user}\0{explain}".encode()).hexdigest()[:16]
         generation = _generation(self.cache)
         if key is not None:
             hit = self.cache.get(key)
@@ -318,9 +334,11 @@ class Searcher:
             skipped = NOT_PROMOTED
         if do_rerank and skipped is None and self.skip_rule is not None:
             skipped = self.skip_rule.reason(query, hits, mode)
+        # the blend stage reorders every candidate, so the stages before it keep them all
+        keep = top_k if self.blend is not None else top_n
         if do_rerank and skipped is None:
             t = time.perf_counter()
-            results = self.rerank(query, hits, top_n=top_n, threshold=threshold)
+            results = self.rerank(query, hits, top_n=keep, threshold=threshold)
             timings["rerank"] = time.perf_counter() - t
         else:
             results = [
@@ -331,10 +349,14 @@ class Searcher:
                     recall_rank=i,
                     record=dict(h.record),
                 )
-                for i, h in enumerate(hits[:top_n], 1)
+                for i, h in enumerate(hits[:keep], 1)
             ]
             if rerank and self.reranker is None:
                 skipped = "no reranker configured"
+        if self.blend is not None:
+            t = time.perf_counter()
+            results = self.blend.apply(query, results, user=user, explain=explain)[:top_n]
+            timings["blend"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         resp = SearchResponse(
             query,
@@ -369,11 +391,24 @@ class Searcher:
             "g": getattr(self.catalog, "generation", 0),  # writes through this catalog
             "skip": repr(self.skip_rule),
             "chars": self.rerank_max_chars,
+            **_stage_parts(self),
         }
         return (
             "rankwise:search:"
             + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
         )
+
+
+def _stage_parts(searcher: Searcher) -> dict[str, Any]:
+    """Cache-key parts of the template, chunking and blend stages (only those set)."""
+    parts: dict[str, Any] = {}
+    if searcher.template is not None:
+        parts["tpl"] = searcher.template.to_dict()
+    if searcher.chunking is not None:
+        parts["chunk"] = repr(searcher.chunking)
+    if searcher.blend is not None:
+        parts["blend"] = searcher.blend.version
+    return parts
 
 
 def _generation(cache: Cache | None) -> int | None:

@@ -10,7 +10,16 @@ A new command goes in the module of its group (or a new module imported here).
 
 from __future__ import annotations
 
-from rankwise.cli import demo, eval, search, serve, store, tune, tune_run  # noqa: F401 - registers commands
+from rankwise.cli import (  # noqa: F401 - registers commands
+    demo,
+    eval,
+    search,
+    serve,
+    store,
+    tune,
+    tune_blend,
+    tune_run,
+)
 from rankwise.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -36,10 +36,13 @@ FLAGS: dict[str, tuple[str, ...]] = {
     "relevant_grade": ("--relevant-grade", "--threshold"),
     "record_batch_size": ("--record-batch-size", "--batch-size"),
     "batching": ("--batching/--no-batching",),
+    "max_chunks_per_doc": ("--max-chunks-per-doc", "--max-chunks"),
+    "rerank_template": ("--rerank-template", "--template"),
 }
 #: Groups of settings several commands take.
 MODEL = ("device", "backend", "quantize", "model_batch_size", "token_budget")
 SEARCH = ("top_k", "top_n", "mode", "fusion", "min_relevance", "skip_margin")
+STAGES = ("max_chunks_per_doc", "chunk_aggregate", "rerank_template", "blend")
 
 
 def _cli_type(annotation: Any) -> Any:

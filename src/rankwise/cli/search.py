@@ -13,6 +13,7 @@ from rankwise.cli.app import app
 from rankwise.cli.common import (
     MODEL,
     SEARCH,
+    STAGES,
     console,
     err_console,
     load_embedder,
@@ -81,7 +82,7 @@ def index(
 # ----------------------------------------------------------------------------- search
 @app.command()
 @with_settings("index", *SEARCH, "embedder", "embedder_revision", "reranker",
-               "reranker_revision", *MODEL)  # fmt: skip
+               "reranker_revision", *MODEL, *STAGES)  # fmt: skip
 def search(
     query: Annotated[str, typer.Argument(help="The search query.")],
     rerank: Annotated[bool, typer.Option(help="Rerank with the cross-encoder.")] = True,
@@ -96,6 +97,12 @@ def search(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    user: Annotated[
+        str | None, typer.Option(help="Shopper id for the blend stage's personal features.")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option(help="Each result's blend feature contributions (with --json).")
+    ] = False,
     *,
     s: Settings,
 ) -> None:
@@ -106,6 +113,7 @@ def search(
     """
     from rankwise.catalog import Catalog
     from rankwise.search import Searcher
+    from rankwise.stages import configure_stages
     from rankwise.store import open_store, settings_store_options
 
     store = open_store(s.index, create=False, **settings_store_options(s))
@@ -117,7 +125,10 @@ def search(
         cat = Catalog(store, emb)  # checks the stamp before a reranker loads
         rr = load_reranker(s) if (rerank and s.reranker) else None
         searcher = Searcher.from_settings(s, cat, rr)
-        resp = searcher.search(query, filters=filter or None, rerank=rerank)
+        configure_stages(searcher, s)  # chunked rerank, rerank template, blend
+        resp = searcher.search(
+            query, filters=filter or None, rerank=rerank, user=user, explain=explain
+        )
     finally:
         store.close()
     if json_out:

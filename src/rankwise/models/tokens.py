@@ -195,6 +195,12 @@ class TokenEncoder:
         encs = self._tk.encode_batch(list(texts), add_special_tokens=False) if texts else []
         return [np.asarray(e.ids[:cap] if cap is not None else e.ids, dtype=np.int64) for e in encs]
 
+    def spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character (start, end) of each content token of each text (no special tokens):
+        where a text can be cut at a token boundary (chunking, per-field token caps)."""
+        encs = self._tk.encode_batch(list(texts), add_special_tokens=False) if texts else []
+        return [list(e.offsets) for e in encs]
+
     def cached_content_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Like :meth:`content_ids` (cut to ``cache_cap``) but served from the LRU when possible."""
         out: list[np.ndarray | None] = [self._cache.get(t) for t in texts]

@@ -178,7 +178,14 @@ class RerankRequest(_Request):
         None, description="Truncate pairs over the model's max tokens (default: server setting)."
     )
     max_tokens_per_doc: PositiveInt | None = Field(
-        None, description="Cohere v2 field: accepted; the model's max length applies."
+        None,
+        description="Cohere v2 field: each document is truncated to this many tokens "
+        "(then windowed when max_chunks_per_doc > 1).",
+    )
+    max_chunks_per_doc: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None,
+        description="rankwise extension: score a long document as up to N overlapping windows "
+        "and keep the best window's score (default: server setting; 1 = truncate).",
     )
 
 
@@ -262,6 +269,9 @@ class SearchRequest(_Request):
     )
     rerank: bool = True
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Minimum relevance.")
+    user_id: Text | None = Field(
+        None, description="The shopper, for the blend stage's personal features (optional)."
+    )
 
 
 class SearchHit(BaseModel):
@@ -272,6 +282,10 @@ class SearchHit(BaseModel):
     rerank_score: float | None = Field(None, description="Raw cross-encoder logit.")
     relevance: float | None = Field(None, description="sigmoid(rerank_score), 0..1.")
     record: dict[str, Any]
+    blend_score: float | None = Field(None, description="The blend stage's score, when it ran.")
+    explain: dict[str, Any] | None = Field(
+        None, description="With ?explain=true: blend features, contributions, bias, base_rank."
+    )
 
 
 class SearchResponseBody(BaseModel):

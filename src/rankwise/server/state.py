@@ -35,6 +35,7 @@ from rankwise.errors import (
 )
 from rankwise.server.batcher import Batcher
 from rankwise.server.metrics import Metrics
+from rankwise.stages import configure_stages
 
 if TYPE_CHECKING:
     from rankwise.catalog import Catalog
@@ -285,6 +286,7 @@ class ServerState:
         if emb is not None:
             searcher.catalog.embedder = emb
         searcher.reranker = rr
+        configure_stages(searcher, s)  # chunked rerank, template, blend (rankwise.stages)
         if searcher.cache is None:
             searcher.cache = self.cache
         self.searcher, self.catalog = searcher, searcher.catalog

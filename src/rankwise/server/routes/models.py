@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from rankwise.errors import InvalidRequest
 from rankwise.models import sigmoid
+from rankwise.models.chunking import ChunkPolicy, aggregate, split_windows
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES, error_responses
 from rankwise.server.routes.common import check_texts, check_tokens, dumps, get_state
@@ -39,15 +40,28 @@ router = APIRouter(
 
 # ----------------------------------------------------------------------------- scoring core
 async def score_documents(
-    state: ServerState, query: str, texts: Sequence[str], truncate: bool | None
+    state: ServerState,
+    query: str,
+    texts: Sequence[str],
+    truncate: bool | None,
+    max_tokens_per_doc: int | None = None,
+    max_chunks_per_doc: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Raw logits (float32, input order) for ``query`` against ``texts``, and tokens billed.
+
+    With a chunk policy (the request's ``max_tokens_per_doc`` / ``max_chunks_per_doc``, else
+    the server's ``max_chunks_per_doc``; see :func:`rerank_policy`) each document is scored as its windows (``models.chunking``):
+    every window is one pair in the batcher, priced and admitted by its own tokens, and
+    the billed tokens are the sum over windows.
 
     Raises 413 (too many documents, a document too long, or over max tokens without
     truncation), 429 (queue full), 503 (models not loaded).
     """
     reranker, batcher = state.require_reranker()
     check_texts(state, texts, "documents", state.settings.max_documents)
+    policy = rerank_policy(state, max_tokens_per_doc, max_chunks_per_doc)
+    if policy is not None:
+        return await _score_chunked(state, query, texts, policy)
     with batcher.admission():  # 429 at once, before the tokenisation below
         counts = await run_in_threadpool(reranker.count_tokens, [query, *texts])
         tokens = [counts[0] + c for c in counts[1:]]  # one pair = query + document
@@ -56,6 +70,37 @@ async def score_documents(
         costs = [min(n, reranker.max_length) for n in tokens]
         scores = await batcher.run([(query, t) for t in texts], costs, reserved=True)
     return np.asarray(scores, dtype=np.float32), billed
+
+
+async def _score_chunked(
+    state: ServerState, query: str, texts: Sequence[str], policy: ChunkPolicy
+) -> tuple[np.ndarray, int]:
+    reranker, batcher = state.require_reranker()
+    with batcher.admission():
+        windows = await run_in_threadpool(split_windows, reranker, query, texts, policy)
+        flat = [w for ws in windows for w in ws]
+        counts = await run_in_threadpool(reranker.count_tokens, [query, *flat])
+        costs = [min(counts[0] + c, reranker.max_length) for c in counts[1:]]
+        logits = await batcher.run([(query, w) for w in flat], costs, reserved=True)
+    logits = np.asarray(logits, dtype=np.float32)
+    scores = np.zeros(len(windows), dtype=np.float32)
+    at = 0
+    for i, ws in enumerate(windows):
+        scores[i] = aggregate(logits[at : at + len(ws)], policy.aggregate)[0]
+        at += len(ws)
+    return scores, int(sum(costs))
+
+
+def rerank_policy(
+    state: ServerState, max_tokens_per_doc: int | None, max_chunks_per_doc: int | None
+) -> ChunkPolicy | None:
+    """The request's chunk policy: its fields, else the server's settings; None (plain
+    truncation, as before) when neither asks for windows or a token cut."""
+    s = state.settings
+    chunks = max_chunks_per_doc or s.max_chunks_per_doc
+    if chunks <= 1 and max_tokens_per_doc is None:
+        return None
+    return ChunkPolicy(chunks, aggregate=s.chunk_aggregate, max_tokens_per_doc=max_tokens_per_doc)
 
 
 # ----------------------------------------------------------------------------- rerank APIs

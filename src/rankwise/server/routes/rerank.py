@@ -127,8 +127,15 @@ def _handler(shape: RerankShape, score_documents: Callable) -> Callable:
         give_back = getattr(req, shape.return_flag)
         path = request.url.path
 
+        # chunked rerank (models/chunking.py): Cohere's max_tokens_per_doc and rankwise's
+        # max_chunks_per_doc, on shapes whose request model has them
+        chunks = (
+            getattr(req, "max_tokens_per_doc", None),
+            getattr(req, "max_chunks_per_doc", None),
+        )
+
         async def build() -> Any:
-            scores, billed = await score_documents(state, req.query, texts, req.truncate)
+            scores, billed = await score_documents(state, req.query, texts, req.truncate, *chunks)
             shown = scores if req.raw_scores else sigmoid(scores)
             results = []
             for i in rank_order(scores, top_n=top_n):
@@ -142,7 +149,8 @@ def _handler(shape: RerankShape, score_documents: Callable) -> Callable:
             return shape.body(results, billed, path)
 
         params = {"top_n": top_n, "raw": req.raw_scores, "docs": give_back,
-                  "fields": rank_fields, "truncate": req.truncate, "path": path}  # fmt: skip
+                  "fields": rank_fields, "truncate": req.truncate, "path": path,
+                  "chunks": chunks}  # fmt: skip
         # id and model are per response (never cached): a fresh id each time, the model name
         # as this client sent it (Cohere and Jina echo it) or the served model's id
         envelope = (
@@ -166,7 +174,8 @@ def add_rerank_routes(
     router: APIRouter, score_documents: Callable, shapes: Sequence[RerankShape] = SHAPES
 ) -> None:
     """Register a POST route for every path of every row of ``shapes`` on ``router``;
-    ``score_documents(state, query, texts, truncate) -> (logits, billed tokens)``."""
+    ``score_documents(state, query, texts, truncate, max_tokens_per_doc, max_chunks_per_doc)
+    -> (logits, billed tokens)``."""
     for shape in shapes:
         handler = _handler(shape, score_documents)
         responses = {200: {"model": shape.response}}

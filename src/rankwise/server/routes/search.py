@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.errors import PayloadTooLarge
@@ -43,7 +43,11 @@ _write_lock = threading.Lock()
     summary="Search products (recall + rerank)",
     responses={200: {"model": SearchResponseBody}},
 )
-async def search(req: SearchRequest, state: ServerState = Depends(get_state)) -> Response:
+async def search(
+    req: SearchRequest,
+    state: ServerState = Depends(get_state),
+    explain: bool = Query(False, description="Each result's blend feature contributions."),
+) -> Response:
     """Ranked products with both scores: ``recall_score`` / ``recall_rank`` from the first
     stage, ``rerank_score`` (raw logit) and ``relevance`` (0..1) from the cross-encoder.
     ``reranked`` says whether the cross-encoder ran; ``skipped_reason`` says why not."""
@@ -54,7 +58,8 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
         raise PayloadTooLarge(
             f"top_k={top_k} would rerank more than max_documents={state.settings.max_documents}"
         )
-    with state.admit_search(top_k if req.rerank else 0):  # 429 at once when full
+    chunks = searcher.chunking.max_chunks_per_doc if searcher.chunking is not None else 1
+    with state.admit_search(top_k * chunks if req.rerank else 0):  # 429 at once when full
         resp = await run_in_threadpool(
             searcher.search,
             req.query,
@@ -64,6 +69,8 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
             filters=req.filters,
             rerank=req.rerank,
             threshold=req.threshold,
+            user=req.user_id,
+            explain=explain,
         )
     if not resp.cached:
         state.metrics.observe_stages(resp.timings)
