@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from rankwise.cascade import parse_cascade, run_cascade
 from rankwise.catalog import Catalog
 from rankwise.data import document_text
 from rankwise.errors import InvalidRequest
@@ -61,6 +62,7 @@ class SearchResult:
     rerank_score: float | None = None
     relevance: float | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    colbert_score: float | None = None  # MaxSim, when a cascade rescored with ColBERT
 
 
 @dataclass
@@ -74,6 +76,7 @@ class SearchResponse:
     cached: bool = False
     language: str | None = None  # detected query language (calibrated pipelines route by it)
     recipe: str | None = None  # the recall recipe used, e.g. "hybrid rrf k=10 w=0.67/0.33"
+    stages: list[dict[str, Any]] | None = None  # a cascade's stages: depth, scored, seconds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,8 +180,10 @@ class Searcher:
         cache: Cache | None = None,
         rerank_max_chars: int | None = 2000,
         pipeline: Pipeline | Literal["auto"] | None = "auto",
+        cascade: str | None = None,
     ):
-        """``mode=None`` follows the calibrated ``pipeline`` (``"auto"``: the one stored beside
+        """``cascade`` (e.g. ``"hybrid:200,colbert:50,rerank:10"``, see :mod:`rankwise.cascade`)
+        replaces recall + rerank with those stages. ``mode=None`` follows the calibrated ``pipeline`` (``"auto"``: the one stored beside
         the catalog's index, if any), else hybrid; an explicit ``mode`` uses ``fusion``,
         ``rrf_k`` and ``weights`` as given."""
         self.catalog = catalog
@@ -197,6 +202,7 @@ class Searcher:
         self.skip_rule = skip_rule
         self.cache = cache
         self.rerank_max_chars = rerank_max_chars
+        self.cascade = parse_cascade(cascade) if cascade else None
 
     @property
     def store(self):
@@ -313,9 +319,15 @@ class Searcher:
         rerank: bool = True,
         threshold: float | None = None,
         query_vector: np.ndarray | None = None,
+        cascade: str | None = None,
     ) -> SearchResponse:
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequest("query must be a non-empty string")
+        if cascade or self.cascade:  # the cascade's stages replace recall + rerank (not cached)
+            return run_cascade(
+                self, query, cascade or self.cascade, filters=filters, rerank=rerank,
+                threshold=threshold,
+            )  # fmt: skip
         language, recipe = self.route(query, mode or self.mode)
         mode = recipe.mode
         top_k, top_n = top_k or self.top_k, top_n or self.top_n
