@@ -134,6 +134,10 @@ def index(
         bool, typer.Option(help="Resume from the last committed batch of the same file.")
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    # -- issue 16: bge-m3 outputs kept beside the index (port to cli/ with the lines below)
+    outputs: Annotated[
+        str, typer.Option(help="Embedder outputs to store: dense, or dense,sparse,colbert (bge-m3).")
+    ] = "dense",
 ) -> None:
     """Validate a catalog, embed it and write it into the index (upsert by product id)."""
     from rankwise.catalog import Catalog
@@ -148,7 +152,8 @@ def index(
         quantize=quantize,
     )
     mapping = FieldMapping.parse(fields)
-    with Catalog.open(s.index, _embedder(s)) as cat:  # close() flushes and indexes
+    outs = tuple(o.strip() for o in outputs.split(",") if o.strip())  # issue 16
+    with Catalog.open(s.index, _embedder(s), outputs=outs) as cat:  # close() flushes, indexes
         report = cat.ingest(
             catalog,
             mapping,
@@ -213,6 +218,10 @@ def search(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    cascade: Annotated[  # issue 16
+        str | None,
+        typer.Option(help="Stages, e.g. hybrid:200,colbert:50,rerank:10 (replaces top-k/top-n)."),
+    ] = None,
 ) -> None:
     """Search the index: recall, rerank, print a table (or JSON)."""
     from rankwise.catalog import Catalog
@@ -239,6 +248,8 @@ def search(
         s = s.model_copy(update={"embedder": stamped_embedder(s.index) or s.embedder})
     with Catalog.open(s.index, _embedder(s), create=False) as cat:
         rr = _reranker(s) if (rerank and s.reranker) else None
+        if cascade and "rerank:" not in cascade:  # issue 16: no cross-encoder stage, none loaded
+            rr = None
         searcher = Searcher(
             cat,
             rr,
@@ -248,7 +259,7 @@ def search(
             fusion=s.fusion,
             threshold=s.threshold,
         )
-        resp = searcher.search(query, filters=filter or None, rerank=rerank)
+        resp = searcher.search(query, filters=filter or None, rerank=rerank, cascade=cascade)
     if json_out:
         print(json.dumps(resp.to_dict(), ensure_ascii=False))
         return
@@ -404,6 +415,10 @@ def eval_command(
         int | None, typer.Option(min=1, help="Only the first N queries (quick check).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    cascade: Annotated[  # issue 16
+        str | None,
+        typer.Option(help="e.g. hybrid:200,colbert:50,rerank:10: each prefix is a system."),
+    ] = None,
 ) -> None:
     """Evaluate search systems on judged queries (BEIR layout): metrics, significance, latency."""
     from rankwise.data import load_beir
@@ -415,7 +430,8 @@ def eval_command(
     dataset = load_beir(data, split)  # bad data fails here, before any model loads
     s = _settings(embedder=embedder, reranker=reranker, device=device, backend=backend)
     needs_embedder = any(n != "rerank-only" for n in names)
-    needs_reranker = any("rerank" in n for n in names)
+    needs_reranker = any("rerank" in n for n in names) or "rerank:" in (cascade or "")
+    needs_embedder = needs_embedder or bool(cascade)  # issue 16
     runs = {}
     for item in run or []:
         name, sep, path = item.partition("=")
@@ -437,6 +453,7 @@ def eval_command(
         min_precision=min_precision,
         calibration_split=calibration_split,
         max_queries=max_queries,
+        cascade=cascade,  # issue 16
         show_progress=not json_out,
         log=(lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False)),
     )

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.errors import PayloadTooLarge
+from rankwise.cascade import parse_cascade
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES
 from rankwise.server.routes.common import CACHE_HEADER, JSON, dumps, get_state
@@ -50,6 +51,9 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
     searcher = state.require_searcher()
     check_strings(req.filters, ["filters"], nul=True)  # free-form: checked here
     top_k = req.top_k or searcher.top_k
+    if req.cascade:  # the cross-encoder sees the depth of the stage before rerank
+        stages = parse_cascade(req.cascade).stages
+        top_k = next((a.depth for a, b in zip(stages, stages[1:]) if b.name == "rerank"), 0)
     if req.rerank and top_k > state.settings.max_documents:
         raise PayloadTooLarge(
             f"top_k={top_k} would rerank more than max_documents={state.settings.max_documents}"
@@ -64,6 +68,7 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
             filters=req.filters,
             rerank=req.rerank,
             threshold=req.threshold,
+            cascade=req.cascade,
         )
     if not resp.cached:
         state.metrics.observe_stages(resp.timings)
