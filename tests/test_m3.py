@@ -106,3 +106,24 @@ def test_bge_m3_spec_lists_three_outputs():
 
     assert spec_for("BAAI/bge-m3").outputs == ("dense", "sparse", "colbert")
     assert spec_for("BAAI/bge-small-zh-v1.5").outputs == ("dense",)
+
+
+def test_dense_fine_tune_keeps_the_sparse_and_colbert_heads(m3_dir, tmp_path):
+    """A dense-only fine-tune trains the encoder; the heads travel with it unchanged."""
+    from test_tune_train import FAST, make_examples
+
+    from rankwise.tune.embedder import EmbedderTrainConfig, train_embedder
+
+    out = tmp_path / "tuned"
+    cfg = EmbedderTrainConfig(max_steps=4, group_size=2, learning_rate=1e-3, **FAST)
+    train_embedder(make_examples(8), str(m3_dir), out, cfg)
+    for name in ("sparse_linear.pt", "colbert_linear.pt"):
+        assert (out / name).read_bytes() == (m3_dir / name).read_bytes()
+    tuned = Embedder(str(out), device="cpu")
+    base = Embedder(str(m3_dir), device="cpu")
+    assert tuned.outputs == ("dense", "sparse", "colbert")
+    got = tuned.encode_multi(TEXTS, "document")
+    assert not np.allclose(got.dense, base.encode(TEXTS), atol=1e-4)  # the encoder did change
+    np.testing.assert_allclose(got.dense, tuned.encode(TEXTS), atol=1e-5)
+    assert [c.shape for c in got.colbert] == [c.shape for c in base.encode_multi(TEXTS).colbert]
+    assert all(w > 0 for s in got.sparse for w in s.values())

@@ -98,6 +98,25 @@ def fetch_heads(model_id: str, revision: str | None, local_files_only: bool) -> 
             pass
 
 
+def copy_heads(src: Path, dst: Path) -> list[str]:
+    """Copy a base model's head files into a fine-tuned folder, unchanged; returns their names.
+
+    A dense-only fine-tune trains the encoder, not the heads: without this the tuned folder
+    would silently lose the sparse and ColBERT outputs. The copies are byte-identical (the
+    heads are not corrupted), but they now read a changed encoder's hidden states, so
+    their outputs drift with the fine-tune; FlagEmbedding's unified fine-tuning (all three
+    losses with self-distillation) would keep them trained together.
+    """
+    import shutil
+
+    copied = []
+    for name in HEAD_FILES.values():
+        if (Path(src) / name).is_file():
+            shutil.copyfile(Path(src) / name, Path(dst) / name)
+            copied.append(name)
+    return copied
+
+
 def _load_linear(path: Path, hidden: int, model_id: str):
     """A ``torch.nn.Linear`` from a FlagEmbedding head file (state dict with weight, bias)."""
     import torch
