@@ -226,7 +226,8 @@ def main(argv=None) -> int:
         "systems": rows,
         "sparse_path_tiny_m3": sparse,
         "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU",
-        "command": "PYTHONPATH=src .venv/bin/python benchmarks/cascade.py " + " ".join(argv or sys.argv[1:]),
+        "command": "PYTHONPATH=src .venv/bin/python benchmarks/cascade.py "
+        + " ".join(argv or sys.argv[1:]),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,7 +253,9 @@ def markdown(r: dict) -> str:
         lines.append(
             f"| `{s['cascade']}` | {s['ndcg@10']:.4f} | {s['recall@10']:.4f} | "
             f"{s['ce_pairs_per_query']:.0f} | "
-            + " | ".join(str(p.get(k, "–")) for k in ("embed", "recall", "colbert", "rerank", "total"))
+            + " | ".join(
+                str(p.get(k, "–")) for k in ("embed", "recall", "colbert", "rerank", "total")
+            )
             + " |"
         )
     side = r.get("side_index")

@@ -51,7 +51,11 @@ def searcher(catalog, tiny_reranker_dir):
 # -- parsing ------------------------------------------------------------------------------------
 def test_parse_orders_and_depths():
     c = parse_cascade("hybrid:200, colbert:50,rerank:10")
-    assert [(s.name, s.depth) for s in c.stages] == [("hybrid", 200), ("colbert", 50), ("rerank", 10)]
+    assert [(s.name, s.depth) for s in c.stages] == [
+        ("hybrid", 200),
+        ("colbert", 50),
+        ("rerank", 10),
+    ]
     assert [p.label() for p in c.prefixes()] == [
         "hybrid:200",
         "hybrid:200,colbert:50",
@@ -126,7 +130,9 @@ def test_sparse_recall_matches_lexical_scores_and_filters_first(searcher, catalo
     resp = searcher.search(query, cascade="sparse:10")
     want = sorted((i for i in ref if ref[i] > 0), key=lambda i: -ref[i])[:10]
     assert [r.id for r in resp.results] == want
-    np.testing.assert_allclose([r.recall_score for r in resp.results], [ref[i] for i in want], rtol=1e-4)
+    np.testing.assert_allclose(
+        [r.recall_score for r in resp.results], [ref[i] for i in want], rtol=1e-4
+    )
     tools = searcher.search(query, cascade="sparse:8", filters={"category": "tools"})
     assert len(tools.results) == 8 and all(r.record["category"] == "tools" for r in tools.results)
     fused = searcher.search(query, cascade="fused:20,colbert:5")

@@ -64,7 +64,9 @@ def test_cli_index_outputs_and_search_cascade(tmp_path, m3_dir):
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
     assert [s["stage"] for s in body["stages"]] == ["sparse", "colbert"]
-    assert len(body["results"]) <= 3 and all(x["colbert_score"] is not None for x in body["results"])
+    assert len(body["results"]) <= 3 and all(
+        x["colbert_score"] is not None for x in body["results"]
+    )
     r = run("search", "shoes", "--index", idx, "--cascade", "colbert:5")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "first (recall) stage 'colbert'" in r.stderr + r.stdout
@@ -83,7 +85,9 @@ def server(m3, tiny_reranker_dir, tmp_path_factory):
 
 def test_server_search_cascade_and_embeddings_extension(server, m3):
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        r = http.post("/v1/search", json={"query": "running shoes", "cascade": "hybrid:6,colbert:4,rerank:2"})
+        r = http.post(
+            "/v1/search", json={"query": "running shoes", "cascade": "hybrid:6,colbert:4,rerank:2"}
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert [(s["stage"], s["scored"]) for s in body["stages"]] == [
@@ -95,7 +99,12 @@ def test_server_search_cascade_and_embeddings_extension(server, m3):
         texts = ["apple iphone", "cordless drill battery"]
         r = http.post(
             "/v1/embeddings",
-            json={"input": texts, "input_type": "query", "return_sparse": True, "return_colbert": True},
+            json={
+                "input": texts,
+                "input_type": "query",
+                "return_sparse": True,
+                "return_colbert": True,
+            },
         )
         assert r.status_code == 200, r.text
         want = m3.encode_multi(texts, "query")

@@ -142,9 +142,7 @@ def _side(searcher: Searcher, output: str):
     return side
 
 
-def sparse_recall(
-    searcher: Searcher, weights: Mapping[int, float], k: int, flt: Any
-) -> list[Hit]:
+def sparse_recall(searcher: Searcher, weights: Mapping[int, float], k: int, flt: Any) -> list[Hit]:
     """Top-k by learned lexical weights; filters are applied before the cut (the allowed ids
     come from the store's own records)."""
     side = _side(searcher, "sparse")
@@ -201,7 +199,9 @@ def run_cascade(
         ]
         hits = rrf_fuse(lists, FUSED_RRF_K)[: r.depth]
     timings["recall"] = time.perf_counter() - t
-    stages.append({"stage": r.name, "depth": r.depth, "scored": len(hits), "seconds": timings["recall"]})
+    stages.append(
+        {"stage": r.name, "depth": r.depth, "scored": len(hits), "seconds": timings["recall"]}
+    )
     recall_rank = {h.id: i for i, h in enumerate(hits, 1)}
     colbert_scores: dict[str, float] = {}
 
@@ -216,7 +216,9 @@ def run_cascade(
         scored = len(hits)
         hits = [hits[i] for i in order]
         timings["colbert"] = time.perf_counter() - t
-        stages.append({"stage": "colbert", "depth": cb.depth, "scored": scored, "seconds": timings["colbert"]})
+        stages.append(
+            {"stage": "colbert", "depth": cb.depth, "scored": scored, "seconds": timings["colbert"]}
+        )
 
     # -- cross-encoder
     rr = c.stage("rerank")
@@ -225,7 +227,14 @@ def run_cascade(
         t = time.perf_counter()
         results = searcher.rerank(query, hits, top_n=rr.depth, threshold=threshold)
         timings["rerank"] = time.perf_counter() - t
-        stages.append({"stage": "rerank", "depth": rr.depth, "scored": len(hits), "seconds": timings["rerank"]})
+        stages.append(
+            {
+                "stage": "rerank",
+                "depth": rr.depth,
+                "scored": len(hits),
+                "seconds": timings["rerank"],
+            }
+        )
         reranked = True
         for res in results:
             res.recall_rank = recall_rank[res.id]

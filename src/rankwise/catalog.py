@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from rankwise.data import FieldMapping, Record, document_text, read_catalog
 from rankwise.errors import RankwiseError, SchemaMismatch, StoreError
 from rankwise.store import Store, open_store
-from rankwise.store.side import SideIndex, side_path
 from rankwise.store.schema import MetaSchema, resolve_schema, scan_types
+from rankwise.store.side import SideIndex, side_path
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder

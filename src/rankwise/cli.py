@@ -136,7 +136,8 @@ def index(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     # -- issue 16: bge-m3 outputs kept beside the index (port to cli/ with the lines below)
     outputs: Annotated[
-        str, typer.Option(help="Embedder outputs to store: dense, or dense,sparse,colbert (bge-m3).")
+        str,
+        typer.Option(help="Embedder outputs to store: dense, or dense,sparse,colbert (bge-m3)."),
     ] = "dense",
 ) -> None:
     """Validate a catalog, embed it and write it into the index (upsert by product id)."""

@@ -102,9 +102,7 @@ def corpus_side(
     t = time.perf_counter()
     for start in range(0, len(ids), 1024):
         chunk = ids[start : start + 1024]
-        out = embedder.encode_multi(
-            [document_text(corpus[i]) for i in chunk], "document", outputs
-        )
+        out = embedder.encode_multi([document_text(corpus[i]) for i in chunk], "document", outputs)
         side.upsert(chunk, out.sparse, out.colbert)
     side.save()
     log(f"embedded {'/'.join(outputs)} of {len(ids)} documents in {time.perf_counter() - t:.1f}s")

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rankwise.cascade import parse_cascade
 from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import InvalidRequest
 from rankwise.evaluate.calibration import CalibrationPlan, ThresholdChoice
-from rankwise.cascade import parse_cascade
 from rankwise.evaluate.indexes import corpus_side, corpus_vectors, dataset_root, pool_catalog
 from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
 from rankwise.evaluate.pools import POOLS, union_of_judged

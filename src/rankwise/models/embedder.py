@@ -206,12 +206,16 @@ class Embedder(BaseModel):
         from rankwise.models.base import pad_batch
         from rankwise.models.batching import token_budget_batches
 
-        for idx in token_budget_batches(
-            [len(ids) for ids, _ in encoded],
-            max_batch_size=self.batch_size,
-            token_budget=self.token_budget,
-            batch_overhead=self.batch_overhead,
-        ) if n else []:
+        for idx in (
+            token_budget_batches(
+                [len(ids) for ids, _ in encoded],
+                max_batch_size=self.batch_size,
+                token_budget=self.token_budget,
+                batch_overhead=self.batch_overhead,
+            )
+            if n
+            else []
+        ):
             feed = pad_batch([encoded[i] for i in idx], self.runner.input_names, self.tokens.pad_id)
             d, s, c = heads(feed, wanted)
             for j, i in enumerate(idx):

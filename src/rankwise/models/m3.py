@@ -91,9 +91,7 @@ def fetch_heads(model_id: str, revision: str | None, local_files_only: bool) -> 
 
     for name in HEAD_FILES.values():
         try:
-            hf_hub_download(
-                model_id, name, revision=revision, local_files_only=local_files_only
-            )
+            hf_hub_download(model_id, name, revision=revision, local_files_only=local_files_only)
         except Exception:  # not in that repository, or not cached offline: reported on use
             pass
 
@@ -143,9 +141,7 @@ def unused_token_ids(path: Path) -> set[int]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
-    ids = {
-        getattr(tok, f"{name}_token_id", None) for name in ("cls", "eos", "sep", "pad", "unk")
-    }
+    ids = {getattr(tok, f"{name}_token_id", None) for name in ("cls", "eos", "sep", "pad", "unk")}
     return {int(i) for i in ids if i is not None}
 
 

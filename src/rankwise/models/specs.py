@@ -66,7 +66,11 @@ SPECS: tuple[ModelSpec, ...] = (
     # product titles + descriptions rarely pass 1k tokens; 1024 keeps a long-description
     # catalog indexable on a CPU. Pass max_length=8192 for long documents.
     ModelSpec(
-        "*bge-m3", "embedder", pooling="cls", max_length=1024, outputs=("dense", "sparse", "colbert")
+        "*bge-m3",
+        "embedder",
+        pooling="cls",
+        max_length=1024,
+        outputs=("dense", "sparse", "colbert"),
     ),
     ModelSpec(
         "*bge-*-zh-v1.5", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN

@@ -89,7 +89,9 @@ class SideIndex:
 
     def colbert(self, ids: Sequence[str]) -> list[np.ndarray | None]:
         """The stored vectors of ``ids`` as float32 (tokens, dim), ``None`` where missing."""
-        return [None if (v := self._vecs.get(i)) is None else np.asarray(v, np.float32) for i in ids]
+        return [
+            None if (v := self._vecs.get(i)) is None else np.asarray(v, np.float32) for i in ids
+        ]
 
     def save(self) -> None:
         """Write both parts and ``side.json`` (counts and shapes)."""

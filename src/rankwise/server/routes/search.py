@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response
 from fastapi.concurrency import run_in_threadpool
 
-from rankwise.errors import PayloadTooLarge
 from rankwise.cascade import parse_cascade
+from rankwise.errors import PayloadTooLarge
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES
 from rankwise.server.routes.common import CACHE_HEADER, JSON, dumps, get_state
@@ -53,7 +53,9 @@ async def search(req: SearchRequest, state: ServerState = Depends(get_state)) ->
     top_k = req.top_k or searcher.top_k
     if req.cascade:  # the cross-encoder sees the depth of the stage before rerank
         stages = parse_cascade(req.cascade).stages
-        top_k = next((a.depth for a, b in zip(stages, stages[1:]) if b.name == "rerank"), 0)
+        top_k = next(
+            (a.depth for a, b in zip(stages, stages[1:], strict=False) if b.name == "rerank"), 0
+        )
     if req.rerank and top_k > state.settings.max_documents:
         raise PayloadTooLarge(
             f"top_k={top_k} would rerank more than max_documents={state.settings.max_documents}"
