@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from rankwise.errors import InvalidRequest
+from rankwise.errors import Conflict, InvalidRequest
 from rankwise.models import sigmoid
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES, error_responses
@@ -245,8 +245,8 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
         if extra:  # bge-m3's other outputs: one forward pass gives all three (not batched)
             have = getattr(embedder, "outputs", ("dense",))
             missing = [o for o in extra if o not in have]
-            if missing:
-                raise InvalidRequest(
+            if missing:  # a valid request this deployment's model cannot answer
+                raise Conflict(
                     f"{public_name(embedder.model_id)} has no {'/'.join(missing)} output "
                     f"(it gives: {', '.join(have)}); serve a bge-m3-shaped model for them"
                 )
