@@ -67,6 +67,10 @@ def test_cli_index_outputs_and_search_cascade(tmp_path, m3_dir):
     assert len(body["results"]) <= 3 and all(
         x["colbert_score"] is not None for x in body["results"]
     )
+    r = run("store", "info", idx, "--json")  # disk and memory per product, as stored
+    assert r.returncode == 0, r.stderr
+    side = json.loads(r.stdout)["side_index"]
+    assert side["counts"]["colbert"] == len(PRODUCTS) and side["disk_bytes_per_product"] > 0
     r = run("search", "shoes", "--index", idx, "--cascade", "colbert:5")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "first (recall) stage 'colbert'" in r.stderr + r.stdout

@@ -920,6 +920,10 @@ def store_info(
     store = open_store(uri, create=False, **_store_options(uri, collection))
     info = store.info()
     store.close()
+    from rankwise.store.side import SideIndex, side_path  # issue 16: sparse/ColBERT side index
+
+    if SideIndex.exists(side_path(uri)):
+        info["side_index"] = SideIndex(side_path(uri)).info()
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
