@@ -248,9 +248,8 @@ def search(
 
         s = s.model_copy(update={"embedder": stamped_embedder(s.index) or s.embedder})
     with Catalog.open(s.index, _embedder(s), create=False) as cat:
-        rr = _reranker(s) if (rerank and s.reranker) else None
-        if cascade and "rerank:" not in cascade:  # issue 16: no cross-encoder stage, none loaded
-            rr = None
+        ce = not cascade or "rerank:" in cascade  # issue 16: a cascade without rerank loads none
+        rr = _reranker(s) if (rerank and s.reranker and ce) else None
         searcher = Searcher(
             cat,
             rr,
