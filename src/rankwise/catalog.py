@@ -32,6 +32,7 @@ from rankwise.data import FieldMapping, Record, document_text, read_catalog
 from rankwise.errors import RankwiseError, SchemaMismatch, StoreError
 from rankwise.store import Store, open_store
 from rankwise.store.schema import MetaSchema, resolve_schema, scan_types
+from rankwise.store.side import SideIndex, side_path
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder
@@ -67,6 +68,21 @@ def _served(embedder: Any) -> dict[str, str]:
     return {"served_model": served} if isinstance(served, str) and served else {}
 
 
+def side_index(store: Store, outputs: Sequence[str] | None = None) -> SideIndex | None:
+    """The sparse/ColBERT :class:`SideIndex` beside ``store``: the one it has, or a new one
+    when ``outputs`` ask for sparse or colbert; ``None`` for a dense-only index."""
+    folder = side_path(store.uri)
+    extra = tuple(o for o in (outputs or ()) if o != "dense")
+    if not (extra or SideIndex.exists(folder)):
+        return None
+    if folder is None:
+        raise StoreError(
+            f"sparse/colbert outputs are kept in files beside the index; {store.uri} is a "
+            "server URI. Fix: use a LanceDB directory or a Milvus Lite file."
+        )
+    return SideIndex(folder)
+
+
 class Catalog:
     """A store and its embedder. ``Catalog.open("./index", embedder)`` to start.
 
@@ -74,9 +90,13 @@ class Catalog:
     search and writes then say an embedder is needed.
     """
 
-    def __init__(self, store: Store, embedder: Embedder | None):
+    def __init__(self, store: Store, embedder: Embedder | None, side: SideIndex | None = None):
         self.store = store
         self.embedder = embedder
+        #: bge-m3's sparse weights / ColBERT vectors beside the store (``None``: dense only).
+        self.side = side
+        self.side_outputs: tuple[str, ...] = side.outputs if side is not None else ()
+        self._defer_side = False
         #: Bumped by every write through this catalog; part of the Searcher's cache key.
         self.generation = 0
         self._meta_written = False
@@ -94,14 +114,26 @@ class Catalog:
 
     @classmethod
     def open(
-        cls, uri: str, embedder: Embedder | None, *, create: bool = True, **store_options: Any
+        cls,
+        uri: str,
+        embedder: Embedder | None,
+        *,
+        create: bool = True,
+        outputs: Sequence[str] | None = None,
+        **store_options: Any,
     ) -> Catalog:
+        """``outputs`` (any of ``sparse``, ``colbert`` besides dense) keeps bge-m3's other
+        outputs in a :class:`SideIndex` beside the store; an index that has one opens it."""
         store = open_store(uri, create=create, **store_options)
         try:
-            return cls(store, embedder)
-        except BaseException:  # a refused embedder: release the store before raising
+            catalog = cls(store, embedder, side_index(store, outputs))
+        except BaseException:  # a refused embedder or side index: release the store first
             store.close()
             raise
+        extra = tuple(o for o in (outputs or ()) if o != "dense")
+        if extra:
+            catalog.side_outputs = tuple(dict.fromkeys(catalog.side_outputs + extra))
+        return catalog
 
     @property
     def stamp(self) -> dict[str, Any] | None:
@@ -164,8 +196,18 @@ class Catalog:
         """
         if not records:
             return 0
-        vectors = self.require_embedder().encode_documents([document_text(r) for r in records])
+        texts = [document_text(r) for r in records]
+        embedder = self.require_embedder()
+        if self.side is not None and self.side_outputs:  # one forward pass for all outputs
+            out = embedder.encode_multi(texts, "document", ("dense", *self.side_outputs))
+            vectors = out.dense
+        else:
+            vectors = embedder.encode_documents(texts)
         n = self.store.upsert(list(records), vectors, schema=schema)
+        if self.side is not None and self.side_outputs:
+            self.side.upsert([r["id"] for r in records], out.sparse, out.colbert)
+            if not self._defer_side:
+                self.side.save()
         self.generation += 1
         self._write_meta()
         return n
@@ -178,7 +220,10 @@ class Catalog:
         return self.upsert(records, schema=self._catalog_schema(records))
 
     def delete(self, ids: Iterable[str]) -> int:
-        n = self.store.delete(list(ids))
+        ids = list(ids)
+        n = self.store.delete(ids)
+        if self.side is not None and self.side.delete(ids):
+            self.side.save()
         self.generation += 1
         return n
 
@@ -236,9 +281,15 @@ class Catalog:
             "skip_invalid": skip_invalid,
             "embedder": self.require_embedder().version,
         }
+        # The side index (sparse/colbert) is written once at the end of an ingest (rewriting
+        # it per batch would cost O(n²)), so such an ingest does not checkpoint per batch.
+        side = self.side is not None and bool(self.side_outputs)
         ckpt = (
-            _Checkpoint.for_source(source, self.store.uri, checkpoint, identity) if resume else None
+            _Checkpoint.for_source(source, self.store.uri, checkpoint, identity)
+            if resume and not side
+            else None
         )
+        self._defer_side = side
         done = ckpt.load() if ckpt else 0
         done = min(done, total)
         report.skipped_done = done
@@ -283,6 +334,9 @@ class Catalog:
         if batch:
             flush()
         bar.close()
+        if side:
+            self._defer_side = False
+            self.side.save()
         if ckpt and not report.failed_batches:
             ckpt.clear()
         report.seconds = time.perf_counter() - t0

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from rankwise.cascade import parse_cascade, run_cascade
 from rankwise.catalog import Catalog
 from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.errors import InvalidRequest
@@ -69,6 +70,7 @@ class SearchResult:
     record: dict[str, Any] = field(default_factory=dict)
     blend_score: float | None = None  # the blend stage's score (rankwise.blend), when one runs
     explain: dict[str, Any] | None = None  # per-feature contributions (search(explain=True))
+    colbert_score: float | None = None  # MaxSim, when a cascade rescored with ColBERT
 
 
 @dataclass
@@ -82,6 +84,7 @@ class SearchResponse:
     cached: bool = False
     language: str | None = None  # detected query language (calibrated pipelines route by it)
     recipe: str | None = None  # the recall recipe used, e.g. "hybrid rrf k=10 w=0.67/0.33"
+    stages: list[dict[str, Any]] | None = None  # a cascade's stages: depth, scored, seconds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,8 +130,10 @@ class Searcher:
         template: DocumentTemplate | None = None,
         chunking: ChunkPolicy | None = None,
         blend: BlendStage | None = None,
+        cascade: str | None = None,
     ):
-        """``mode=None`` follows the calibrated ``pipeline`` (``"auto"``: the one stored beside
+        """``cascade`` (e.g. ``"hybrid:200,colbert:50,rerank:10"``, see :mod:`rankwise.cascade`)
+        replaces recall + rerank with those stages. ``mode=None`` follows the calibrated ``pipeline`` (``"auto"``: the one stored beside
         the catalog's index, if any), else hybrid; an explicit ``mode`` uses ``fusion``,
         ``rrf_k`` and ``weights`` as given. ``template`` builds the rerank text from the
         record's fields (default: title + description, cut at ``rerank_max_chars``);
@@ -151,6 +156,7 @@ class Searcher:
         self.cache = cache
         self.rerank_max_chars = rerank_max_chars
         self.template, self.chunking, self.blend = template, chunking, blend
+        self.cascade = parse_cascade(cascade) if cascade else None
 
     @classmethod
     def from_settings(
@@ -293,11 +299,17 @@ class Searcher:
         query_vector: np.ndarray | None = None,
         user: str | None = None,
         explain: bool = False,
+        cascade: str | None = None,
     ) -> SearchResponse:
         """``user`` feeds the blend stage's personal features; ``explain`` adds each
         result's blend feature contributions (``SearchResult.explain``)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequest("query must be a non-empty string")
+        if cascade or self.cascade:  # the cascade's stages replace recall + rerank (not cached)
+            return run_cascade(
+                self, query, cascade or self.cascade, filters=filters, rerank=rerank,
+                threshold=threshold,
+            )  # fmt: skip
         language, recipe = self.route(query, mode or self.mode)
         mode = recipe.mode
         top_k, top_n = top_k or self.top_k, top_n or self.top_n

@@ -69,6 +69,10 @@ def eval_command(
         int | None, typer.Option(min=1, help="Only the first N queries (quick check).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    cascade: Annotated[
+        str | None,
+        typer.Option(help="e.g. hybrid:200,colbert:50,rerank:10: each prefix is a system."),
+    ] = None,
     *,
     s: Settings,
 ) -> None:
@@ -80,8 +84,8 @@ def eval_command(
     split = split or ("judged" if judgments else "test")
     data = judged_data(judgments, data)
     dataset = load_beir(data, split)  # bad data fails here, before any model loads
-    needs_embedder = any(n != "rerank-only" for n in names)
-    needs_reranker = any("rerank" in n for n in names)
+    needs_embedder = any(n != "rerank-only" for n in names) or bool(cascade)
+    needs_reranker = any("rerank" in n for n in names) or "rerank:" in (cascade or "")
     runs = {}
     for item in run or []:
         name, sep, path = item.partition("=")
@@ -103,6 +107,7 @@ def eval_command(
         min_precision=min_precision,
         calibration_split=calibration_split,
         max_queries=max_queries,
+        cascade=cascade,
         show_progress=not json_out,
         log=(lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False)),
     )

@@ -44,6 +44,10 @@ def index(
         bool, typer.Option(help="Resume from the last committed batch of the same file.")
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    outputs: Annotated[
+        str,
+        typer.Option(help="Embedder outputs to store: dense, or dense,sparse,colbert (bge-m3)."),
+    ] = "dense",
     *,
     s: Settings,
 ) -> None:
@@ -54,7 +58,8 @@ def index(
 
     mapping = FieldMapping.parse(fields)
     emb = load_embedder(s)
-    with Catalog.open(s.index, emb, **settings_store_options(s)) as cat:  # close() indexes
+    outs = tuple(o.strip() for o in outputs.split(",") if o.strip())
+    with Catalog.open(s.index, emb, outputs=outs, **settings_store_options(s)) as cat:
         report = cat.ingest(
             catalog,
             mapping,
@@ -97,6 +102,10 @@ def search(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    cascade: Annotated[
+        str | None,
+        typer.Option(help="Stages, e.g. hybrid:200,colbert:50,rerank:10 (replaces top-k/top-n)."),
+    ] = None,
     user: Annotated[
         str | None, typer.Option(help="Shopper id for the blend stage's personal features.")
     ] = None,
@@ -111,7 +120,7 @@ def search(
     Without --embedder, the embedder the index was built with (its stamp) is used; with
     --mode lexical --no-rerank no model is loaded at all.
     """
-    from rankwise.catalog import Catalog
+    from rankwise.catalog import Catalog, side_index
     from rankwise.search import Searcher
     from rankwise.stages import configure_stages
     from rankwise.store import open_store, settings_store_options
@@ -122,13 +131,15 @@ def search(
         if "embedder" not in s.model_fields_set and stamp.get("model"):
             s = s.model_copy(update={"embedder": stamp["model"]})  # the index's own embedder
         emb = None if s.mode == "lexical" else load_embedder(s)  # lexical: no vectors needed
-        cat = Catalog(store, emb)  # checks the stamp before a reranker loads
-        rr = load_reranker(s) if (rerank and s.reranker) else None
+        cat = Catalog(store, emb, side_index(store))  # checks the stamp before a reranker loads
+        ce = not cascade or "rerank:" in cascade  # a cascade without rerank loads none
+        rr = load_reranker(s) if (rerank and s.reranker and ce) else None
         searcher = Searcher.from_settings(s, cat, rr)
         configure_stages(searcher, s)  # chunked rerank, rerank template, blend
         resp = searcher.search(
-            query, filters=filter or None, rerank=rerank, user=user, explain=explain
-        )
+            query, filters=filter or None, rerank=rerank, cascade=cascade, user=user,
+            explain=explain,
+        )  # fmt: skip
     finally:
         store.close()
     if json_out:

@@ -48,6 +48,10 @@ def store_info(
     store = open_store(uri, create=False, **_store_options(uri, collection))
     info = store.info()
     store.close()
+    from rankwise.store.side import SideIndex, side_path  # bge-m3's sparse/ColBERT side index
+
+    if SideIndex.exists(side_path(uri)):
+        info["side_index"] = SideIndex(side_path(uri)).info()
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return

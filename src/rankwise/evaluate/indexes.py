@@ -80,6 +80,35 @@ def corpus_vectors(
     return ids, vectors
 
 
+def corpus_side(
+    corpus: Mapping[str, Mapping[str, str]],
+    embedder: Embedder,
+    root: Path,
+    outputs: tuple[str, ...],
+    *,
+    log=print,
+):
+    """bge-m3's sparse weights / ColBERT vectors of ``corpus`` in a side index under
+    ``root/m3-<outputs>``, embedded once and reused (the run's cascades read them by id)."""
+    from rankwise.store.side import SideIndex
+
+    folder = root / ("m3-" + "-".join(outputs))
+    side = SideIndex(folder)
+    ids = sorted(corpus)
+    if SideIndex.exists(folder) and all(
+        json.loads((folder / "side.json").read_text()).get(o) == len(ids) for o in outputs
+    ):
+        return side
+    t = time.perf_counter()
+    for start in range(0, len(ids), 1024):
+        chunk = ids[start : start + 1024]
+        out = embedder.encode_multi([document_text(corpus[i]) for i in chunk], "document", outputs)
+        side.upsert(chunk, out.sparse, out.colbert)
+    side.save()
+    log(f"embedded {'/'.join(outputs)} of {len(ids)} documents in {time.perf_counter() - t:.1f}s")
+    return side
+
+
 def pool_catalog(
     corpus: Mapping[str, Mapping[str, str]],
     doc_ids: list[str] | None,

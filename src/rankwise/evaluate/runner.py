@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rankwise.cascade import parse_cascade
 from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.data import BeirDataset, document_text, load_beir
 from rankwise.errors import InvalidRequest
 from rankwise.evaluate.calibration import CalibrationPlan, ThresholdChoice
-from rankwise.evaluate.indexes import corpus_vectors, dataset_root, pool_catalog
+from rankwise.evaluate.indexes import corpus_side, corpus_vectors, dataset_root, pool_catalog
 from rankwise.evaluate.metrics import QueryMetrics, Run, compute_metrics, parse_ks
 from rankwise.evaluate.pools import POOLS, union_of_judged
 from rankwise.evaluate.report import EvaluationReport, SystemResult
@@ -104,6 +105,7 @@ def evaluate(
     negatives_per_query: int = 2,
     max_queries: int | None = None,
     pipeline: Pipeline | Mapping[str, Pipeline] | None = None,
+    cascade: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
@@ -127,6 +129,8 @@ def evaluate(
         pipeline: the calibrated pipeline that ``calibrated`` systems search with (one for
             every pool, or ``{pool: pipeline}``); ``None``: the uncalibrated default, routed
             by the embedder's languages.
+        cascade: e.g. ``"hybrid:200,colbert:50,rerank:10"``: each prefix of it is one more
+            system, named ``cascade <prefix>`` (see :mod:`rankwise.cascade`).
 
     Returns:
         :class:`EvaluationReport` (``.to_markdown()``, ``.to_dict()``, ``.save(dir)``).
@@ -176,6 +180,9 @@ def evaluate(
     separations: list[Separation] = []
     calibration: list[ThresholdChoice] = []
     searched = [s for s in systems if s != "rerank-only"]
+    prefixes = parse_cascade(cascade).prefixes() if cascade else []
+    if prefixes:
+        searched = searched or ["(cascade)"]  # the cascade needs the embedder too
     emb = _load_embedder(embedder) if searched or "rerank-only" in systems else None
     rr = _load_reranker(reranker) if reranker is not None else None
     # rerank latency is measured cold: no score cached by an earlier pool or the warm-up
@@ -224,7 +231,16 @@ def evaluate(
                 )
                 chosen = pipeline.get(pool) if isinstance(pipeline, Mapping) else pipeline
                 searcher = Searcher(cat, rr, top_k=top_k, top_n=top_n, pipeline=chosen)
+                if prefixes:  # bge-m3's sparse/ColBERT outputs, embedded once like the vectors
+                    extra = tuple(o for o in prefixes[-1].needs() if o != "dense")
+                    cat.side = corpus_side(ds.corpus, emb, root, extra, log=say) if extra else None
+                    cat.side_outputs = extra
+                    results += _cascade_systems(
+                        searcher, qids, queries, prefixes, rr, pool, score, show_progress
+                    )
                 for system in searched:
+                    if system == "(cascade)":
+                        continue
                     mode, _, rerank = system.partition("+")
                     if rerank and rr is None:
                         results.append(SystemResult(system, pool, None, {}, {}, note=NO_RERANKER))
@@ -355,6 +371,30 @@ def _run_searcher(
         }
         col.add_timings({k: v for k, v in resp.timings.items() if k != "embed"})
     return col
+
+
+def _cascade_systems(searcher, qids, queries, prefixes, rr, pool, score, show_progress):
+    """One :class:`SystemResult` per cascade prefix (a prefix ending in rerank needs ``rr``)."""
+    out = []
+    for c in prefixes:
+        name = f"cascade {c.label()}"
+        if c.stage("rerank") and rr is None:
+            out.append(SystemResult(name, pool, None, {}, {}, note=NO_RERANKER))
+            continue
+        col = _Collected()
+        if qids:  # warm-up, untimed (lazy index and memory-map loads)
+            searcher.search(queries[0], cascade=c.label())
+        for qid, query in tqdm(
+            list(zip(qids, queries, strict=True)), desc=name, disable=not show_progress
+        ):
+            resp = searcher.search(query, cascade=c.label())
+            col.run[qid] = {r.id: float(len(resp.results) - i) for i, r in enumerate(resp.results)}
+            col.add_timings(resp.timings)
+        depth = c.stages[-1].depth
+        metrics = score(col.run, depth)
+        note = None if metrics else f"not comparable: returns {depth} results, k > {depth}"
+        out.append(SystemResult(name, pool, metrics, col.run, col.latency, note=note, depth=depth))
+    return out
 
 
 def _judged_systems(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rankwise.errors import ModelLoadError
+from rankwise.models import m3
 from rankwise.models.base import BaseModel, check_encode_args
 from rankwise.models.specs import DEFAULT_SPECS, ModelSpec, spec_for
 from rankwise.models.st_pipeline import SentenceTransformersPipeline
@@ -170,6 +171,92 @@ class Embedder(BaseModel):
             texts = [prefix + t for t in texts]
         encoded = self.tokens.encode_single(texts, self.max_length)
         return self._infer(encoded, self.dim, show_progress)
+
+    # -- bge-m3's sparse and ColBERT outputs (rankwise.models.m3) ------------------------------
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs this model gives: ``dense``, plus ``sparse``/``colbert`` when its folder
+        holds bge-m3's heads (``sparse_linear.pt`` / ``colbert_linear.pt``)."""
+        return m3.head_outputs(self.resolved.root) if self.pipeline is None else ("dense",)
+
+    def encode_multi(
+        self,
+        texts: Sequence[str],
+        input_type: Literal["query", "document"] = "document",
+        outputs: Sequence[str] = ("dense", "sparse", "colbert"),
+    ) -> m3.MultiOutput:
+        """Any of ``dense``, ``sparse``, ``colbert`` for ``texts`` from one forward pass per
+        batch (torch backend), in input order; see :class:`rankwise.models.m3.MultiOutput`.
+
+        Raises ModelLoadError when sparse/colbert is asked of a folder without those heads.
+        """
+        texts = check_encode_args(texts, input_type)
+        wanted = m3.check_outputs(outputs)
+        if wanted == ("dense",):
+            return m3.MultiOutput(dense=self.encode(texts, input_type))
+        heads = self._m3_heads(wanted)
+        prefix = (
+            self.spec.query_instruction if input_type == "query" else self.spec.document_instruction
+        )
+        encoded = self.tokens.encode_single([(prefix or "") + t for t in texts], self.max_length)
+        n = len(encoded)
+        dense = np.zeros((n, self.dim), np.float32) if "dense" in wanted else None
+        sparse: list[Any] = [None] * n
+        colbert: list[Any] = [None] * n
+        from rankwise.models.base import pad_batch
+        from rankwise.models.batching import token_budget_batches
+
+        for idx in (
+            token_budget_batches(
+                [len(ids) for ids, _ in encoded],
+                max_batch_size=self.batch_size,
+                token_budget=self.token_budget,
+                batch_overhead=self.batch_overhead,
+            )
+            if n
+            else []
+        ):
+            feed = pad_batch([encoded[i] for i in idx], self.runner.input_names, self.tokens.pad_id)
+            d, s, c = heads(feed, wanted)
+            for j, i in enumerate(idx):
+                if d is not None:
+                    dense[i] = d[j]
+                if s is not None:
+                    sparse[i] = s[j]
+                if c is not None:
+                    colbert[i] = c[j]
+        return m3.MultiOutput(
+            dense=dense,
+            sparse=sparse if "sparse" in wanted else None,
+            colbert=colbert if "colbert" in wanted else None,
+        )
+
+    def _m3_heads(self, wanted: Sequence[str]) -> m3.M3Heads:
+        heads = getattr(self, "_heads", None)
+        if heads is None:
+            if self.resolved.commit and set(self.spec.outputs) - {"dense"}:
+                m3.fetch_heads(self.model_id, self.revision, self.local_files_only)
+            missing = [o for o in wanted if o not in self.outputs]
+            if missing:
+                raise m3.missing_heads_error(self.model_id, self.resolved.root, missing)
+            if self.backend != "torch":
+                raise ModelLoadError(
+                    f"Embedder '{self.model_id}': sparse and ColBERT outputs run on the torch "
+                    "backend only. Fix: backend='torch'."
+                )
+            heads = self._heads = m3.M3Heads(
+                self.runner.module.model,
+                self.resolved.root,
+                hidden=self.dim,
+                pooling=self.spec.pooling,
+                device=self.device,
+                model_id=self.model_id,
+                tokenizer_path=self.resolved.path,
+            )
+        missing = [o for o in wanted if o not in heads.available]
+        if missing:
+            raise m3.missing_heads_error(self.model_id, self.resolved.root, missing)
+        return heads
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors (instruction applied): float32 (n, dim)."""

@@ -37,6 +37,8 @@ class ModelSpec:
             :func:`rankwise.recipe.detect_language` names them (``None``: multilingual or
             unknown). Calibrated recall never sends a query of another language to dense
             search with this model.
+        outputs: what the family gives besides dense vectors when its folder holds the
+            heads (bge-m3: ``("dense", "sparse", "colbert")``, see :mod:`rankwise.models.m3`).
     """
 
     pattern: str
@@ -47,6 +49,7 @@ class ModelSpec:
     max_length: int = 512
     revision: str | None = None
     languages: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] = ("dense",)
 
     def matches(self, name: str) -> bool:
         return fnmatchcase(name.lower(), self.pattern)
@@ -62,7 +65,13 @@ SPECS: tuple[ModelSpec, ...] = (
     # bge-m3 supports 8192 tokens, but attention cost grows with the square of the length and
     # product titles + descriptions rarely pass 1k tokens; 1024 keeps a long-description
     # catalog indexable on a CPU. Pass max_length=8192 for long documents.
-    ModelSpec("*bge-m3", "embedder", pooling="cls", max_length=1024),
+    ModelSpec(
+        "*bge-m3",
+        "embedder",
+        pooling="cls",
+        max_length=1024,
+        outputs=("dense", "sparse", "colbert"),
+    ),
     ModelSpec(
         "*bge-*-zh-v1.5", "embedder", query_instruction=BGE_ZH_QUERY_INSTRUCTION, languages=_ZH_EN
     ),

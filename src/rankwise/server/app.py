@@ -215,4 +215,25 @@ def create_app(
         body_timeout=settings.body_timeout,
     )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    _state_model_limits(app, state)
     return app
+
+
+def _state_model_limits(app: FastAPI, state: ServerState) -> None:
+    """The schema states what depends on the served embedder: ``dimensions`` ≤ its size
+    (a larger one is a 422). FastAPI caches the schema; it is cached here only once the
+    models are loaded, so a schema fetched during a background load is not frozen short."""
+    base = app.openapi
+
+    def openapi() -> dict:
+        app.openapi_schema = None
+        schema = base()
+        dim = getattr(state.embedder, "dim", None)
+        props = schema.get("components", {}).get("schemas", {}).get("EmbeddingRequest", {})
+        for branch in props.get("properties", {}).get("dimensions", {}).get("anyOf", []):
+            if dim and branch.get("type") == "integer":
+                branch["maximum"] = int(dim)
+        app.openapi_schema = schema if state.ready else None
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -126,12 +126,24 @@ class EmbeddingRequest(_Request):
     truncate: bool | None = Field(
         None, description="Truncate inputs over the model's max tokens (default: server setting)."
     )
+    return_sparse: bool = Field(
+        False, description="rankwise extension (bge-m3): also return lexical weights, `sparse`."
+    )
+    return_colbert: bool = Field(
+        False, description="rankwise extension (bge-m3): also return ColBERT vectors, `colbert`."
+    )
 
 
 class EmbeddingItem(BaseModel):
     object: Literal["embedding"] = "embedding"
     embedding: list[float] | str
     index: int
+    sparse: dict[str, float] | None = Field(
+        None, description="With return_sparse: token id → weight (bge-m3 lexical weights)."
+    )
+    colbert: list[list[float]] | None = Field(
+        None, description="With return_colbert: one unit vector per token after CLS."
+    )
 
 
 class Usage(BaseModel):
@@ -269,6 +281,10 @@ class SearchRequest(_Request):
     )
     rerank: bool = True
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Minimum relevance.")
+    cascade: Text | None = Field(
+        None,
+        description="Stages instead of top_k/top_n, e.g. 'hybrid:200,colbert:50,rerank:10'.",
+    )
     user_id: Text | None = Field(
         None, description="The shopper, for the blend stage's personal features (optional)."
     )
@@ -282,6 +298,7 @@ class SearchHit(BaseModel):
     rerank_score: float | None = Field(None, description="Raw cross-encoder logit.")
     relevance: float | None = Field(None, description="sigmoid(rerank_score), 0..1.")
     record: dict[str, Any]
+    colbert_score: float | None = Field(None, description="MaxSim, when a cascade used ColBERT.")
     blend_score: float | None = Field(None, description="The blend stage's score, when it ran.")
     explain: dict[str, Any] | None = Field(
         None, description="With ?explain=true: blend features, contributions, bias, base_rank."
@@ -298,6 +315,9 @@ class SearchResponseBody(BaseModel):
     cached: bool
     language: str | None = Field(None, description="Detected query language (by script).")
     recipe: str | None = Field(None, description="Recall recipe used (calibrated or given).")
+    stages: list[dict[str, Any]] | None = Field(
+        None, description="A cascade's stages: stage, depth, scored (candidates in), seconds."
+    )
 
 
 class Product(BaseModel):

@@ -218,6 +218,10 @@ def train_embedder(
     with quiet_loading():
         model.save_pretrained(str(out))
     _save_settings(out, base, cfg)
+    from rankwise.models.loading import resolve_model
+    from rankwise.models.m3 import copy_heads
+
+    copy_heads(resolve_model(base, kind="embedder").root, out)  # bge-m3: keep sparse/ColBERT
     result = TrainResult(
         out_dir=out,
         global_step=int(trainer.state.global_step),

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
-from rankwise.errors import InvalidRequest
+from rankwise.errors import Conflict, InvalidRequest
 from rankwise.models import sigmoid
 from rankwise.models.chunking import ChunkPolicy, aggregate, split_windows
 from rankwise.server.auth import require_api_key
@@ -185,8 +185,23 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
         do_truncate = state.settings.truncate if req.truncate is None else req.truncate
         billed = check_tokens(counts, embedder.max_length, "input", do_truncate)
         costs = [min(n, embedder.max_length) for n in counts]
-        items = [(t, req.input_type) for t in texts]
-        vectors = np.asarray(await batcher.run(items, costs, reserved=True), dtype=np.float32)
+        extra = ("sparse",) * req.return_sparse + ("colbert",) * req.return_colbert
+        multi = None
+        if extra:  # bge-m3's other outputs: one forward pass gives all three (not batched)
+            have = getattr(embedder, "outputs", ("dense",))
+            missing = [o for o in extra if o not in have]
+            if missing:  # a valid request this deployment's model cannot answer
+                raise Conflict(
+                    f"{public_name(embedder.model_id)} has no {'/'.join(missing)} output "
+                    f"(it gives: {', '.join(have)}); serve a bge-m3-shaped model for them"
+                )
+            multi = await run_in_threadpool(
+                embedder.encode_multi, texts, req.input_type, ("dense", *extra)
+            )
+            vectors = multi.dense
+        else:
+            items = [(t, req.input_type) for t in texts]
+            vectors = np.asarray(await batcher.run(items, costs, reserved=True), dtype=np.float32)
     body = await run_in_threadpool(
         _embedding_body,
         vectors,
@@ -194,12 +209,18 @@ async def embeddings(req: EmbeddingRequest, state: ServerState = Depends(get_sta
         req.encoding_format,
         req.model or embedder.model_id,
         billed,
+        multi,
     )
     return Response(body, media_type="application/json")
 
 
 def _embedding_body(
-    vectors: np.ndarray, dimensions: int | None, encoding: str, model: str, tokens: int
+    vectors: np.ndarray,
+    dimensions: int | None,
+    encoding: str,
+    model: str,
+    tokens: int,
+    multi: Any = None,
 ) -> bytes:
     """The OpenAI response bytes (run in a worker thread: thousands of float lists take a
     while to serialise and must not stall the event loop)."""
@@ -221,6 +242,12 @@ def _embedding_body(
             {"object": "embedding", "index": i, "embedding": v.tolist()}
             for i, v in enumerate(vectors)
         ]
+    if multi is not None:  # rankwise extension: sparse weights by token id, ColBERT vectors
+        for item, i in zip(data, range(len(data)), strict=True):
+            if multi.sparse is not None:
+                item["sparse"] = {str(t): w for t, w in multi.sparse[i].items()}
+            if multi.colbert is not None:
+                item["colbert"] = multi.colbert[i].tolist()
     body = {
         "object": "list",
         "data": data,

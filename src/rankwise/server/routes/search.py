@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from rankwise.cascade import parse_cascade
 from rankwise.errors import PayloadTooLarge
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES
@@ -54,6 +55,11 @@ async def search(
     searcher = state.require_searcher()
     check_strings(req.filters, ["filters"], nul=True)  # free-form: checked here
     top_k = req.top_k or searcher.top_k
+    if req.cascade:  # the cross-encoder sees the depth of the stage before rerank
+        stages = parse_cascade(req.cascade).stages
+        top_k = next(
+            (a.depth for a, b in zip(stages, stages[1:], strict=False) if b.name == "rerank"), 0
+        )
     if req.rerank and top_k > state.settings.max_documents:
         raise PayloadTooLarge(
             f"top_k={top_k} would rerank more than max_documents={state.settings.max_documents}"
@@ -69,6 +75,7 @@ async def search(
             filters=req.filters,
             rerank=req.rerank,
             threshold=req.threshold,
+            cascade=req.cascade,
             user=req.user_id,
             explain=explain,
         )
