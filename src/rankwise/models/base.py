@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.errors import ConfigError, InvalidRequest
+from rankwise.models.backoff import OomBackoff
 from rankwise.models.batching import token_budget_batches
 from rankwise.models.device import resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
@@ -166,6 +167,7 @@ class BaseModel:
             cache_cap=self.max_length,
         )
         self.runner: Runner = self._build_runner()
+        self.oom_backoff = OomBackoff()  # batch rows that fit per length bucket (GPU OOM)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _refine_spec(self, spec: ModelSpec) -> ModelSpec:
@@ -263,14 +265,19 @@ class BaseModel:
         )
         from tqdm.auto import tqdm
 
+        def run_rows(rows: np.ndarray) -> np.ndarray:
+            feed = pad_batch(
+                [encoded[i] for i in rows], self.runner.input_names, self.tokens.pad_id
+            )
+            return self.runner(feed)
+
         with tqdm(
             total=len(encoded), disable=not show_progress, unit="text", desc=self.kind
         ) as bar:
             for idx in batches:
-                feed = pad_batch(
-                    [encoded[i] for i in idx], self.runner.input_names, self.tokens.pad_id
-                )
-                out[idx] = self.runner(feed)
+                width = max(len(encoded[i][0]) for i in idx)
+                for rows, values in self.oom_backoff.run(idx, width, run_rows):
+                    out[rows] = values
                 bar.update(len(idx))
         return out
 
