@@ -52,7 +52,10 @@ def test_fit_is_clamped():
     assert fit_overhead(0.001, 8, 0.1, 128) == 0.0  # negative intercept clamps to 0
 
 
-def test_reranker_on_cpu_measures_its_overhead(tiny_reranker_dir):
+def test_reranker_on_cpu_measures_its_overhead_when_asked(tiny_reranker_dir, monkeypatch):
+    table = Reranker(str(tiny_reranker_dir), score_cache_size=0)
+    assert (table.batch_overhead, table.batch_overhead_source) == (30.0, "table")
+    monkeypatch.setenv("RANKWISE_BATCH_OVERHEAD", "probe")
     probed = Reranker(str(tiny_reranker_dir), score_cache_size=0)
     assert probed.batch_overhead_source == "probe"
     assert 0.0 <= probed.batch_overhead <= CAP

@@ -14,7 +14,7 @@ from rankwise.models.backoff import OomBackoff
 from rankwise.models.batching import token_budget_batches
 from rankwise.models.device import resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
-from rankwise.models.probe import probe_or
+from rankwise.models.probe import probe_or, probe_wanted
 from rankwise.models.refs import special_class
 from rankwise.models.runners import Runner, TorchRunner
 from rankwise.models.specs import Kind, ModelSpec, Pooling
@@ -24,7 +24,8 @@ BACKENDS = ("torch", "onnx")
 QUANTIZE = (None, "int8", "int8-full")
 # Fixed cost of one forward pass in token-equivalents on a CPU (MiniLM, 2 cores: ONNX Runtime
 # 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts. Only the
-# fallback: on a CPU it is measured at load time on the machine in use (probe.py).
+# default: RANKWISE_BATCH_OVERHEAD=probe measures it at load time instead (probe.py; under heavy
+# load the probe read 0 tokens for ONNX int8 and scored 48.4 vs the table's 51.3 pairs/s).
 _CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0}
 # RoBERTa-family models number positions from pad_token_id + 1, so they fit two fewer tokens.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
@@ -169,9 +170,11 @@ class BaseModel:
             cache_cap=self.max_length,
         )
         self.runner: Runner = self._build_runner()
-        # "given", "probe" (measured now on this CPU, see probe.py), "table" (probe failed) or None
-        self.batch_overhead_source = "given" if batch_overhead is not None else None
-        if batch_overhead is None and self.device == "cpu":
+        # "given", "table", "probe" (measured now on this CPU, see probe.py) or None (GPU)
+        self.batch_overhead_source = (
+            "given" if batch_overhead is not None else "table" if self.device == "cpu" else None
+        )
+        if batch_overhead is None and self.device == "cpu" and probe_wanted():
             self.batch_overhead, self.batch_overhead_source = probe_or(
                 _CPU_BATCH_OVERHEAD[backend],
                 self.runner,

@@ -24,6 +24,7 @@ The result is clamped to [0, ``cap``]; if anything fails, the caller's fallback 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 
 SHORT, LONG, ROWS, REPEATS = 64, 64, 4, 5
 CAP = 256.0  # more than this and the cost model's batch cuts no longer change
+
+
+def probe_wanted() -> bool:
+    """Whether models should probe at load: ``RANKWISE_BATCH_OVERHEAD=probe`` (opt-in; the
+    measured table in ``base.py`` is the default, see the numbers there and in the README)."""
+    return os.environ.get("RANKWISE_BATCH_OVERHEAD", "").strip().lower() == "probe"
 
 
 def _feed(rows: int, width: int, input_names, pad_id: int) -> dict[str, np.ndarray]:
