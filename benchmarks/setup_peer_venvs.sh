@@ -19,6 +19,9 @@ make_venv() {  # name, packages...
   "$dir/bin/pip" install -q "$TORCH"
   # keep the CPU torch: a dependency asking for a newer torch would pull the CUDA build
   "$dir/bin/pip" install -q "$TORCH" "$@" "numpy<2.5" pandas
+  # a torchvision pulled in by a dependency may not match this torch ("torchvision::nms does not
+  # exist" breaks transformers' imports); no peer path needs it
+  "$dir/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
   touch "$dir/.ready"
   echo "$dir ready"
 }
