@@ -35,10 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed_common as sc  # noqa: E402
+import st_backends as st  # noqa: E402
 
 PATHS = [
     "hf-torch-unsorted",
     "sentence-transformers",
+    *st.ST_PATHS,
     "flagembedding",
     "rankwise-torch",
     "rankwise-onnx",
@@ -199,6 +201,10 @@ def make_scorer(path: str, model: str, threads: int):
             ),
             dtype=np.float32,
         )
+    if path in st.ST_PATHS:
+        return st.reranker_scorer(
+            path, st.peer_copy(Path(model), "reranker"), threads, MAX_LENGTH, BATCH
+        )
     if path == "flagembedding":
         from FlagEmbedding import FlagReranker
 
@@ -318,8 +324,16 @@ def summarise(
         rows[path] = row
         base[path] = row["pairs_per_s"]
         base_wall[path] = row["pairs_per_s_wall"]
+    st_rates = {p: base[p] for p in ("sentence-transformers", *st.ST_PATHS) if p in base}
+    best_st = max(st_rates, key=st_rates.get) if st_rates else None
+    st_ndcg = rows.get("sentence-transformers", {}).get("ndcg10")
     for row in rows.values():
         if "error" not in row:
+            if best_st:
+                row["x_vs_best_st"] = row["pairs_per_s"] / base[best_st]
+                row["x_vs_best_st_wall"] = row["pairs_per_s_wall"] / base_wall[best_st]
+            if st_ndcg is not None:
+                row["ndcg10_delta_vs_st_points"] = 100 * (row["ndcg10"] - st_ndcg)
             for peer in ("sentence-transformers", "flagembedding"):
                 if peer in base:
                     row[f"x_vs_{peer}"] = row["pairs_per_s"] / base[peer]
@@ -328,6 +342,7 @@ def summarise(
         "n_pairs": n_pairs,
         "mean_pair_tokens": float(np.mean([n for lens in tok_lengths for n in lens])),
         "useful_gflop_total": useful / 1e9,
+        "best_st_path": best_st,
         "paths": rows,
     }
 
@@ -349,24 +364,62 @@ def markdown(result: dict) -> str:
         "dedicated cores at the efficiency measured; other processes' load moves them much less than "
         "wall-clock rates, given in brackets).",
         "",
-        "| path | pairs/s [wall] | x ST [wall] | x Flag | p50 Top-50 ms [wall] | useful GFLOP/s | % fp32 peak | peak RSS (MB) | Spearman mean / min vs torch fp32 | Top-10 overlap | nDCG@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"'x best ST' is against the fastest sentence-transformers path in this run ({s.get('best_st_path')}); "
+        "'Δ nDCG' is in points against `CrossEncoder.predict` default.",
+        "",
+        "| path | pairs/s [wall] | x ST [wall] | x best ST [wall] | x Flag | p50 Top-50 ms [wall] | useful GFLOP/s | % fp32 peak | peak RSS (MB) | Spearman mean / min vs torch fp32 | Top-10 overlap | nDCG@10 | Δ nDCG |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for path, r in s["paths"].items():
         if "error" in r:
-            lines.append(f"| {path} | failed: {r['error']} |" + " |" * 10)
+            lines.append(f"| {path} | failed: {r['error'][:160]} |" + " |" * 12)
             continue
         lines.append(
             f"| {path} | {r['pairs_per_s']:.1f} [{r['pairs_per_s_wall']:.1f}] | "
             f"{r.get('x_vs_sentence-transformers', nan):.2f} [{r.get('x_vs_sentence-transformers_wall', nan):.2f}] | "
+            f"{r.get('x_vs_best_st', nan):.2f} [{r.get('x_vs_best_st_wall', nan):.2f}] | "
             f"{r.get('x_vs_flagembedding', nan):.2f} | {r['p50_top50_ms_cpu']:.0f} [{r['p50_top50_ms']:.0f}] | "
             f"{r['useful_gflops']:.1f} | {r['pct_of_fp32_peak']:.0f}% | {r['peak_rss_mb']:.0f} | "
             f"{r.get('spearman_mean', nan):.4f} / {r.get('spearman_min', nan):.4f} | "
-            f"{r.get('top10_overlap', nan):.3f} | {r['ndcg10']:.4f} |"
+            f"{r.get('top10_overlap', nan):.3f} | {r['ndcg10']:.4f} | {r.get('ndcg10_delta_vs_st_points', nan):+.2f} |"
         )
     lines += ["", *result.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def prepare_peers(script: Path, paths: list[str], model: Path, tmp: Path, threads: int) -> dict:
+    """Export sentence-transformers' ONNX/OpenVINO files in the peers' venvs (static int8
+    calibrated on 300 Home Depot train (query, title) pairs). Returns {path: why} for the
+    ``st-*`` paths that cannot run."""
+    failed: dict[str, str] = {}
+    wanted = [p for p in paths if p in st.ST_PATHS]
+    for p in wanted:
+        if why := st.available(p):
+            failed[p] = why
+    corpus, queries, qrels = sc.load_beir("homedepot")
+    pairs = [(queries[q], corpus[d]) for q, docs in qrels["train"].items() for d in docs]
+    random.Random(1).shuffle(pairs)
+    calib = tmp / "calibration.json"
+    calib.write_text(json.dumps(pairs[:300]))
+    for family in ("st-onnx", "st-openvino"):
+        members = [p for p in wanted if p.startswith(family + "-") or p == family]
+        members = [
+            p for p in members if p not in failed and (family != "st-onnx" or "openvino" not in p)
+        ]
+        if not members:
+            continue
+        w = sc.Worker(
+            script,
+            ["prepare-st", family, str(model), str(calib)],
+            threads,
+            python=str(st.venv_python(members[0])),
+        )
+        ready = w.ready
+        w.close()
+        if "error" in ready:
+            failed |= {p: f"export failed: {ready['error']}" for p in members}
+    return failed
 
 
 def main() -> None:
@@ -386,6 +439,14 @@ def main() -> None:
     if args.worker is not None:
         if args.worker[0] == "peak":
             return sc.serve(sc.peak_handlers(args.threads), {})
+        if args.worker[0] == "prepare-st":  # in a peer venv: family, model, calibration file
+            try:
+                folder = st.peer_copy(Path(args.worker[2]), "reranker")
+                calib = json.loads(Path(args.worker[3]).read_text())
+                info = st.prepare(args.worker[1], folder, "reranker", calib, sc.isa_level())
+            except Exception as e:  # report why the peer could not be prepared
+                info = {"error": f"{type(e).__name__}: {e}"}
+            return sc.serve({}, info)
         if args.worker[0] == "prepare":  # export once so that timed workers only load
             for path in PATHS:
                 if path.startswith("rankwise-onnx"):
@@ -405,6 +466,7 @@ def main() -> None:
     else:
         note = "given with --model"
     machine = sc.machine_info(args.threads)
+    os.environ["RANKWISE_BENCH_ISA"] = machine["isa"]  # which int8 preset the ST peer exports
     data = build_workload(args.queries, args.docs, args.ndcg_queries, args.model)
 
     tok = sc.tokenizer(args.model)
@@ -419,8 +481,16 @@ def main() -> None:
         data_file.write_text(json.dumps(data))
         sc.Worker(script, ["prepare", str(args.model)], args.threads).close()
         paths = args.paths.split(",")
+        prepared = prepare_peers(script, paths, args.model, Path(tmp), args.threads)
         workers = {
-            p: sc.Worker(script, [p, str(data_file), str(args.model)], args.threads) for p in paths
+            p: sc.Worker(
+                script,
+                [p, str(data_file), str(args.model)],
+                args.threads,
+                python=str(st.venv_python(p)) if p in st.ST_PATHS else None,
+            )
+            for p in paths
+            if p not in prepared
         }
         workers["peak"] = sc.Worker(script, ["peak"], args.threads)
         answers = sc.rounds(
@@ -432,8 +502,10 @@ def main() -> None:
     peak_samples = [a["gflops"] for a in peak_answers]
     peak = float(np.median(peak_samples))
     peak_cpu = float(np.median([a["gflops_cpu"] for a in peak_answers]))
-    raw = {}
-    for p in paths:
+    raw = {p: {"error": why} for p, why in prepared.items()}
+    for p in workers:
+        if p == "peak":
+            continue
         errors = [a["error"] for a in [workers[p].ready, *answers[p], *ndcg[p]] if "error" in a]
         raw[p] = (
             {"error": errors[0]}
@@ -447,6 +519,7 @@ def main() -> None:
                 "peak_rss_mb": closing[p].get("peak_rss_mb", float("nan")),
             }
         )
+    raw = {p: raw[p] for p in paths if p in raw}
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": machine,

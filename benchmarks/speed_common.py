@@ -165,10 +165,11 @@ class Worker:
     contention instead of whichever happened to run during a busy minute.
     """
 
-    def __init__(self, script: Path, args: list[str], threads: int):
+    def __init__(self, script: Path, args: list[str], threads: int, python: str | None = None):
+        """``python``: the interpreter to run it with (a peer's own venv); default this one."""
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.proc = subprocess.Popen(
-            [sys.executable, str(script), "--threads", str(threads), "--worker", *args],
+            [python or sys.executable, str(script), "--threads", str(threads), "--worker", *args],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -253,6 +254,7 @@ def machine_info(threads: int) -> dict:
     return {
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": _cpu_model(),
+        "isa": isa_level(),
         "logical_cpus": os.cpu_count(),
         "threads": threads,
         "loadavg_at_start": load(),
@@ -261,6 +263,32 @@ def machine_info(threads: int) -> dict:
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
     }
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def isa_level() -> str:
+    """The widest x86 vector extension relevant to int8 kernels: ``avx512_vnni``, ``avx512``,
+    ``avx2`` or ``other`` (the names sentence-transformers' quantisation presets use)."""
+    flags = cpu_flags()
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _cpu_model() -> str:

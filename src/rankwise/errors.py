@@ -104,6 +104,14 @@ class Overloaded(RankwiseError):
         self.retry_after = retry_after
 
 
+class DeviceOutOfMemory(RankwiseError):
+    """One input does not fit in the accelerator's memory even alone (batches that do not fit
+    are split and retried first; see ``rankwise.models.backoff``)."""
+
+    http_status = 503
+    error_type = "out_of_memory"
+
+
 class NotFound(RankwiseError):
     """A named thing (a product id, say) that does not exist."""
 

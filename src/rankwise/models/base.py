@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from rankwise.errors import ConfigError, InvalidRequest
+from rankwise.models.backoff import OomBackoff
 from rankwise.models.batching import token_budget_batches
 from rankwise.models.device import resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
+from rankwise.models.probe import probe_or, probe_wanted
 from rankwise.models.refs import special_class
 from rankwise.models.runners import Runner, TorchRunner
 from rankwise.models.specs import Kind, ModelSpec, Pooling
@@ -21,7 +23,9 @@ from rankwise.models.tokens import Encoded, TokenEncoder
 BACKENDS = ("torch", "onnx")
 QUANTIZE = (None, "int8", "int8-full")
 # Fixed cost of one forward pass in token-equivalents on a CPU (MiniLM, 2 cores: ONNX Runtime
-# 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts.
+# 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts. Only the
+# default: RANKWISE_BATCH_OVERHEAD=probe measures it at load time instead (probe.py; under heavy
+# load the probe read 0 tokens for ONNX int8 and scored 48.4 vs the table's 51.3 pairs/s).
 _CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0}
 # RoBERTa-family models number positions from pad_token_id + 1, so they fit two fewer tokens.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
@@ -174,6 +178,19 @@ class BaseModel:
             cache_cap=self.max_length,
         )
         self.runner: Runner = self._build_runner()
+        # "given", "table", "probe" (measured now on this CPU, see probe.py) or None (GPU)
+        self.batch_overhead_source = (
+            "given" if batch_overhead is not None else "table" if self.device == "cpu" else None
+        )
+        if batch_overhead is None and self.device == "cpu" and probe_wanted():
+            self.batch_overhead, self.batch_overhead_source = probe_or(
+                _CPU_BATCH_OVERHEAD[backend],
+                self.runner,
+                self.runner.input_names,
+                self.tokens.pad_id,
+                model_id=model,
+            )
+        self.oom_backoff = OomBackoff()  # batch rows that fit per length bucket (GPU OOM)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _refine_spec(self, spec: ModelSpec) -> ModelSpec:
@@ -271,14 +288,19 @@ class BaseModel:
         )
         from tqdm.auto import tqdm
 
+        def run_rows(rows: np.ndarray) -> np.ndarray:
+            feed = pad_batch(
+                [encoded[i] for i in rows], self.runner.input_names, self.tokens.pad_id
+            )
+            return self.runner(feed)
+
         with tqdm(
             total=len(encoded), disable=not show_progress, unit="text", desc=self.kind
         ) as bar:
             for idx in batches:
-                feed = pad_batch(
-                    [encoded[i] for i in idx], self.runner.input_names, self.tokens.pad_id
-                )
-                out[idx] = self.runner(feed)
+                width = max(len(encoded[i][0]) for i in idx)
+                for rows, values in self.oom_backoff.run(idx, width, run_rows):
+                    out[rows] = values
                 bar.update(len(idx))
         return out
 
