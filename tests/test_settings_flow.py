@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from store_backends import milvus_server, new_factory  # noqa: F401 - milvus_server: a fixture
+from store_backends import new_factory
 from tiny_models import build_tiny_embedder
 
 from rankwise.cli import main as cli_main

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_backends import (  # noqa: F401  (milvus_server: a fixture, used by name)
+from store_backends import (
     BACKENDS,
     StoreFactory,
     clustered,
-    milvus_server,
     new_factory,
     unit,
 )
