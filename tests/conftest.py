@@ -11,12 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_models import build_tiny_embedder, build_tiny_reranker, minilm_path  # noqa: E402
-
 # The real Milvus server, registered here once for the whole session: a module that imported
 # the fixture itself would register a second session fixture, whose second server then fails
 # to start while the first holds Milvus' fixed etcd ports (2379/2380).
 from store_backends import milvus_server  # noqa: E402, F401
+from tiny_models import build_tiny_embedder, build_tiny_reranker, minilm_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")
