@@ -35,8 +35,7 @@ from rankwise.models.remote import (
     secret,
 )
 from rankwise.models.remote_embedder import _detail
-from rankwise.models.reranker import _pair_key
-from rankwise.models.results import RankedResults
+from rankwise.models.reranker import Ranking, _pair_key
 from rankwise.models.tokens import LRU
 
 
@@ -95,7 +94,7 @@ def api_for_path(url: str) -> str:
     )
 
 
-class RemoteReranker:
+class RemoteReranker(Ranking):
     """Score (query, document) pairs with a cross-encoder served over HTTP.
 
     Args:
@@ -200,24 +199,6 @@ class RemoteReranker:
                 known[(q, d)] = float(s)
                 self._scores.put(_pair_key((q, d)), float(s))
         return np.array([known[p] for p in clean], dtype=np.float32)
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        top_n: int | None = None,
-        threshold: float | None = None,
-    ) -> RankedResults:
-        """Documents best first (ties keep input order), ``relevance >= threshold``, Top-N."""
-        if top_n is not None and top_n < 0:
-            raise InvalidRequest(f"top_n must be >= 0, got {top_n}.")
-        docs = check_texts(documents, "documents")
-        return RankedResults.from_scores(
-            query, docs, self.score(query, docs), top_n=top_n, threshold=threshold
-        )
-
-    def score_cache_info(self) -> dict[str, int]:
-        return {"hits": self._scores.hits, "misses": self._scores.misses, "size": len(self._scores)}
 
     # -- HTTP ---------------------------------------------------------------------------------
     def _post_split(self, query: str, docs: list[str]) -> np.ndarray:

@@ -18,7 +18,34 @@ from rankwise.models.tokens import LRU
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
 
 
-class Reranker(BaseModel):
+class Ranking:
+    """``rank`` and ``score_cache_info`` of every reranker (local and remote): both only need
+    ``score(query, docs)`` and the ``_scores`` LRU, so they are written once here."""
+
+    _scores: LRU  # and a ``score(query, documents) -> float32 logits`` method
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        threshold: float | None = None,
+    ) -> RankedResults:
+        """Documents sorted best first (ties keep input order), those with
+        ``relevance >= threshold`` only, cut to ``top_n``."""
+        if top_n is not None and top_n < 0:
+            raise InvalidRequest(f"top_n must be >= 0, got {top_n}.")
+        docs = check_texts(documents, "documents")
+        return RankedResults.from_scores(
+            query, docs, self.score(query, docs), top_n=top_n, threshold=threshold
+        )
+
+    def score_cache_info(self) -> dict[str, int]:
+        """Hits, misses and size of the (query, document) score cache."""
+        return {"hits": self._scores.hits, "misses": self._scores.misses, "size": len(self._scores)}
+
+
+class Reranker(Ranking, BaseModel):
     """Score and rank documents for a query with a cross-encoder.
 
     Args:
@@ -131,26 +158,6 @@ class Reranker(BaseModel):
             yield
         finally:
             self._scores = saved
-
-    def score_cache_info(self) -> dict[str, int]:
-        """Hits, misses and size of the (query, document) score cache."""
-        return {"hits": self._scores.hits, "misses": self._scores.misses, "size": len(self._scores)}
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        top_n: int | None = None,
-        threshold: float | None = None,
-    ) -> RankedResults:
-        """Documents sorted best first (ties keep input order), those with
-        ``relevance >= threshold`` only, cut to ``top_n``."""
-        if top_n is not None and top_n < 0:
-            raise InvalidRequest(f"top_n must be >= 0, got {top_n}.")
-        docs = check_texts(documents, "documents")
-        return RankedResults.from_scores(
-            query, docs, self.score(query, docs), top_n=top_n, threshold=threshold
-        )
 
 
 def _pair_key(pair: tuple[str, str]) -> bytes:
