@@ -215,3 +215,21 @@ def secret(value: Any) -> str | None:
         return None
     get = getattr(value, "get_secret_value", None)
     return get() if get else str(value)
+
+
+def remote_settings(settings: Any, kind: Kind, **extra: Any) -> dict[str, Any]:
+    """Constructor arguments of a remote ``kind`` from :class:`rankwise.config.Settings`:
+    API key, timeout, concurrency and retries (then ``extra``). A pinned revision is an
+    error: the server serves whatever it runs."""
+    if getattr(settings, f"{kind}_revision"):
+        raise ConfigError(
+            f"{kind}_revision pins a hub model; remote {kind} {getattr(settings, kind)} "
+            "serves whatever its server runs. Unset it."
+        )
+    return {
+        "api_key": secret(getattr(settings, f"{kind}_api_key")),
+        "timeout": settings.remote_timeout,
+        "concurrency": settings.remote_concurrency,
+        "max_retries": settings.remote_max_retries,
+        **extra,
+    }

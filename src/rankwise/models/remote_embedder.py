@@ -26,6 +26,7 @@ from rankwise.models.remote import (
     key_env,
     reject_local_options,
     remote_error,
+    remote_settings,
     secret,
 )
 from rankwise.models.specs import (
@@ -137,19 +138,7 @@ class RemoteEmbedder:
     def from_settings(cls, settings: Any, **overrides: Any) -> RemoteEmbedder:
         """From :class:`rankwise.config.Settings`: API key, timeout, concurrency, retries.
         Device, backend and quantize apply to local models only and are not passed."""
-        if settings.embedder_revision:
-            raise ConfigError(
-                f"embedder_revision pins a hub model; remote embedder {settings.embedder} "
-                "serves whatever its server runs. Unset it."
-            )
-        kwargs = {
-            "api_key": secret(settings.embedder_api_key),
-            "timeout": settings.remote_timeout,
-            "concurrency": settings.remote_concurrency,
-            "max_retries": settings.remote_max_retries,
-            **overrides,
-        }
-        return cls(settings.embedder, **kwargs)
+        return cls(settings.embedder, **{**remote_settings(settings, "embedder"), **overrides})
 
     # -- identity -----------------------------------------------------------------------------
     @property

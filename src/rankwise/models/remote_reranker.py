@@ -31,6 +31,7 @@ from rankwise.models.remote import (
     estimate_tokens,
     reject_local_options,
     remote_error,
+    remote_settings,
     retry_delay,
     secret,
 )
@@ -148,20 +149,8 @@ class RemoteReranker(Ranking):
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> RemoteReranker:
         """From :class:`rankwise.config.Settings`: API key, timeout, concurrency, retries."""
-        if settings.reranker_revision:
-            raise ConfigError(
-                f"reranker_revision pins a hub model; remote reranker {settings.reranker} "
-                "serves whatever its server runs. Unset it."
-            )
-        kwargs = {
-            "api_key": secret(settings.reranker_api_key),
-            "timeout": settings.remote_timeout,
-            "concurrency": settings.remote_concurrency,
-            "max_retries": settings.remote_max_retries,
-            "score_cache_size": settings.score_cache_size,
-            **overrides,
-        }
-        return cls(settings.reranker, **kwargs)
+        kwargs = remote_settings(settings, "reranker", score_cache_size=settings.score_cache_size)
+        return cls(settings.reranker, **{**kwargs, **overrides})
 
     @property
     def version(self) -> str:

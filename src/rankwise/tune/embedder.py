@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,13 +30,12 @@ from torch import Tensor, nn
 from rankwise.errors import InvalidRequest, ModelLoadError
 from rankwise.tune.data import TrainExample
 from rankwise.tune.training import (
+    TrainConfig,
     TrainResult,
     common_args,
     freeze_input_embeddings,
     group_rows,
-    loss_history,
     quiet_loading,
-    tidy_checkpoints,
     to_dataset,
 )
 
@@ -44,32 +43,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EmbedderTrainConfig:
-    """Options for :func:`train_embedder`; defaults suit a small model on a CPU.
+class EmbedderTrainConfig(TrainConfig):
+    """Options for :func:`train_embedder`; defaults suit a small model on a CPU (the shared
+    ones in :class:`~rankwise.tune.training.TrainConfig`).
 
-    ``group_size`` = 1 positive + ``group_size - 1`` hard negatives per query.
-    ``distill_weight`` > 0 needs teacher scores in the examples.
+    ``temperature``: of the contrastive loss; ``cached``: the cached-gradient loss, run in
+    ``mini_batch_size`` pieces; ``query_instruction``: the query prompt to train with.
     """
 
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 32
-    group_size: int = 4
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
     temperature: float = 0.02
-    max_length: int = 64
     cached: bool = False
     mini_batch_size: int = 16
-    distill_weight: float = 0.0
-    teacher_temperature: float = 1.0
     query_instruction: str | None = None
-    freeze_embeddings: bool = False
-    save_steps: int = 500
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False
-    logging_steps: int = 10
-    seed: int = 42
 
     def check(self) -> None:
         if self.temperature <= 0:
@@ -222,19 +207,10 @@ def train_embedder(
     from rankwise.models.m3 import copy_heads
 
     copy_heads(resolve_model(base, kind="embedder").root, out)  # bge-m3: keep sparse/ColBERT
-    result = TrainResult(
-        out_dir=out,
-        global_step=int(trainer.state.global_step),
-        losses=loss_history(trainer.state.log_history),
-        seconds=time.perf_counter() - t0,
-        rows=len(rows),
-        dropped=dropped,
-        resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
-        config={**asdict(cfg), "base": base},
-        checkpoints=tidy_checkpoints(out, cfg.keep_checkpoints),
-    )
-    result.save()
-    return result
+    return TrainResult.of_trainer(
+        trainer, out, cfg, base, seconds=time.perf_counter() - t0, rows=len(rows),
+        dropped=dropped, resumed_from=resume_from_checkpoint,
+    )  # fmt: skip
 
 
 def _instructions(base: str, cfg: EmbedderTrainConfig) -> tuple[str | None, str | None]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,12 +48,11 @@ from rankwise.tune.objectives import (  # noqa: F401 - re-exported
     get_objective,
 )
 from rankwise.tune.training import (
+    TrainConfig,
     TrainResult,
     common_args,
     freeze_input_embeddings,
-    loss_history,
     quiet_loading,
-    tidy_checkpoints,
     to_dataset,
 )
 
@@ -64,29 +63,20 @@ Objective = Literal["listwise", "pointwise", "margin_mse"]
 
 
 @dataclass
-class RerankerTrainConfig:
-    """Options for :func:`train_reranker`. ``group_size`` = 1 positive + n negatives."""
+class RerankerTrainConfig(TrainConfig):
+    """Options for :func:`train_reranker` (the shared ones in
+    :class:`~rankwise.tune.training.TrainConfig`, with a cross-encoder's defaults).
+    ``group_size`` = 1 positive + n negatives."""
 
     objective: Objective = "listwise"
-    epochs: float = 1.0
-    max_steps: int = -1
     batch_size: int = 16
     group_size: int = 8
     learning_rate: float = 3e-5
-    warmup_ratio: float = 0.1
     max_length: int = 96
-    distill_weight: float = 0.0
-    teacher_temperature: float = 1.0
     related_label: float = 0.5
     lora_rank: int = 0
     lora_alpha: int = 16
-    freeze_embeddings: bool = False
     eval_steps: int = 0
-    save_steps: int = 500
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False
-    logging_steps: int = 10
-    seed: int = 42
 
     def check(self) -> None:
         objective = get_objective(self.objective)  # unknown: an error listing the known ones
@@ -330,24 +320,11 @@ def train_reranker(
     from rankwise.models.loading import save_model_settings
 
     save_model_settings(out, "reranker", max_length=cfg.max_length)
-    result = TrainResult(
-        out_dir=out,
-        global_step=int(trainer.state.global_step),
-        losses=loss_history(trainer.state.log_history),
-        seconds=seconds,
-        rows=len(rows),
-        dropped=dropped,
-        resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
-        config={**asdict(cfg), "base": base},
-        dev=result_dev,
-        warnings=warnings,
-        checkpoints=tidy_checkpoints(
-            out, cfg.keep_checkpoints, getattr(trainer.state, "best_model_checkpoint", None)
-        ),
+    return TrainResult.of_trainer(
+        trainer, out, cfg, base, seconds=seconds, rows=len(rows), dropped=dropped,
+        resumed_from=resume_from_checkpoint, dev=result_dev, warnings=warnings,
         first_stage=first_stage_result,
-    )
-    result.save()
-    return result
+    )  # fmt: skip
 
 
 def _pick(metrics: dict[str, float], prefix: str = "dev") -> dict[str, float]:

@@ -18,6 +18,32 @@ from rankwise.tune.data import TrainExample
 
 
 @dataclass
+class TrainConfig:
+    """Options both trainers share, read by :func:`common_args`; the embedder's and the
+    reranker's configs add their own and override the defaults that differ.
+
+    ``group_size`` = 1 positive + ``group_size - 1`` negatives per query;
+    ``distill_weight`` > 0 needs teacher scores in the examples.
+    """
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    group_size: int = 4
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 64
+    distill_weight: float = 0.0
+    teacher_temperature: float = 1.0
+    freeze_embeddings: bool = False
+    save_steps: int = 500
+    save_total_limit: int = 2
+    keep_checkpoints: bool = False
+    logging_steps: int = 10
+    seed: int = 42
+
+
+@dataclass
 class TrainResult:
     """What a training run produced.
 
@@ -52,6 +78,39 @@ class TrainResult:
         path = self.out_dir / name
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
         return path
+
+    @classmethod
+    def of_trainer(
+        cls,
+        trainer: Any,
+        out_dir: Path,
+        cfg: TrainConfig,
+        base: str,
+        *,
+        seconds: float,
+        rows: int,
+        dropped: int,
+        resumed_from: str | Path | None,
+        **extra: Any,
+    ) -> TrainResult:
+        """The result of a finished (transformers) ``trainer`` run, saved beside the model:
+        steps and losses from its state, the config with ``base``, tidied checkpoints (the
+        best kept, when the trainer tracked one); ``extra``: ``dev``, ``warnings``, ..."""
+        best = getattr(trainer.state, "best_model_checkpoint", None)
+        result = cls(
+            out_dir=out_dir,
+            global_step=int(trainer.state.global_step),
+            losses=loss_history(trainer.state.log_history),
+            seconds=seconds,
+            rows=rows,
+            dropped=dropped,
+            resumed_from=str(resumed_from) if resumed_from else None,
+            config={**asdict(cfg), "base": base},
+            checkpoints=tidy_checkpoints(out_dir, cfg.keep_checkpoints, best),
+            **extra,
+        )
+        result.save()
+        return result
 
 
 def group_rows(
@@ -121,7 +180,7 @@ def loss_history(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e]
 
 
-def common_args(out_dir: Path, cfg: Any) -> dict[str, Any]:
+def common_args(out_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
     """Keyword arguments both trainers' TrainingArguments share, from a training config
     (``EmbedderTrainConfig`` or ``RerankerTrainConfig``: epochs, max_steps, batch_size,
     learning_rate, warmup_ratio, save_steps, save_total_limit, logging_steps, seed)."""

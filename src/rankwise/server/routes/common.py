@@ -6,15 +6,29 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.cache import cache_key
 from rankwise.errors import PayloadTooLarge
+from rankwise.server.auth import require_api_key
+from rankwise.server.errors import ERROR_RESPONSES
+from rankwise.server.routing import StrictJSONRoute
 from rankwise.server.state import ServerState
 
 JSON = "application/json"
 CACHE_HEADER = "X-Rankwise-Cache"
+
+
+def api_router(**options: Any) -> APIRouter:
+    """A router for the ``/v1`` API: strict JSON bodies, the API key, the typed error
+    responses in the schema; ``options`` (e.g. ``tags``) are passed to :class:`APIRouter`."""
+    return APIRouter(
+        route_class=StrictJSONRoute,
+        dependencies=[Depends(require_api_key)],
+        responses=ERROR_RESPONSES,
+        **options,
+    )
 
 
 def get_state(request: Request) -> ServerState:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
@@ -27,23 +27,15 @@ from rankwise.evaluate.judgments import split_of
 from rankwise.evaluate.metrics import compute_metrics
 from rankwise.recipe import RecallRecipe
 from rankwise.search import Searcher
-from rankwise.server.auth import require_api_key
-from rankwise.server.errors import ERROR_RESPONSES
-from rankwise.server.routes.common import get_state
+from rankwise.server.routes.common import api_router, get_state
 from rankwise.server.routes.workbench import Body, get_workbench
-from rankwise.server.routing import StrictJSONRoute
 from rankwise.server.state import ServerState
 from rankwise.server.workbench import Workbench
 
 #: Most judged queries one compare call runs (each is two searches).
 MAX_QUERIES = 2000
 
-router = APIRouter(
-    route_class=StrictJSONRoute,
-    dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES,
-    tags=["workbench"],
-)
+router = api_router(tags=["workbench"])
 
 
 Weight = Annotated[float, Field(ge=0)]

@@ -18,9 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from rankwise.errors import Conflict, InvalidRequest
 from rankwise.models import sigmoid
 from rankwise.models.chunking import ChunkPolicy, aggregate, split_windows
-from rankwise.server.auth import require_api_key
 from rankwise.server.errors import ERROR_RESPONSES, error_responses
-from rankwise.server.routes.common import check_texts, check_tokens, dumps, get_state
+from rankwise.server.routes.common import api_router, check_texts, check_tokens, dumps, get_state
 from rankwise.server.routes.rerank import add_rerank_routes
 from rankwise.server.routing import StrictJSONRoute
 from rankwise.server.schemas import (
@@ -31,11 +30,7 @@ from rankwise.server.schemas import (
 )
 from rankwise.server.state import ServerState, public_name
 
-router = APIRouter(
-    route_class=StrictJSONRoute,
-    dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES,
-)
+router = api_router()
 
 
 # ----------------------------------------------------------------------------- scoring core

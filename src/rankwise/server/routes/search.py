@@ -11,15 +11,13 @@ from __future__ import annotations
 import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import Depends, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from rankwise.cascade import parse_cascade
 from rankwise.errors import PayloadTooLarge
-from rankwise.server.auth import require_api_key
-from rankwise.server.errors import ERROR_RESPONSES
-from rankwise.server.routes.common import CACHE_HEADER, JSON, dumps, get_state
-from rankwise.server.routing import StrictJSONRoute, check_strings
+from rankwise.server.routes.common import CACHE_HEADER, JSON, api_router, dumps, get_state
+from rankwise.server.routing import check_strings
 from rankwise.server.schemas import (
     ProductsChanged,
     ProductsDelete,
@@ -29,11 +27,7 @@ from rankwise.server.schemas import (
 )
 from rankwise.server.state import ServerState
 
-router = APIRouter(
-    route_class=StrictJSONRoute,
-    dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES,
-)
+router = api_router()
 
 # One writer at a time: a catalog write embeds, upserts and rewrites its metadata file.
 _write_lock = threading.Lock()

@@ -26,21 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from rankwise.errors import InvalidRequest, NotFound
 from rankwise.evaluate.judgments import MAX_GRADE, MIN_GRADE, query_id, split_of
 from rankwise.search import MODES
-from rankwise.server.auth import require_api_key
-from rankwise.server.errors import ERROR_RESPONSES
-from rankwise.server.routes.common import get_state
-from rankwise.server.routing import StrictJSONRoute
+from rankwise.server.routes.common import api_router, get_state
 from rankwise.server.state import ServerState
 from rankwise.server.workbench import Workbench
 
 STATIC = files("rankwise.server") / "static"
 
-router = APIRouter(
-    route_class=StrictJSONRoute,
-    dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES,
-    tags=["workbench"],
-)
+router = api_router(tags=["workbench"])
 page = APIRouter(tags=["workbench"])
 
 
