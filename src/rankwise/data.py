@@ -13,7 +13,6 @@ or stores.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.errors import CatalogError, DataError
+from rankwise.textfiles import jsonl_rows, open_text, text_lines
 
 Record = dict[str, Any]
 SCALARS = (str, int, float, bool)
@@ -160,20 +160,6 @@ def _coerce_csv(value: str) -> Any:
         return value
 
 
-def _open_text(p: Path, newline: str | None = None):
-    # utf-8-sig: a byte-order mark (Excel's CSV export) must not become part of the first header
-    return p.open(encoding="utf-8-sig", newline=newline)
-
-
-def _lines(fh, p: Path) -> Iterator[tuple[int, str]]:
-    n = 0
-    try:
-        for n, line in enumerate(fh, 1):
-            yield n, line
-    except UnicodeDecodeError:
-        raise CatalogError(f"{p}:{n + 1}: not UTF-8 text; re-encode the file as UTF-8") from None
-
-
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, raw_row)`` from a JSONL, CSV or Parquet file."""
     p = Path(path)
@@ -181,18 +167,9 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
         raise CatalogError(f"catalog file not found: {p}")
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with _open_text(p) as fh:
-            for n, line in _lines(fh, p):
-                if not line.strip():
-                    continue
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CatalogError(
-                        f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})"
-                    ) from None
+        yield from jsonl_rows(p, CatalogError)
     elif suffix in (".csv", ".tsv"):
-        with _open_text(p, newline="") as fh:
+        with open_text(p, newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
             n = 1
             try:
@@ -292,39 +269,28 @@ class BeirDataset:
             yield {"id": doc_id, "title": doc.get("title") or "", "text": doc.get("text") or ""}
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-
-
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """Qrels as BEIR TSV (``query-id corpus-id score``, header optional) or TREC
     (``qid 0 docid grade``, space- or tab-separated)."""
     if not path.exists():
         raise DataError(f"qrels file not found: {path}")
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            # BEIR tsv (tabs) and TREC qrels (spaces) both: ids never contain whitespace.
-            parts = line.split()
-            if not line.strip() or (n == 1 and parts[0] == "query-id"):
-                continue
-            if len(parts) == 4:  # TREC qrels: qid 0 docid grade
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise DataError(
-                    f"{path}:{n}: expected 'query-id corpus-id grade' (or TREC 'qid 0 docid grade'), got {len(parts)} columns"
-                )
-            try:
-                grade = int(float(parts[2]))
-            except ValueError:
-                raise DataError(f"{path}:{n}: grade {parts[2]!r} is not a number") from None
-            qrels.setdefault(parts[0], {})[parts[1]] = grade
+    for n, line in text_lines(path):
+        # BEIR tsv (tabs) and TREC qrels (spaces) both: ids never contain whitespace.
+        parts = line.split()
+        if n == 1 and parts[0] == "query-id":
+            continue
+        if len(parts) == 4:  # TREC qrels: qid 0 docid grade
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DataError(
+                f"{path}:{n}: expected 'query-id corpus-id grade' (or TREC 'qid 0 docid grade'), got {len(parts)} columns"
+            )
+        try:
+            grade = int(float(parts[2]))
+        except ValueError:
+            raise DataError(f"{path}:{n}: grade {parts[2]!r} is not a number") from None
+        qrels.setdefault(parts[0], {})[parts[1]] = grade
     return qrels
 
 
@@ -374,14 +340,14 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     split = ",".join(names)
     files = ", ".join(f"qrels/{n}.tsv" for n in names)
     corpus: dict[str, dict[str, str]] = {}
-    for n, row in _read_jsonl(root / "corpus.jsonl"):
+    for n, row in jsonl_rows(root / "corpus.jsonl"):
         if "_id" not in row:
             raise DataError(f"{root / 'corpus.jsonl'}:{n}: missing '_id'")
         corpus[str(row["_id"])] = {"title": row.get("title") or "", "text": row.get("text") or ""}
     if not corpus:
         raise DataError(f"{root / 'corpus.jsonl'}: the corpus is empty")
     queries = {}
-    for n, row in _read_jsonl(root / "queries.jsonl"):
+    for n, row in jsonl_rows(root / "queries.jsonl"):
         if "_id" not in row or "text" not in row:
             raise DataError(f"{root / 'queries.jsonl'}:{n}: need '_id' and 'text'")
         if str(row["_id"]) in qrels:

@@ -34,6 +34,7 @@ from typing import Any
 
 from rankwise.data import read_catalog, read_qrels
 from rankwise.errors import DataError
+from rankwise.textfiles import text_lines
 
 HEADER = "query-id\tcorpus-id\tscore\n"
 MIN_GRADE, MAX_GRADE = 0, 3
@@ -171,15 +172,12 @@ def _locked_read(path: Path) -> _FileLock:
 def read_queries(path: Path) -> dict[str, str]:
     """``{_id: text}`` from a BEIR ``queries.jsonl``."""
     out: dict[str, str] = {}
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out[str(row["_id"])] = str(row["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{n}: expected {{'_id': ..., 'text': ...}}") from None
+    for n, line in text_lines(path):
+        try:
+            row = json.loads(line)
+            out[str(row["_id"])] = str(row["text"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(f"{path}:{n}: expected {{'_id': ..., 'text': ...}}") from None
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rankwise.errors import DataError
 from rankwise.evaluate.metrics import Run, rank_documents
+from rankwise.textfiles import text_lines
 
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
@@ -28,24 +29,21 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     if not p.is_file():
         raise DataError(f"run file not found: {p}")
     run: dict[str, dict[str, float]] = {}
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataError(
-                    f"{p}:{n}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
-                )
-            qid, _, doc_id, _, score, _ = parts
-            try:
-                value = float(score)
-            except ValueError:
-                raise DataError(f"{p}:{n}: score {score!r} is not a number") from None
-            docs = run.setdefault(qid, {})
-            if doc_id in docs:
-                raise DataError(f"{p}:{n}: document {doc_id!r} listed twice for query {qid!r}")
-            docs[doc_id] = value
+    for n, line in text_lines(p):
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataError(
+                f"{p}:{n}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
+            )
+        qid, _, doc_id, _, score, _ = parts
+        try:
+            value = float(score)
+        except ValueError:
+            raise DataError(f"{p}:{n}: score {score!r} is not a number") from None
+        docs = run.setdefault(qid, {})
+        if doc_id in docs:
+            raise DataError(f"{p}:{n}: document {doc_id!r} listed twice for query {qid!r}")
+        docs[doc_id] = value
     if not run:
         raise DataError(f"{p}: the run file is empty")
     return run

@@ -24,6 +24,7 @@ from typing import Any
 
 from rankwise.data import BeirDataset, document_text
 from rankwise.errors import DataError
+from rankwise.textfiles import jsonl_rows
 
 _FIELDS = ("query", "pos", "neg", "pos_scores", "neg_scores", "prompt", "related")
 
@@ -120,15 +121,8 @@ def read_examples(path: str | Path) -> list[TrainExample]:
     if not p.is_file():
         raise DataError(f"training file not found: {p}")
     out = []
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
-            out.append(parse_example(obj, f"{p}:{n}"))
+    for n, obj in jsonl_rows(p):
+        out.append(parse_example(obj, f"{p}:{n}"))
     if not out:
         raise DataError(f"{p}: the training file is empty")
     return out
