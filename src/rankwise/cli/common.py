@@ -6,13 +6,14 @@ from the one declaration of each setting (defaults < rankwise.toml < RANKWISE_* 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -156,3 +157,27 @@ def load_reranker(s):
     if s.reranker is None:
         raise ConfigError("this command needs a cross-encoder; --reranker none switches it off")
     return Reranker.from_settings(s)
+
+
+_C = TypeVar("_C")
+#: option names that differ from the config field they set
+_OPTION_FIELDS = {"lr": "learning_rate"}
+
+
+def config_from_options(cls: type[_C], options: Mapping[str, Any], prefix: str = "") -> _C:
+    """The config dataclass ``cls`` from a command's options (its ``locals()``): each option
+    named like a field sets it (``--lr`` sets ``learning_rate``); with ``prefix`` (e.g.
+    ``"reranker_"``) the prefixed option wins over the plain one. Fields no option names
+    keep the dataclass default, so a command lists each setting once, in its signature."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        name = _OPTION_FIELDS.get(key, key)
+        if name in names and name not in values:
+            values[name] = value
+    for key, value in options.items():
+        if prefix and key.startswith(prefix):
+            name = _OPTION_FIELDS.get(key[len(prefix) :], key[len(prefix) :])
+            if name in names:
+                values[name] = value
+    return cls(**values)

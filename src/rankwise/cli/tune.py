@@ -10,6 +10,7 @@ import typer
 from rankwise.cli.app import app
 from rankwise.cli.common import (
     MODEL,
+    config_from_options,
     console,
     err_console,
     load_embedder,
@@ -220,14 +221,7 @@ def tune_embedder(
     from rankwise.tune.data import read_examples
     from rankwise.tune.embedder import EmbedderTrainConfig, train_embedder
 
-    cfg = EmbedderTrainConfig(
-        epochs=epochs, max_steps=max_steps, batch_size=batch_size, group_size=group_size,
-        learning_rate=lr, temperature=temperature, max_length=max_length, cached=cached,
-        mini_batch_size=mini_batch_size, distill_weight=distill_weight,
-        teacher_temperature=teacher_temperature, query_instruction=query_instruction,
-        save_steps=save_steps, freeze_embeddings=freeze_embeddings,
-        keep_checkpoints=keep_checkpoints,
-    )  # fmt: skip
+    cfg = config_from_options(EmbedderTrainConfig, locals())
     result = train_embedder(
         read_examples(train_file), base, out, cfg, resume_from_checkpoint=_resume(resume)
     )
@@ -272,14 +266,7 @@ def tune_reranker(
     from rankwise.tune.data import read_examples
     from rankwise.tune.reranker import RerankerTrainConfig, train_reranker
 
-    cfg = RerankerTrainConfig(
-        objective=objective, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        group_size=group_size, learning_rate=lr, max_length=max_length,
-        distill_weight=distill_weight, teacher_temperature=teacher_temperature,
-        lora_rank=lora_rank, eval_steps=eval_steps, save_steps=save_steps,
-        freeze_embeddings=freeze_embeddings, related_label=related_label,
-        keep_checkpoints=keep_checkpoints,
-    )  # fmt: skip
+    cfg = config_from_options(RerankerTrainConfig, locals())
     result = train_reranker(
         read_examples(train_file), base, out, cfg,
         dev=read_examples(dev) if dev else None, resume_from_checkpoint=_resume(resume),

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rankwise.cli.common import JudgmentsOpt, console, err_console, judged_data, with_settings
+from rankwise.cli.common import (
+    JudgmentsOpt,
+    config_from_options,
+    console,
+    err_console,
+    judged_data,
+    with_settings,
+)
 from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, tune_app
 
 if TYPE_CHECKING:
@@ -98,6 +105,7 @@ def tune_run_command(
     from rankwise.tune.reranker import RerankerTrainConfig
     from rankwise.tune.run import TuneRunConfig, check_pools, tune_run
 
+    options = dict(locals())  # the command's options (config_from_options reads them)
     data = judged_data(judgments, data, splits=("train", "test"))  # test: stable 20% by hash
     cfg = TuneRunConfig(
         data=data, base=base, out=out, reranker_base=model_or_none(reranker_base),
@@ -106,19 +114,8 @@ def tune_run_command(
         max_train_queries=max_train_queries,
         max_eval_queries=max_eval_queries,
         mining=MiningConfig(negative_number=negative_number, margin=None if margin < 0 else margin),
-        embedder=EmbedderTrainConfig(
-            epochs=epochs, batch_size=batch_size, group_size=group_size, max_length=max_length,
-            distill_weight=distill_weight, learning_rate=lr, freeze_embeddings=freeze_embeddings,
-            max_steps=max_steps, keep_checkpoints=keep_checkpoints,
-        ),
-        reranker=RerankerTrainConfig(
-            epochs=epochs, batch_size=reranker_batch_size, group_size=reranker_group_size,
-            max_length=reranker_max_length, eval_steps=reranker_eval_steps,
-            distill_weight=distill_weight, learning_rate=reranker_lr,
-            max_steps=reranker_max_steps, freeze_embeddings=freeze_embeddings,
-            objective=reranker_objective, related_label=related_label,
-            keep_checkpoints=keep_checkpoints,
-        ),
+        embedder=config_from_options(EmbedderTrainConfig, options),
+        reranker=config_from_options(RerankerTrainConfig, options, prefix="reranker_"),
         pools=check_pools([p.strip() for p in pools.split(",") if p.strip()]),
         rerank_pools=check_pools([p.strip() for p in rerank_pools.split(",") if p.strip()])
         if rerank_pools
