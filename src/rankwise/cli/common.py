@@ -42,7 +42,8 @@ FLAGS: dict[str, tuple[str, ...]] = {
 #: Groups of settings several commands take.
 MODEL = ("device", "backend", "quantize", "model_batch_size", "token_budget")
 SEARCH = ("top_k", "top_n", "mode", "fusion", "min_relevance", "skip_margin")
-STAGES = ("max_chunks_per_doc", "chunk_aggregate", "rerank_template", "blend")
+CHUNKING = ("max_chunks_per_doc", "chunk_aggregate", "max_tokens_per_doc")
+STAGES = (*CHUNKING, "rerank_template", "blend")
 
 
 def _cli_type(annotation: Any) -> Any:
