@@ -11,6 +11,7 @@ import typer
 
 from rankwise.cli.app import app
 from rankwise.cli.common import (
+    CHUNKING,
     MODEL,
     SEARCH,
     STAGES,
@@ -152,7 +153,7 @@ def search(
 
 # ----------------------------------------------------------------------------- rerank
 @app.command()
-@with_settings("reranker", ("reranker_revision", "--revision"), *MODEL)
+@with_settings("reranker", ("reranker_revision", "--revision"), *MODEL, *CHUNKING)
 def rerank(
     query: Annotated[str, typer.Argument(help="The query.")],
     documents: Annotated[
@@ -182,7 +183,7 @@ def rerank(
         raise InvalidRequest(
             "no documents to rerank: give --documents FILE or pipe one document per line"
         )
-    ranked = load_reranker(s).rank(query, docs, top_n=top_n)
+    ranked = _rank(load_reranker(s), query, docs, top_n, s)
     rows = [
         {
             "rank": r.rank,
@@ -199,6 +200,20 @@ def rerank(
     from rankwise.render import rerank_table
 
     console.print(rerank_table(query, rows))
+
+
+def _rank(reranker, query: str, docs: list[str], top_n: int | None, s: Settings):
+    """Plain truncation, or with --max-chunks-per-doc / --max-tokens-per-doc each document
+    scored as its token windows (``models.chunking``; a line is all body, no title)."""
+    from rankwise.models import RankedResults
+    from rankwise.models.chunking import score_chunked
+    from rankwise.stages import chunk_policy
+
+    policy = chunk_policy(s)
+    if policy is None:
+        return reranker.rank(query, docs, top_n=top_n)
+    scores = score_chunked(reranker, query, docs, policy).scores
+    return RankedResults.from_scores(query, docs, scores, top_n=top_n)
 
 
 def _read_documents(text: str, name: str) -> list[str]:
