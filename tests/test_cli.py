@@ -175,15 +175,15 @@ def _in_process(capsys, *args):
 def test_rerank_chunking_finds_a_late_decisive_attribute(tmp_path, tiny_reranker_dir, capsys):
     """`rankwise rerank --max-chunks-per-doc`: a document whose deciding words sit past the
     model's max length wins only when it is scored window by window; without chunking the
-    model sees the same first tokens in both documents and the tie keeps input order."""
+    model sees the same first tokens in both documents and scores them alike."""
     from server_helpers import build_sharp_reranker
+    from tiny_models import TOKENIZER_CORPUS
 
     from rankwise.models import Reranker
     from rankwise.models.chunking import ChunkPolicy, score_chunked
 
     model_dir = build_sharp_reranker(tiny_reranker_dir, tmp_path / "sharp")
     rr = Reranker(str(model_dir))
-    from tiny_models import TOKENIZER_CORPUS
 
     query = "cordless drill lithium battery"
 
