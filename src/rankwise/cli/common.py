@@ -115,6 +115,14 @@ def with_settings(*names: str | tuple[str, ...]) -> Callable[[Callable], Callabl
     return decorate
 
 
+#: ``--json``: machine-readable output instead of a table or report (every command's).
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table/report.")]
+#: ``--cascade``: recall / rerank stages as data (search runs it; eval scores each prefix).
+CascadeOpt = Annotated[
+    str | None,
+    typer.Option(help="Stages, e.g. hybrid:200,colbert:50,rerank:10 (replaces top-k/top-n; "
+                 "eval scores each prefix as a system)."),
+]  # fmt: skip
 JudgmentsOpt = Annotated[
     Path | None,
     typer.Option(

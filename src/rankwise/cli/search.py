@@ -15,6 +15,8 @@ from rankwise.cli.common import (
     MODEL,
     SEARCH,
     STAGES,
+    CascadeOpt,
+    JsonOpt,
     console,
     err_console,
     load_embedder,
@@ -44,7 +46,7 @@ def index(
     resume: Annotated[
         bool, typer.Option(help="Resume from the last committed batch of the same file.")
     ] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonOpt = False,
     outputs: Annotated[
         str,
         typer.Option(help="Embedder outputs to store: dense, or dense,sparse,colbert (bge-m3)."),
@@ -100,13 +102,8 @@ def search(
             help="Metadata filter, repeatable: category=phone, price<500, 'brand in a,b'.",
         ),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of a table.")
-    ] = False,
-    cascade: Annotated[
-        str | None,
-        typer.Option(help="Stages, e.g. hybrid:200,colbert:50,rerank:10 (replaces top-k/top-n)."),
-    ] = None,
+    json_out: JsonOpt = False,
+    cascade: CascadeOpt = None,
     user: Annotated[
         str | None, typer.Option(help="Shopper id for the blend stage's personal features.")
     ] = None,
@@ -170,7 +167,7 @@ def rerank(
     top_n: Annotated[
         int | None, typer.Option("--top-n", min=1, help="Results returned (default: all).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonOpt = False,
     *,
     s: Settings,
 ) -> None:

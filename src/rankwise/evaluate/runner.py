@@ -47,6 +47,7 @@ from rankwise.evaluate.report import EvaluationReport, SystemResult
 from rankwise.evaluate.runs import check_run_ids, read_run
 from rankwise.evaluate.separation import Separation, sample_negatives, separation
 from rankwise.evaluate.significance import TESTS, compare
+from rankwise.evaluate.templates import parse_templates, template_pairs, with_templates
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder, Reranker
@@ -106,6 +107,7 @@ def evaluate(
     max_queries: int | None = None,
     pipeline: Pipeline | Mapping[str, Pipeline] | None = None,
     cascade: str | None = None,
+    templates: Sequence[str] | Mapping[str, Any] | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
@@ -131,6 +133,8 @@ def evaluate(
             by the embedder's languages.
         cascade: e.g. ``"hybrid:200,colbert:50,rerank:10"``: each prefix of it is one more
             system, named ``cascade <prefix>`` (see :mod:`rankwise.cascade`).
+        templates: rerank templates to compare: each adds ``<mode>+rerank[template=NAME]``
+            per rerank system, same candidates (see :mod:`rankwise.evaluate.templates`).
 
     Returns:
         :class:`EvaluationReport` (``.to_markdown()``, ``.to_dict()``, ``.save(dir)``).
@@ -144,6 +148,7 @@ def evaluate(
             log(msg)
 
     systems = parse_systems(systems)
+    templates = parse_templates(templates)
     ks = parse_ks(ks)
     if top_k < 1 or top_n < 1:
         raise InvalidRequest("top_k and top_n must be at least 1")
@@ -238,7 +243,7 @@ def evaluate(
                     results += _cascade_systems(
                         searcher, qids, queries, prefixes, rr, pool, score, show_progress
                     )
-                for system in searched:
+                for system, srch in with_templates(searcher, searched, templates, ds.corpus):
                     if system == "(cascade)":
                         continue
                     mode, _, rerank = system.partition("+")
@@ -246,7 +251,7 @@ def evaluate(
                         results.append(SystemResult(system, pool, None, {}, {}, note=NO_RERANKER))
                         continue
                     col = _run_searcher(
-                        searcher, qids, queries, qvecs, mode, bool(rerank), top_k, top_n,
+                        srch, qids, queries, qvecs, mode, bool(rerank), top_k, top_n,
                         desc=f"{system} [{pool}]", show_progress=show_progress,
                     )  # fmt: skip
                     if mode != "lexical":
@@ -303,6 +308,7 @@ def evaluate(
             "threshold": threshold,
             "significance": significance,
             "primary_metric": primary,
+            **({"templates": {n: t.to_dict() for n, t in templates.items()}} if templates else {}),
             "n_queries": len(qids),
             "queries_per_split": per_split,
             "n_corpus": len(ds.corpus),
@@ -481,6 +487,7 @@ def _significance(results: Sequence[SystemResult], metric: str, test: str) -> li
         names = list(values)
         pairs = [(s, s.split("+")[0]) for s in names if "+" in s and s.split("+")[0] in values]
         pairs += [(s, names[0]) for s in names[1:] if "+" not in s or s.split("+")[0] not in values]
+        pairs += template_pairs(names)  # each rerank template against the default text
         for c in compare(values, metric, pairs, test=test):
             out.append({"pool": pool, **c.to_dict()})
     return out
