@@ -156,3 +156,45 @@ def test_cascade_on_a_dense_only_index_says_what_is_missing(tmp_path, m3):
     cat.add(_records(10))
     with pytest.raises(UnsupportedFeature, match="colbert vectors"):
         Searcher(cat, mode="dense").search("apple", cascade="dense:5,colbert:2")
+
+
+def _reverse_recall_blend():
+    """A blend trained to prefer products the first stage ranked low: its order differs
+    from the cross-encoder's, so a response in blend order proves the blend ran."""
+    from rankwise.blend import BlendModel, BlendSpec, BlendStage
+
+    rng = np.random.default_rng(3)
+    per, n_queries = 20, 30
+    rank = np.tile(np.arange(1, per + 1, dtype=np.float32), n_queries)
+    X = np.column_stack([rng.normal(size=rank.size), rank, rng.normal(size=rank.size)])
+    y = np.digitize(rank, [8, 14, 18])
+    spec = BlendSpec(max_move=None)
+    return BlendStage(
+        BlendModel.fit(X.astype(np.float32), y, [per] * n_queries, spec, num_rounds=20)
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "whole_spec"),
+    [
+        ("hybrid:30,colbert:10,rerank:4", "hybrid:30,colbert:10,rerank:10"),
+        ("hybrid:30,colbert:4", "hybrid:30,colbert:30"),
+    ],
+)
+def test_cascade_applies_the_blend_stage_to_every_candidate_then_cuts(
+    catalog, searcher, spec, whole_spec
+):
+    """Before the fix the cascade returned before the blend: ``--cascade`` + ``--blend``
+    silently dropped the blend (no blend_score, cross-encoder order)."""
+    blend = _reverse_recall_blend()
+    blended = Searcher(catalog, searcher.reranker, mode="hybrid", blend=blend)
+    query = "apple iphone smartphone"
+    resp = blended.search(query, cascade=spec, explain=True)
+    # the reference: the last stage keeps all it scored, blended by hand, cut to 4
+    whole = searcher.search(query, cascade=whole_spec).results
+    want = blend.apply(query, whole, explain=True)[:4]
+    assert [r.id for r in resp.results] == [r.id for r in want]
+    assert [r.rank for r in resp.results] == [1, 2, 3, 4]
+    assert all(r.blend_score is not None and r.explain is not None for r in resp.results)
+    assert [r.id for r in resp.results] != [r.id for r in whole[:4]]  # the blend moved them
+    assert "blend" in resp.timings and resp.stages[-1]["depth"] == 4

@@ -161,7 +161,7 @@ def test_tune_report_p_values_equal_the_evaluation_reports(tmp_path):
     """The same comparison, in the tuning table and in the evaluation report, has one p."""
     from rankwise.evaluate import compute_metrics
     from rankwise.evaluate.report import EvaluationReport, SystemResult
-    from rankwise.evaluate.runner import _significance
+    from rankwise.evaluate.significance import compare_systems
     from rankwise.tune.run_report import compare_reports
 
     rng = np.random.default_rng(0)  # two runs over 40 queries (data, not a model's output)
@@ -176,7 +176,7 @@ def test_tune_report_p_values_equal_the_evaluation_reports(tmp_path):
         SystemResult(s, "test", compute_metrics(r, qrels, ks), r, {})
         for s, r in zip(names, runs, strict=True)
     ]
-    comparisons = _significance(res, "ndcg@10", "randomization")
+    comparisons = compare_systems(res, "ndcg@10", "randomization")
     reranked = EvaluationReport("x", "test", {}, res, comparisons)
     empty = EvaluationReport("x", "test", {}, [])
     row = next(

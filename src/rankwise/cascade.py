@@ -32,7 +32,8 @@ from rankwise.errors import InvalidRequest, UnsupportedFeature
 from rankwise.store import Hit
 
 if TYPE_CHECKING:
-    from rankwise.search import Searcher, SearchResponse
+    from rankwise.responses import SearchResponse
+    from rankwise.search import Searcher
 
 RECALLS = ("dense", "lexical", "bm25", "hybrid", "sparse", "fused")
 RESCORERS = ("colbert", "rerank")
@@ -168,9 +169,14 @@ def run_cascade(
     filters: Any = None,
     rerank: bool = True,
     threshold: float | None = None,
+    user: str | None = None,
+    explain: bool = False,
 ) -> SearchResponse:
-    """Run ``cascade`` for ``query`` through ``searcher``'s catalog and reranker."""
-    from rankwise.search import SearchResponse, SearchResult, rrf_fuse
+    """Run ``cascade`` for ``query`` through ``searcher``'s catalog and reranker; the
+    searcher's blend stage (when set) reorders the last stage's candidates, as after a
+    two-stage search, and the response keeps the last stage's depth."""
+    from rankwise.fusion import rrf_fuse
+    from rankwise.responses import SearchResponse, blend_depth, finish, recall_results
     from rankwise.store.filters import build_filter
 
     c = parse_cascade(cascade)
@@ -211,7 +217,10 @@ def run_cascade(
         t = time.perf_counter()
         side = _side(searcher, "colbert")
         scores = maxsim(q.colbert[0], side.colbert([h.id for h in hits]))
-        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))[: cb.depth]
+        # the last stage keeps every candidate for the blend stage, which cuts to its depth
+        last = c.stages[-1] is cb
+        depth = blend_depth(searcher.blend, len(hits), cb.depth) if last else cb.depth
+        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))[:depth]
         colbert_scores = {hits[i].id: float(scores[i]) for i in order}
         scored = len(hits)
         hits = [hits[i] for i in order]
@@ -223,9 +232,11 @@ def run_cascade(
     # -- cross-encoder
     rr = c.stage("rerank")
     reranked, skipped = False, None
+    n = c.stages[-1].depth
+    keep = blend_depth(searcher.blend, len(hits), n)
     if rr is not None and rerank and searcher.reranker is not None:
         t = time.perf_counter()
-        results = searcher.rerank(query, hits, top_n=rr.depth, threshold=threshold)
+        results = searcher.rerank(query, hits, top_n=keep, threshold=threshold)
         timings["rerank"] = time.perf_counter() - t
         stages.append(
             {
@@ -241,19 +252,10 @@ def run_cascade(
     else:
         if rr is not None:
             skipped = "no reranker configured" if searcher.reranker is None else "rerank off"
-        n = rr.depth if rr is not None else c.stages[-1].depth
-        results = [
-            SearchResult(
-                id=h.id,
-                rank=i,
-                recall_score=float(h.score),
-                recall_rank=recall_rank[h.id],
-                record=dict(h.record),
-            )
-            for i, h in enumerate(hits[:n], 1)
-        ]
+        results = recall_results(hits[:keep], recall_rank)
     for res in results:  # recall_score stays the first stage's; MaxSim goes beside it
         res.colbert_score = colbert_scores.get(res.id)
+    results = finish(searcher.blend, query, results, n, user=user, explain=explain, timings=timings)
     timings["total"] = time.perf_counter() - t0
     return SearchResponse(
         query,

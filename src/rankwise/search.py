@@ -31,8 +31,8 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -43,6 +43,16 @@ from rankwise.errors import InvalidRequest
 from rankwise.fusion import fuse, native_hybrid, rrf_fuse, weighted_fuse  # noqa: F401 - re-exported
 from rankwise.ranking import rank_order, sigmoid
 from rankwise.recipe import MODES, Mode, Pipeline, RecallRecipe, find_pipeline
+from rankwise.responses import (  # noqa: F401 - SearchResponse/Cache re-exported
+    Cache,
+    SearchResponse,
+    SearchResult,
+    blend_depth,
+    cache_key,
+    finish,
+    generation,
+    recall_results,
+)
 from rankwise.skip import SkipRule  # noqa: F401 - re-exported (rankwise.SkipRule)
 from rankwise.store import Hit
 from rankwise.store.filters import Filter, build_filter
@@ -55,53 +65,6 @@ if TYPE_CHECKING:
     from rankwise.templates import DocumentTemplate
 
 NOT_PROMOTED = "reranker not promoted for this catalog"
-
-
-@dataclass
-class SearchResult:
-    """One product in a response. ``rerank_score`` is the raw logit, ``relevance`` its sigmoid."""
-
-    id: str
-    rank: int
-    recall_score: float
-    recall_rank: int
-    rerank_score: float | None = None
-    relevance: float | None = None
-    record: dict[str, Any] = field(default_factory=dict)
-    blend_score: float | None = None  # the blend stage's score (rankwise.blend), when one runs
-    explain: dict[str, Any] | None = None  # per-feature contributions (search(explain=True))
-    colbert_score: float | None = None  # MaxSim, when a cascade rescored with ColBERT
-
-
-@dataclass
-class SearchResponse:
-    query: str
-    mode: str
-    results: list[SearchResult]
-    reranked: bool
-    skipped_reason: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    cached: bool = False
-    language: str | None = None  # detected query language (calibrated pipelines route by it)
-    recipe: str | None = None  # the recall recipe used, e.g. "hybrid rrf k=10 w=0.67/0.33"
-    stages: list[dict[str, Any]] | None = None  # a cascade's stages: depth, scored, seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SearchResponse:
-        d = dict(d)
-        d["results"] = [SearchResult(**r) for r in d["results"]]
-        return cls(**d)
-
-
-class Cache(Protocol):
-    """What the Searcher needs from a cache (in-process LRU or Redis, see ``cache.py``)."""
-
-    def get(self, key: str) -> bytes | None: ...
-
-    def set(self, key: str, value: bytes) -> None: ...
 
 
 class Searcher:
@@ -308,7 +271,7 @@ class Searcher:
         if cascade or self.cascade:  # the cascade's stages replace recall + rerank (not cached)
             return run_cascade(
                 self, query, cascade or self.cascade, filters=filters, rerank=rerank,
-                threshold=threshold,
+                threshold=threshold, user=user, explain=explain,
             )  # fmt: skip
         language, recipe = self.route(query, mode or self.mode)
         mode = recipe.mode
@@ -320,10 +283,10 @@ class Searcher:
         # A caller-supplied vector may not come from this embedder: never cache those.
         key = None
         if self.cache is not None and query_vector is None:
-            key = self._cache_key(query, recipe, top_k, top_n, flt, do_rerank, threshold)
+            key = cache_key(self, query, recipe, top_k, top_n, flt, do_rerank, threshold)
             if self.blend is not None:  # personal and explained bodies are their own entries
                 key += ":" + hashlib.sha256(f"{user}\0{explain}".encode()).hexdigest()[:16]
-        generation = _generation(self.cache)
+        gen = generation(self.cache)
         if key is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -347,28 +310,18 @@ class Searcher:
         if do_rerank and skipped is None and self.skip_rule is not None:
             skipped = self.skip_rule.reason(query, hits, mode)
         # the blend stage reorders every candidate, so the stages before it keep them all
-        keep = top_k if self.blend is not None else top_n
+        keep = blend_depth(self.blend, top_k, top_n)
         if do_rerank and skipped is None:
             t = time.perf_counter()
             results = self.rerank(query, hits, top_n=keep, threshold=threshold)
             timings["rerank"] = time.perf_counter() - t
         else:
-            results = [
-                SearchResult(
-                    id=h.id,
-                    rank=i,
-                    recall_score=float(h.score),
-                    recall_rank=i,
-                    record=dict(h.record),
-                )
-                for i, h in enumerate(hits[:keep], 1)
-            ]
+            results = recall_results(hits[:keep])
             if rerank and self.reranker is None:
                 skipped = "no reranker configured"
-        if self.blend is not None:
-            t = time.perf_counter()
-            results = self.blend.apply(query, results, user=user, explain=explain)[:top_n]
-            timings["blend"] = time.perf_counter() - t
+        results = finish(
+            self.blend, query, results, top_n, user=user, explain=explain, timings=timings
+        )
         timings["total"] = time.perf_counter() - t0
         resp = SearchResponse(
             query,
@@ -382,50 +335,9 @@ class Searcher:
         )
         # Only store if nothing was invalidated while we searched: otherwise a result computed
         # from the old catalog would be cached under the new generation.
-        if key is not None and _generation(self.cache) == generation:
+        if key is not None and generation(self.cache) == gen:
             self.cache.set(key, json.dumps(resp.to_dict()).encode())
         return resp
-
-    def _cache_key(self, query, recipe, top_k, top_n, flt, rerank, threshold) -> str:
-        parts = {
-            "q": query,
-            "m": recipe.to_dict(),
-            "pl": self.pipeline.to_dict()["rerank"],
-            "k": top_k,
-            "n": top_n,
-            # typed values: {"price": 10} and {"price": "10"} are different filters
-            "f": [[c.field, c.op, repr(c.value)] for c in flt.conditions] if flt else None,
-            "r": rerank,
-            "t": self.threshold if threshold is None else threshold,
-            "e": getattr(self.catalog.embedder, "version", None),
-            "x": self.reranker.version if (rerank and self.reranker is not None) else None,
-            "s": self.catalog.store.uri,
-            "g": getattr(self.catalog, "generation", 0),  # writes through this catalog
-            "skip": repr(self.skip_rule),
-            "chars": self.rerank_max_chars,
-            **_stage_parts(self),
-        }
-        return (
-            "rankwise:search:"
-            + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-        )
-
-
-def _stage_parts(searcher: Searcher) -> dict[str, Any]:
-    """Cache-key parts of the template, chunking and blend stages (only those set)."""
-    parts: dict[str, Any] = {}
-    if searcher.template is not None:
-        parts["tpl"] = searcher.template.to_dict()
-    if searcher.chunking is not None:
-        parts["chunk"] = repr(searcher.chunking)
-    if searcher.blend is not None:
-        parts["blend"] = searcher.blend.version
-    return parts
-
-
-def _generation(cache: Cache | None) -> int | None:
-    """The cache's invalidation generation when it has one (see ``rankwise.cache``)."""
-    return getattr(cache, "generation", None) if cache is not None else None
 
 
 def _with_mode(recipe: RecallRecipe, mode: str) -> RecallRecipe:

@@ -28,16 +28,15 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from rankwise.cascade import parse_cascade
 from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
-from rankwise.data import BeirDataset, document_text, load_beir
+from rankwise.data import BeirDataset, load_beir
 from rankwise.errors import InvalidRequest
 from rankwise.evaluate.calibration import CalibrationPlan, ThresholdChoice
 from rankwise.evaluate.indexes import corpus_side, corpus_vectors, dataset_root, pool_catalog
@@ -46,8 +45,9 @@ from rankwise.evaluate.pools import POOLS, union_of_judged
 from rankwise.evaluate.report import EvaluationReport, SystemResult
 from rankwise.evaluate.runs import check_run_ids, read_run
 from rankwise.evaluate.separation import Separation, sample_negatives, separation
-from rankwise.evaluate.significance import TESTS, compare
-from rankwise.evaluate.templates import parse_templates, template_pairs, with_templates
+from rankwise.evaluate.significance import TESTS, compare_systems
+from rankwise.evaluate.systems import cascade_systems, judged_systems, searched_system
+from rankwise.evaluate.templates import parse_templates, with_templates
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder, Reranker
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 # "calibrated": the Searcher's routed pipeline (``pipeline=``; see rankwise.recipe).
 RECALL_MODES = ("lexical", "dense", "hybrid", "calibrated")
 SYSTEMS = (*RECALL_MODES, *(f"{m}+rerank" for m in RECALL_MODES), "rerank-only")
-NO_RERANKER = "not run: no cross-encoder (none given, or --reranker none)"
 
 
 def parse_systems(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -72,18 +71,6 @@ def parse_systems(spec: str | Sequence[str]) -> tuple[str, ...]:
 def _default_index_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "rankwise" / "eval"
-
-
-@dataclass
-class _Collected:
-    """A system's run and per-query stage latencies in seconds."""
-
-    run: dict[str, dict[str, float]] = field(default_factory=dict)
-    latency: dict[str, list[float]] = field(default_factory=dict)
-
-    def add_timings(self, timings: Mapping[str, float]) -> None:
-        for stage, sec in timings.items():
-            self.latency.setdefault(stage, []).append(float(sec))
 
 
 def evaluate(
@@ -107,7 +94,7 @@ def evaluate(
     max_queries: int | None = None,
     pipeline: Pipeline | Mapping[str, Pipeline] | None = None,
     cascade: str | None = None,
-    templates: Sequence[str] | Mapping[str, Any] | None = None,
+    templates: Sequence[str] | Mapping[str, object] | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
@@ -240,35 +227,30 @@ def evaluate(
                     extra = tuple(o for o in prefixes[-1].needs() if o != "dense")
                     cat.side = corpus_side(ds.corpus, emb, root, extra, log=say) if extra else None
                     cat.side_outputs = extra
-                    results += _cascade_systems(
+                    results += cascade_systems(
                         searcher, qids, queries, prefixes, rr, pool, score, show_progress
                     )
-                for system, srch in with_templates(searcher, searched, templates, ds.corpus):
-                    if system == "(cascade)":
-                        continue
-                    mode, _, rerank = system.partition("+")
-                    if rerank and rr is None:
-                        results.append(SystemResult(system, pool, None, {}, {}, note=NO_RERANKER))
-                        continue
-                    col = _run_searcher(
-                        srch, qids, queries, qvecs, mode, bool(rerank), top_k, top_n,
-                        desc=f"{system} [{pool}]", show_progress=show_progress,
+                results += [
+                    searched_system(
+                        srch,
+                        system,
+                        pool,
+                        qids,
+                        queries,
+                        qvecs,
+                        rr,
+                        top_k=top_k,
+                        top_n=top_n,
+                        embed_per_query=embed_per_query,
+                        score=score,
+                        show_progress=show_progress,
                     )  # fmt: skip
-                    if mode != "lexical":
-                        col.latency["embed"] = [embed_per_query] * len(qids)
-                    depth = top_n if rerank else top_k
-                    metrics = score(col.run, depth)
-                    note = (
-                        None if metrics else f"not comparable: returns {depth} results, k > {depth}"
-                    )
-                    results.append(
-                        SystemResult(
-                            system, pool, metrics, col.run, col.latency, note=note, depth=depth
-                        )
-                    )
+                    for system, srch in with_templates(searcher, searched, templates, ds.corpus)
+                    if system != "(cascade)"
+                ]
 
         if "rerank-only" in systems:
-            judged = _judged_systems(
+            judged = judged_systems(
                 ds, qids, queries, qrels, pairs, rr, dense_pairs,
                 score=score, threshold=threshold, plan=plan, show_progress=show_progress,
             )  # fmt: skip
@@ -282,7 +264,7 @@ def evaluate(
         results.append(SystemResult(name, "external", score(run), dict(run), {}))
 
     primary = f"ndcg@{top_n}" if top_n in ks else f"ndcg@{ks[-1]}"
-    comparisons = _significance(results, primary, significance)
+    comparisons = compare_systems(results, primary, significance)
     per_split = ds.split_counts(qids)
     notes.append(
         f"evaluated {len(qids)} judged queries of qrels "
@@ -341,153 +323,3 @@ def _load_reranker(reranker: Reranker | str) -> Reranker | None:
         return None
 
     return Reranker(reranker)
-
-
-def _run_searcher(
-    searcher: Any,
-    qids: Sequence[str],
-    queries: Sequence[str],
-    qvecs: np.ndarray,
-    mode: str,
-    rerank: bool,
-    top_k: int,
-    top_n: int,
-    *,
-    desc: str,
-    show_progress: bool,
-) -> _Collected:
-    """One system over all queries: the run (Top-K recall, or reranked Top-N) and timings."""
-    col = _Collected()
-    if qids:  # warm-up, untimed: lazy index loads (BM25, ANN) must not count as query latency
-        searcher.search(queries[0], mode=None if mode == "calibrated" else mode, top_k=top_k,
-                        rerank=rerank, query_vector=None if mode == "lexical" else qvecs[0])  # fmt: skip
-    for i, (qid, query) in enumerate(
-        tqdm(list(zip(qids, queries, strict=True)), desc=desc, disable=not show_progress)
-    ):
-        resp = searcher.search(
-            query,
-            mode=None if mode == "calibrated" else mode,
-            top_k=top_k,
-            top_n=top_n if rerank else top_k,
-            rerank=rerank,
-            query_vector=None if mode == "lexical" else qvecs[i],
-        )
-        col.run[qid] = {
-            r.id: float(r.rerank_score if resp.reranked else r.recall_score) for r in resp.results
-        }
-        col.add_timings({k: v for k, v in resp.timings.items() if k != "embed"})
-    return col
-
-
-def _cascade_systems(searcher, qids, queries, prefixes, rr, pool, score, show_progress):
-    """One :class:`SystemResult` per cascade prefix (a prefix ending in rerank needs ``rr``)."""
-    out = []
-    for c in prefixes:
-        name = f"cascade {c.label()}"
-        if c.stage("rerank") and rr is None:
-            out.append(SystemResult(name, pool, None, {}, {}, note=NO_RERANKER))
-            continue
-        col = _Collected()
-        if qids:  # warm-up, untimed (lazy index and memory-map loads)
-            searcher.search(queries[0], cascade=c.label())
-        for qid, query in tqdm(
-            list(zip(qids, queries, strict=True)), desc=name, disable=not show_progress
-        ):
-            resp = searcher.search(query, cascade=c.label())
-            col.run[qid] = {r.id: float(len(resp.results) - i) for i, r in enumerate(resp.results)}
-            col.add_timings(resp.timings)
-        depth = c.stages[-1].depth
-        metrics = score(col.run, depth)
-        note = None if metrics else f"not comparable: returns {depth} results, k > {depth}"
-        out.append(SystemResult(name, pool, metrics, col.run, col.latency, note=note, depth=depth))
-    return out
-
-
-def _judged_systems(
-    ds: BeirDataset,
-    qids: Sequence[str],
-    queries: Sequence[str],
-    qrels: Mapping[str, Mapping[str, int]],
-    pairs: Mapping[str, Sequence[str]],
-    rr: Reranker | None,
-    dense_pairs: Mapping[str, Mapping[str, float]] | None,
-    *,
-    score: Callable[[Run], QueryMetrics],
-    threshold: int,
-    plan: CalibrationPlan,
-    show_progress: bool,
-) -> tuple[list[SystemResult], list[Separation], list[ThresholdChoice]]:
-    """``dense [judged]`` (the bi-encoder's order of the judged candidates, the baseline)
-    and ``rerank-only [judged]``, with the reranker's separation and calibrated thresholds."""
-    results: list[SystemResult] = []
-    if dense_pairs is not None:
-        judged_dense = {q: {d: dense_pairs[q][d] for d in qrels[q]} for q in qids}
-        results.append(SystemResult("dense", "judged", score(judged_dense), judged_dense, {}))
-    if rr is None:
-        results.append(SystemResult("rerank-only", "judged", None, {}, {}, note=NO_RERANKER))
-        return results, [], []
-    col, rel = _rerank_judged(rr, ds, qids, queries, qrels, pairs, show_progress)
-    results.append(SystemResult("rerank-only", "judged", score(col.run), col.run, col.latency))
-    cal_rel = None
-    if plan.cal_split:
-        from rankwise.models import sigmoid
-
-        cal_rel = {}
-        for q in tqdm(
-            sorted(plan.cal_qrels), desc=f"rerank [{plan.cal_split}]", disable=not show_progress
-        ):
-            docs = sorted(plan.cal_qrels[q])
-            texts = [document_text(ds.corpus[d]) for d in docs]
-            logits = np.asarray(rr.score(plan.cal_queries[q], texts), dtype=np.float32)
-            cal_rel[q] = dict(zip(docs, sigmoid(logits).tolist(), strict=True))
-    thresholds = plan.choose(rr.model_id, rel, cal_rel)
-    return results, [separation(rel, qrels, threshold=threshold, model=rr.model_id)], thresholds
-
-
-def _rerank_judged(
-    reranker: Reranker,
-    ds: BeirDataset,
-    qids: Sequence[str],
-    queries: Sequence[str],
-    qrels: Mapping[str, Mapping[str, int]],
-    pairs: Mapping[str, Sequence[str]],
-    show_progress: bool,
-) -> tuple[_Collected, dict[str, dict[str, float]]]:
-    """Cross-encoder scores for each query's judged documents (the run, raw logits) plus
-    the sampled negatives (``relevance`` 0..1 for separation and calibration)."""
-    from rankwise.models import sigmoid
-
-    col = _Collected()
-    relevance: dict[str, dict[str, float]] = {}
-    for qid, query in tqdm(
-        list(zip(qids, queries, strict=True)),
-        desc="rerank-only [judged]",
-        disable=not show_progress,
-    ):
-        docs = list(pairs[qid])
-        t = time.perf_counter()
-        logits = np.asarray(
-            reranker.score(query, [document_text(ds.corpus[d]) for d in docs]), dtype=np.float32
-        )
-        sec = time.perf_counter() - t
-        col.add_timings({"rerank": sec, "total": sec})
-        col.run[qid] = {d: float(s) for d, s in zip(docs, logits, strict=True) if d in qrels[qid]}
-        relevance[qid] = dict(zip(docs, sigmoid(logits).tolist(), strict=True))
-    return col, relevance
-
-
-def _significance(results: Sequence[SystemResult], metric: str, test: str) -> list:
-    """Each ``X+rerank`` against ``X``; every other system against the first of its pool."""
-    by_pool: dict[str, dict[str, np.ndarray]] = {}
-    for r in results:
-        if r.metrics is not None and metric in r.metrics.values:
-            by_pool.setdefault(r.pool, {})[r.system] = r.metrics.values[metric]
-    out = []
-    for pool, values in by_pool.items():
-        names = list(values)
-        pairs = [(s, s.split("+")[0]) for s in names if "+" in s and s.split("+")[0] in values]
-        pairs += [(s, names[0]) for s in names[1:] if "+" not in s or s.split("+")[0] not in values]
-        pairs += template_pairs(names)  # each rerank template against the default text
-        for c in compare(values, metric, pairs, test=test):
-            out.append({"pool": pool, **c.to_dict()})
-    return out

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
 from rankwise.errors import InvalidRequest
+from rankwise.evaluate.templates import template_pairs
+
+if TYPE_CHECKING:
+    from rankwise.evaluate.report import SystemResult
 
 TESTS = ("ttest", "randomization")
 #: Resamples and seed of the randomisation test, one setting for every report (evaluation
@@ -123,4 +128,22 @@ def compare(
                 int((np.abs(diff) <= 1e-12).sum()),
             )
         )
+    return out
+
+
+def compare_systems(results: Sequence[SystemResult], metric: str, test: str) -> list[dict]:
+    """Each ``X+rerank`` against ``X``; every other system against the first of its pool;
+    each ``X+rerank[template=T]`` also against ``X+rerank`` (``evaluate.templates``)."""
+    by_pool: dict[str, dict[str, np.ndarray]] = {}
+    for r in results:
+        if r.metrics is not None and metric in r.metrics.values:
+            by_pool.setdefault(r.pool, {})[r.system] = r.metrics.values[metric]
+    out: list[dict] = []
+    for pool, values in by_pool.items():
+        names = list(values)
+        pairs = [(s, s.split("+")[0]) for s in names if "+" in s and s.split("+")[0] in values]
+        pairs += [(s, names[0]) for s in names[1:] if "+" not in s or s.split("+")[0] not in values]
+        pairs += template_pairs(names)  # each rerank template against the default text
+        for c in compare(values, metric, pairs, test=test):
+            out.append({"pool": pool, **c.to_dict()})
     return out
