@@ -81,6 +81,10 @@ def test_a_half_written_last_line_waits_until_it_is_complete(tmp_path):
     assert log.refresh() is False and log.behaviour.n_events == 2
     _append(path, _line("p4", ts=3)[10:] + "\n")
     assert log.refresh() is True and log.behaviour.n_events == 3 and log.skipped == 0
+    # at load too: a log whose last line is mid-write starts without it, and no error
+    _append(path, _line("p5")[:12])
+    fresh, _ = _follow(path)
+    assert fresh.behaviour.n_events == 3 and fresh.skipped == 0
 
 
 def test_bad_appended_lines_are_skipped_with_line_and_field(tmp_path, caplog):
