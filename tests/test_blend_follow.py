@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 import httpx
 import numpy as np
@@ -110,12 +111,23 @@ def test_a_replaced_or_truncated_log_is_read_again(tmp_path):
     fresh = tmp_path / "rotated.jsonl"
     fresh.write_text(_line("p4") + "\n")
     os.replace(fresh, path)  # log rotation: another file under the same name
-    assert log.refresh() is True
+    assert log.refresh(wait=True) is True
     assert _clicks(log, "p3") == 0.0 and _clicks(log, "p4") == pytest.approx(np.log1p(1))
     path.write_text("")  # truncated
-    assert log.refresh() is True and log.behaviour.n_events == 0
+    assert log.refresh(wait=True) is True and log.behaviour.n_events == 0
     path.unlink()  # gone for a moment: the features stay as they were, no error
     assert log.refresh() is False and log.behaviour.n_events == 0
+    # while serving, a replaced file is read in the background: the old features meanwhile
+    path.write_text("")
+    assert log.refresh(wait=True) is False  # back, still empty
+    fresh.write_text(_line("p5") + "\n" + _line("p5", ts=2) + "\n")
+    os.replace(fresh, path)  # both files existed at once: another inode for sure
+    assert log.refresh() is False and log.behaviour.n_events == 0
+    for _ in range(200):
+        if log.behaviour.n_events == 2:
+            break
+        time.sleep(0.05)
+    assert log.behaviour.n_events == 2 and _clicks(log, "p5") == pytest.approx(np.log1p(2))
 
 
 def test_checks_are_rate_limited(tmp_path):

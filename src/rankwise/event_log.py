@@ -152,10 +152,12 @@ class FollowedLog:
         log.error("skipped %s", error_summary(self.path, errors))
 
     # ------------------------------------------------------------------ following
-    def refresh(self, *, force: bool = False) -> bool:
+    def refresh(self, *, force: bool = False, wait: bool = False) -> bool:
         """Pick up what the file gained since the last check (at most every ``check_s``
-        seconds unless ``force``); True when the features changed. Never raises: a
-        vanished or unreadable file keeps the current features (logged)."""
+        seconds unless ``force``); True when the features changed. Appended lines are read
+        here; a replaced file is read again in a background thread (the searches meanwhile
+        use the features they have; ``wait``: here, now). Never raises: a vanished or
+        unreadable file keeps the current features (logged)."""
         if self.check_s is None and not force:
             return False
         now = time.monotonic()
@@ -163,32 +165,54 @@ class FollowedLog:
             return False
         if not self._reloading.acquire(blocking=False):
             return False  # another request is reading the file: use what we have
+        release = True
         try:
             self._checked = now
-            return self._follow()
+            st = self._stat()
+            if not self._replaced(st):
+                return self._append(st)
+            if wait:
+                return self._reload()
+            # a full read of a large log takes seconds: not on a search's time
+            threading.Thread(target=self._reload_then_release, daemon=True,
+                             name="rankwise-event-log").start()  # fmt: skip
+            release = False
+            return False
         except (OSError, DataError) as e:
             log.warning("event log %s not re-read: %s", self.path, e)
             return False
         finally:
+            if release:
+                self._reloading.release()
+
+    def _replaced(self, st: os.stat_result) -> bool:
+        """Another file, a shorter one, or the same size rewritten in place."""
+        if (st.st_dev, st.st_ino) != self._file or st.st_size < self._offset:
+            return True
+        return st.st_size == self._offset and st.st_mtime_ns != self._mtime
+
+    def _reload(self) -> bool:
+        before = self.state
+        self._load(strict=False)
+        return self.state != before
+
+    def _reload_then_release(self) -> None:
+        try:
+            self._reload()
+        except Exception as e:  # noqa: BLE001 - a background reader logs, the server serves on
+            log.warning("event log %s not re-read: %s", self.path, e)
+        finally:
             self._reloading.release()
 
-    def _follow(self) -> bool:
-        st = self._stat()
-        replaced = (st.st_dev, st.st_ino) != self._file or st.st_size < self._offset
-        if not replaced and st.st_size == self._offset:
-            replaced = st.st_mtime_ns != self._mtime  # rewritten in place to the same size
-            if not replaced:
-                return False
-        if replaced:
-            before = self.state
-            self._load(strict=False)
-            return self.state != before
+    def _append(self, st: os.stat_result) -> bool:
+        if st.st_size == self._offset:
+            return False
         events, errors, offset, lines, open_line = self._read(
             st, self._offset, self._lines + 1, self._open_line
         )
         if errors:
             self._report(errors)
-        new_ids = {e.product_id for e in events} - set(self.behaviour.product)
+        new_ids = {e.product_id for e in events if e.product_id not in self.behaviour.product}
         records = self.lookup(sorted(new_ids)) if self.lookup is not None and new_ids else None
         with self._lock:
             self.behaviour.add(events, records)

@@ -211,9 +211,10 @@ class Behaviour:
         for e in events:
             self.n_events += 1
             w = 1.0 / propensity(e.position, self.eta)
-            self.qp[(normalise_query(e.query), e.product_id)][slot[e.event]] += w
-            self.queries.add(normalise_query(e.query))
-            self.qp_n[(normalise_query(e.query), e.product_id)] += 1
+            q = normalise_query(e.query)
+            self.qp[(q, e.product_id)][slot[e.event]] += w
+            self.queries.add(q)
+            self.qp_n[(q, e.product_id)] += 1
             self.product[e.product_id] += 1
             rec = self.record(e.product_id)
             for k, name in enumerate(self.fields):
