@@ -31,6 +31,18 @@ class Hit:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WriteBatch:
+    """A write :meth:`StoreHandle.upsert` has checked, for a backend's ``_write``: records
+    normalised (duplicate ids collapsed to the last), float32 (n, dim) vectors, the store's
+    schema, and learned sparse weights aligned with the records (or ``None``)."""
+
+    records: list[dict[str, Any]]
+    vectors: np.ndarray
+    schema: dict[str, str]
+    sparse: list[Mapping[int, float]] | None = None
+
+
 @runtime_checkable
 class Store(Protocol):
     """What ``search.py``, ``Catalog`` and the server rely on.
@@ -142,20 +154,14 @@ class StoreHandle:
                 raise StoreError(f"{len(records)} records but {len(sparse)} sparse vectors")
             by_id = {r["id"]: w for r, w in zip(records, sparse, strict=True)}
             weights = [by_id[r["id"]] for r in recs]
-        return self._write(recs, vecs, schema, weights)
+        return self._write(WriteBatch(recs, vecs, schema, weights))
 
     def _created(self) -> bool:  # pragma: no cover - each backend defines it
         """True once the first write has created the table/collection."""
         raise NotImplementedError
 
-    def _write(
-        self,
-        recs: list[dict[str, Any]],
-        vecs: np.ndarray,
-        schema: dict[str, str],
-        sparse: list[Mapping[int, float]] | None,
-    ) -> int:  # pragma: no cover - each backend defines it
-        """Write validated rows (``upsert`` has checked them); returns how many."""
+    def _write(self, batch: WriteBatch) -> int:  # pragma: no cover - each backend defines it
+        """Write a checked batch; returns how many records were written."""
         raise NotImplementedError
 
     def close(self) -> None:  # pragma: no cover - each backend defines it

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from lancedb.index import BTree, IvfFlat, IvfHnswFlat, IvfHnswSq, IvfPq, IvfSq
 
 from rankwise.errors import StoreError
 from rankwise.lexical import LexicalIndex, atomic_write_json
-from rankwise.store.base import Hit, StoreHandle
+from rankwise.store.base import Hit, StoreHandle, WriteBatch
 from rankwise.store.filters import FilterSpec, build_filter, quote_sql, to_sql
 from rankwise.store.schema import MetaSchema, check_filter
 
@@ -229,15 +229,10 @@ class LanceStore(StoreHandle):
     def _created(self) -> bool:
         return self._table is not None
 
-    def _write(
-        self,
-        recs: list[dict[str, Any]],
-        vecs: np.ndarray,
-        schema: MetaSchema,
-        sparse: list[Mapping[int, float]] | None,
-    ) -> int:
-        """One commit (``merge_insert`` by id) of rows :meth:`StoreHandle.upsert` checked;
-        duplicates within the call have collapsed to the last one."""
+    def _write(self, batch: WriteBatch) -> int:
+        """One commit (``merge_insert`` by id) of a batch :meth:`StoreHandle.upsert` checked
+        (learned sparse weights never come here: this store has no ``"sparse"`` capability)."""
+        recs, vecs, schema = batch.records, batch.vectors, batch.schema
         arrow_schema = self._arrow_schema(schema, vecs.shape[1])
         columns = {name: [r[name] for r in recs] for name in arrow_schema.names[:-1]}
         columns["vector"] = pa.FixedSizeListArray.from_arrays(

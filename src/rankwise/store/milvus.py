@@ -58,7 +58,7 @@ import numpy as np
 from rankwise.errors import StoreError, UnsupportedFeature
 from rankwise.lexical import LexicalIndex
 from rankwise.store import backend_for
-from rankwise.store.base import Hit, StoreHandle
+from rankwise.store.base import Hit, StoreHandle, WriteBatch
 from rankwise.store.filters import FilterSpec, build_filter
 from rankwise.store.milvus_schema import (
     EMPTY_SPARSE_TOKEN,
@@ -267,17 +267,12 @@ class MilvusStore(StoreHandle):
     def _created(self) -> bool:
         return bool(self._fields)
 
-    def _write(
-        self,
-        recs: list[dict[str, Any]],
-        vecs: np.ndarray,
-        schema: MetaSchema,
-        sparse: list[Mapping[int, float]] | None,
-    ) -> int:
+    def _write(self, batch: WriteBatch) -> int:
         """Milvus ``upsert`` (idempotent by id) in ``write_batch`` chunks; the first write
         creates the collection, with the learned sparse field when ``sparse`` is given."""
+        recs, vecs, sparse = batch.records, batch.vectors, batch.sparse
         if not self._fields:
-            self._create(schema, vecs.shape[1], learned_sparse=sparse is not None)
+            self._create(batch.schema, vecs.shape[1], learned_sparse=sparse is not None)
         if self._native_sparse and sparse is None:
             raise StoreError(
                 f"collection {self.collection!r} at {self.uri} holds learned sparse weights; "
