@@ -96,3 +96,20 @@ def test_unified_refuses_what_it_does_not_support(m3_dir, tmp_path):
     cfg = EmbedderTrainConfig(max_steps=1, cached=True, **FAST)
     with pytest.raises(InvalidRequest, match="--dense-only"):
         train_embedder(make_examples(8), str(m3_dir), tmp_path / "x", cfg)
+
+
+def test_cli_dense_only_keeps_heads_and_unified_errors_are_clear(m3_dir, tmp_path, capsys):
+    from rankwise.cli import main as cli_main
+    from rankwise.tune.data import write_examples
+
+    data = write_examples(make_examples(8), tmp_path / "train.jsonl")
+    args = ["tune", "embedder", str(data), "--base", str(m3_dir), "--max-steps", "1"]
+    args += ["--train-batch-size", "4", "--group-size", "2", "--cached"]
+    with pytest.raises(SystemExit) as err:
+        cli_main([*args, "--out", str(tmp_path / "a")])
+    assert err.value.code == 2 and "--dense-only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ok:
+        cli_main([*args, "--dense-only", "--out", str(tmp_path / "b")])
+    assert ok.value.code == 0
+    for name in HEADS:
+        assert (tmp_path / "b" / name).read_bytes() == (m3_dir / name).read_bytes()
