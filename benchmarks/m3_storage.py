@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     from rankwise.models import Embedder
     from rankwise.store import open_store
-    from rankwise.store.side import SideIndex
+    from rankwise.store.side import SideIndex, side_path
 
     tmp = Path(tempfile.mkdtemp(prefix="m3-storage-"))
     if args.embedder is None:
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     store = open_store(str(tmp / "lance"))
     store.upsert(recs, out.dense)
     store.close()
-    side = SideIndex(tmp / "lance" / "m3")
+    side = SideIndex(side_path(str(tmp / "lance")))
     side.upsert(ids, out.sparse, out.colbert)
     side.save()
     info = side.info()
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     lite = open_store(str(tmp / "native.db"))
     lite.upsert(recs, out.dense, sparse=out.sparse)
     lite.optimize()
-    cb = SideIndex(tmp / "native.db.m3")
+    cb = SideIndex(side_path(str(tmp / "native.db")))
     cb.upsert(ids, None, out.colbert)
     cb.save()
     ms, lite_tops = search_times(lambda q: [(h.id, h.score) for h in lite.sparse_search(q, 100)])

@@ -51,6 +51,8 @@ def test_milvus_lite_keeps_sparse_natively_and_colbert_beside(lite_native):
     assert lite_native.native_outputs == ("sparse",)
     assert "sparse" in lite_native.store.capabilities
     assert lite_native.side is not None and lite_native.side.outputs == ("colbert",)
+    # beside the milvus-lite directory, not inside what it owns
+    assert str(lite_native.side.folder) == lite_native.store.uri + ".m3"
     info = lite_native.store.info()["sparse"]
     assert info["engine"].startswith("native Milvus m3_sparse")
     assert info["nonzeros_per_product"] > 1 and info["memory_bytes_per_product"] > 8
