@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rankwise.cli.common import JudgmentsOpt, console, err_console, judged_data, with_settings
-from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, tune_app
+from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, UnifiedOpt, tune_app
 
 if TYPE_CHECKING:
     from rankwise.config import Settings
@@ -88,6 +88,7 @@ def tune_run_command(
     freeze_embeddings: Annotated[
         bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
     ] = False,
+    unified: UnifiedOpt = True,
     *,
     s: Settings,
 ) -> None:
@@ -109,7 +110,7 @@ def tune_run_command(
         embedder=EmbedderTrainConfig(
             epochs=epochs, batch_size=batch_size, group_size=group_size, max_length=max_length,
             distill_weight=distill_weight, learning_rate=lr, freeze_embeddings=freeze_embeddings,
-            max_steps=max_steps, keep_checkpoints=keep_checkpoints,
+            max_steps=max_steps, keep_checkpoints=keep_checkpoints, unified=unified,
         ),
         reranker=RerankerTrainConfig(
             epochs=epochs, batch_size=reranker_batch_size, group_size=reranker_group_size,
