@@ -102,3 +102,41 @@ def test_rerank_chunks_long_documents_and_bills_each_window(server, models):
     got = {r["index"]: r["relevance_score"] for r in chunked["results"]}
     assert [got[0], got[1]] == pytest.approx(want.tolist(), abs=1e-5)
     assert bad.status_code == 422 and "max_chunks_per_doc" in bad.text
+
+
+def _metric(text: str, name: str) -> float:
+    """A sample's value from the Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            if 'model="rerank"' in line or "{" not in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_search_prices_every_window_in_the_rerank_batcher(models, tmp_path):
+    """Chunked rerank in /v1/search: each window goes through the batcher as one pair,
+    priced by its own tokens (the admission's unit), not one price per product."""
+    from rankwise.models.chunking import split_windows
+    from rankwise.templates import _title_and_text
+
+    embedder, reranker = models
+    catalog = Catalog.open(str(tmp_path / "index"), embedder)
+    rows = [{"id": "long", "title": "drill kit", "text": LONG}, *PRODUCTS[:2]]
+    catalog.add(rows)
+    policy = ChunkPolicy(3)
+    searcher = Searcher(catalog, reranker, top_k=3, top_n=3, mode="dense", chunking=policy)
+    with running_server(settings(), Components(searcher=searcher, cache=MemoryCache())) as srv:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            before = c.get("/metrics").text
+            r = c.post("/v1/search", json={"query": "cordless drill"})
+            after = c.get("/metrics").text
+    assert r.status_code == 200 and {x["id"] for x in r.json()["results"]} == {"long", "p1", "p2"}
+    docs = [_title_and_text(x) for x in rows]
+    windows = [w for ws in split_windows(reranker, "cordless drill", docs, policy) for w in ws]
+    assert len(windows) == 3 + 2  # the long page is 3 windows
+    counts = reranker.count_tokens([t for w in windows for t in ("cordless drill", w)])
+    cost = sum(min(counts[2 * i] + counts[2 * i + 1], reranker.max_length) for i in range(5))
+    items = "rankwise_batch_items_sum"
+    tokens = "rankwise_batch_tokens_sum"
+    assert _metric(after, items) - _metric(before, items) == len(windows)
+    assert _metric(after, tokens) - _metric(before, tokens) == cost

@@ -160,3 +160,67 @@ def test_rerank_reads_stdin(tiny_reranker_dir):
     assert sorted(x["index"] for x in rows) == [0, 1, 2]
     assert [x["rank"] for x in rows] == [1, 2, 3]
     assert rows == sorted(rows, key=lambda x: -x["score"])
+
+
+def _in_process(capsys, *args):
+    """The CLI's entry point in this process (a model load per call, no interpreter start)."""
+    from rankwise.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return done.value.code or 0, out.out, out.err
+
+
+def test_rerank_chunking_finds_a_late_decisive_attribute(tmp_path, tiny_reranker_dir, capsys):
+    """`rankwise rerank --max-chunks-per-doc`: a document whose deciding words sit past the
+    model's max length wins only when it is scored window by window; without chunking the
+    model sees the same first tokens in both documents and scores them alike."""
+    from server_helpers import build_sharp_reranker
+    from tiny_models import TOKENIZER_CORPUS
+
+    from rankwise.models import Reranker
+    from rankwise.models.chunking import ChunkPolicy, score_chunked
+
+    model_dir = build_sharp_reranker(tiny_reranker_dir, tmp_path / "sharp")
+    rr = Reranker(str(model_dir))
+
+    query = "cordless drill lithium battery"
+
+    def repeat(phrase, times):
+        return " ".join(f"{phrase} {i}" for i in range(times))
+
+    # random weights: let the model say which phrase it rates low (the filler, long past its
+    # max length) and which high (the late attribute, about a window of it at the end)
+    phrases = sorted(TOKENIZER_CORPUS, key=lambda p: float(rr.score(query, [repeat(p, 8)])[0]))
+    policy = ChunkPolicy(8)
+    filler, attr = next(
+        (repeat(low, 100), repeat(high, 8))
+        for low in phrases[:4]
+        for high in phrases[::-1][:6]
+        if (s := score_chunked(rr, query, [repeat(low, 100), f"{repeat(low, 100)} {repeat(high, 8)}"],
+                               policy).scores)[1] > s[0] + 1e-3
+    )  # fmt: skip
+    assert len(rr.tokens.content_ids([filler])[0]) > 2 * rr.max_length
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"text": t}) for t in [filler, f"{filler} {attr}"]))
+
+    def ranked(*extra):
+        code, out, err = _in_process(
+            capsys, "rerank", query, "--reranker", model_dir, "-d", docs, "--json", *extra
+        )
+        assert code == 0, err
+        return json.loads(out)
+
+    plain, chunked = ranked(), ranked("--max-chunks-per-doc", "8")
+    # truncated, the model sees the same tokens of both: a tie (up to float noise)
+    assert plain[0]["score"] == pytest.approx(plain[1]["score"], abs=1e-4)
+    assert chunked[0]["index"] == 1 and chunked[0]["score"] > chunked[1]["score"] + 1e-3
+    # cut before windowing, the attribute is gone again; mean-top2 is accepted
+    cut = ranked("--max-chunks-per-doc", "8", "--max-tokens-per-doc", "100")
+    assert cut[0]["score"] == pytest.approx(cut[1]["score"], abs=1e-4)
+    assert len(ranked("--max-chunks", "8", "--chunk-aggregate", "mean-top2")) == 2
+    code, out, err = _in_process(
+        capsys, "rerank", query, "--reranker", model_dir, "-d", docs, "--max-chunks-per-doc", "0"
+    )
+    assert code == 2 and "max_chunks_per_doc" in err and "Traceback" not in err

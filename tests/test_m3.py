@@ -115,7 +115,7 @@ def test_dense_fine_tune_keeps_the_sparse_and_colbert_heads(m3_dir, tmp_path):
     from rankwise.tune.embedder import EmbedderTrainConfig, train_embedder
 
     out = tmp_path / "tuned"
-    cfg = EmbedderTrainConfig(max_steps=4, group_size=2, learning_rate=1e-3, **FAST)
+    cfg = EmbedderTrainConfig(max_steps=4, group_size=2, learning_rate=1e-3, unified=False, **FAST)
     train_embedder(make_examples(8), str(m3_dir), out, cfg)
     for name in ("sparse_linear.pt", "colbert_linear.pt"):
         assert (out / name).read_bytes() == (m3_dir / name).read_bytes()

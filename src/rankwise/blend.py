@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rankwise.errors import ConfigError, DataError
-from rankwise.signals import BEHAVIOUR_FEATURES, Behaviour, numeric_features, read_events
+from rankwise.signals import BEHAVIOUR_FEATURES, Behaviour, Event, numeric_features
 
 STAGE_FEATURES = ("recall_score", "recall_rank", "rerank_logit")
 SPEC_FILE = "blend.json"
@@ -108,10 +108,11 @@ def build_features(
     spec: BlendSpec,
     query: str,
     candidates: Sequence[Candidate],
-    behaviour: Behaviour | None = None,
+    behaviour: Any = None,
     user: str | None = None,
 ) -> np.ndarray:
-    """float32 (n, len(spec.feature_names)), columns in that order."""
+    """float32 (n, len(spec.feature_names)), columns in that order; ``behaviour`` is a
+    :class:`Behaviour` or a followed log (anything with its ``features``)."""
     stage = np.array(
         [[c.recall_score, c.recall_rank, c.rerank_logit] for c in candidates], dtype=np.float32
     ).reshape(len(candidates), 3)
@@ -260,48 +261,80 @@ class BlendModel:
         return cls(booster, BlendSpec.from_dict(body["spec"]), body.get("info"))
 
 
+#: Product records for the personal affinities: id → record, or ``fn(ids) -> records``.
+Records = Mapping[str, Mapping[str, Any]] | Callable[[list[str]], list[dict]]
+
+
+def records_for(records: Records | None, ids: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+    """id → record for ``ids`` (a lookup such as ``store.get`` is asked once)."""
+    if records is None:
+        return {}
+    if callable(records):
+        return {str(r["id"]): r for r in records(list(ids))}
+    return records
+
+
+def spec_behaviour(spec: BlendSpec, events: Sequence[Event], records: Records | None) -> Behaviour:
+    """The behaviour features ``spec`` asks for (its eta and affinity fields) over
+    ``events``, with the records of the products they name."""
+    ids = list(dict.fromkeys(e.product_id for e in events))
+    fields = {"category_field": spec.category_field, "brand_field": spec.brand_field}
+    return Behaviour(events, records_for(records, ids), eta=spec.eta, **fields)
+
+
 class BlendStage:
     """The served stage: reorders a query's candidates by the blend, within the cap.
 
-    ``behaviour`` is built from ``model.spec.events`` when not given; ``records`` supply the
-    category and brand of logged products for personal affinities: id → record, or a
-    lookup ``fn(ids) -> records`` (e.g. ``store.get``).
+    Without a given ``behaviour``, the event log ``model.spec.events`` is read and followed
+    (:class:`~rankwise.event_log.FollowedLog`): events appended while serving are counted
+    in, checked at most every ``reload_s`` seconds (``None``: read once). ``records``
+    supply the category and brand of logged products for personal affinities: id → record,
+    or a lookup ``fn(ids) -> records`` (e.g. ``store.get``).
     """
 
     def __init__(
         self,
         model: BlendModel,
         behaviour: Behaviour | None = None,
-        records: Mapping[str, Mapping[str, Any]] | Callable[[list[str]], list[dict]] | None = None,
+        records: Records | None = None,
+        *,
+        reload_s: float | None = None,
     ):
+        from rankwise.event_log import FollowedLog
+
         self.model = model
         spec = model.spec
+        self.log: FollowedLog | None = None
         if spec.behaviour and behaviour is None:
-            events = read_events(spec.events)  # type: ignore[arg-type]
-            if callable(records):
-                ids = list(dict.fromkeys(e.product_id for e in events))
-                records = {str(r["id"]): r for r in records(ids)}
-            behaviour = Behaviour(
-                events,
-                records,
-                eta=spec.eta,
-                category_field=spec.category_field,
-                brand_field=spec.brand_field,
+            self.log = FollowedLog(
+                spec.events,  # type: ignore[arg-type]
+                lambda events: spec_behaviour(spec, events, records),
+                (lambda ids: records_for(records, ids)) if records is not None else None,
+                check_s=reload_s,
             )
-        self.behaviour = behaviour
+        self.behaviour: Behaviour | FollowedLog | None = self.log or behaviour
 
     @classmethod
-    def load(cls, path: str | Path, records: Any = None) -> BlendStage:
-        return cls(BlendModel.load(path), records=records)
+    def load(
+        cls, path: str | Path, records: Records | None = None, *, reload_s: float | None = None
+    ) -> BlendStage:
+        return cls(BlendModel.load(path), records=records, reload_s=reload_s)
 
     @property
     def version(self) -> str:
-        return self.model.version
+        """The model's version, and with a followed log what was read of it (this checks
+        the log first, at most every ``reload_s``): it keys the search cache."""
+        if self.log is None:
+            return self.model.version
+        self.log.refresh()
+        return f"{self.model.version}:{self.log.state}"
 
     def order(
         self, query: str, candidates: Sequence[Candidate], user: str | None = None
     ) -> tuple[list[int], np.ndarray, np.ndarray]:
         """(capped order best first, blend scores, features) for ``candidates``."""
+        if self.log is not None:
+            self.log.refresh()  # at most every reload_s: events appended since
         X = build_features(self.model.spec, query, candidates, self.behaviour, user)
         scores = self.model.predict(X)
         return capped_order(base_scores(candidates), scores, self.model.spec.max_move), scores, X

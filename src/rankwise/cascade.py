@@ -134,7 +134,8 @@ def maxsim(query: np.ndarray, docs: Sequence[np.ndarray]) -> np.ndarray:
 
 def _side(searcher: Searcher, output: str):
     side = getattr(searcher.catalog, "side", None)
-    if side is None or output not in side.outputs:
+    native = output in getattr(searcher.catalog, "native_outputs", ())
+    if not native and (side is None or output not in side.outputs):
         raise UnsupportedFeature(
             f"the cascade needs {output} vectors but index {searcher.store.uri} holds none. "
             f"Fix: index with an embedder that has them (bge-m3) and "
@@ -144,9 +145,12 @@ def _side(searcher: Searcher, output: str):
 
 
 def sparse_recall(searcher: Searcher, weights: Mapping[int, float], k: int, flt: Any) -> list[Hit]:
-    """Top-k by learned lexical weights; filters are applied before the cut (the allowed ids
-    come from the store's own records)."""
+    """Top-k by learned lexical weights; filters are applied before the cut: inside the store
+    where it keeps the weights itself (Milvus' sparse field), else in the side index (the
+    allowed ids come from the store's own records)."""
     side = _side(searcher, "sparse")
+    if "sparse" in getattr(searcher.catalog, "native_outputs", ()):
+        return searcher.store.sparse_search(weights, k, flt)
     allowed = None
     # a side index shared with a smaller store (an evaluation's test pool) is restricted too
     if flt or len(side.sparse) > searcher.store.count():

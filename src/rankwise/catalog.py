@@ -68,17 +68,37 @@ def _served(embedder: Any) -> dict[str, str]:
     return {"served_model": served} if isinstance(served, str) and served else {}
 
 
-def side_index(store: Store, outputs: Sequence[str] | None = None) -> SideIndex | None:
+def native_outputs(store: Store, outputs: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The bge-m3 outputs ``store`` keeps itself (by its ``"sparse"`` capability): ``sparse``
+    when an existing index holds it, or a new one is asked for it (``outputs``)."""
+    if "sparse" not in store.capabilities:
+        return ()
+    return ("sparse",) if store.dim is not None or "sparse" in (outputs or ()) else ()
+
+
+def side_index(
+    store: Store, outputs: Sequence[str] | None = None, native: Sequence[str] = ()
+) -> SideIndex | None:
     """The sparse/ColBERT :class:`SideIndex` beside ``store``: the one it has, or a new one
-    when ``outputs`` ask for sparse or colbert; ``None`` for a dense-only index."""
+    when ``outputs`` ask for sparse or colbert that the store does not keep (``native``);
+    ``None`` when nothing is kept beside it."""
     folder = side_path(store.uri)
-    extra = tuple(o for o in (outputs or ()) if o != "dense")
+    extra = tuple(o for o in (outputs or ()) if o not in ("dense", *native))
     if not (extra or SideIndex.exists(folder)):
         return None
     if folder is None:
+        version = getattr(store, "server_version", "")
+        need = {
+            "sparse": f"learned sparse weights need Milvus >= 2.4 (SPARSE_FLOAT_VECTOR; this "
+            f"server runs {version or 'an older version'})",
+            "colbert": "ColBERT vectors are kept in files beside the index (rankwise does not "
+            "store Milvus embedding lists)",
+        }
         raise StoreError(
-            f"sparse/colbert outputs are kept in files beside the index; {store.uri} is a "
-            "server URI. Fix: use a LanceDB directory or a Milvus Lite file."
+            f"{store.uri} is a server URI and cannot keep {'/'.join(extra)} beside it: "
+            + "; ".join(need[o] for o in extra if o in need)
+            + ". Fix: use a LanceDB directory or a Milvus Lite file"
+            + (", or a newer Milvus server." if "sparse" in extra else ".")
         )
     return SideIndex(folder)
 
@@ -96,6 +116,8 @@ class Catalog:
         #: bge-m3's sparse weights / ColBERT vectors beside the store (``None``: dense only).
         self.side = side
         self.side_outputs: tuple[str, ...] = side.outputs if side is not None else ()
+        #: bge-m3 outputs the store keeps itself (``("sparse",)`` on Milvus >= 2.4 / Lite).
+        self.native_outputs: tuple[str, ...] = native_outputs(store)
         self._defer_side = False
         #: Bumped by every write through this catalog; part of the Searcher's cache key.
         self.generation = 0
@@ -125,12 +147,14 @@ class Catalog:
         """``outputs`` (any of ``sparse``, ``colbert`` besides dense) keeps bge-m3's other
         outputs in a :class:`SideIndex` beside the store; an index that has one opens it."""
         store = open_store(uri, create=create, **store_options)
+        native = native_outputs(store, outputs)
         try:
-            catalog = cls(store, embedder, side_index(store, outputs))
+            catalog = cls(store, embedder, side_index(store, outputs, native))
         except BaseException:  # a refused embedder or side index: release the store first
             store.close()
             raise
-        extra = tuple(o for o in (outputs or ()) if o != "dense")
+        catalog.native_outputs = native
+        extra = tuple(o for o in (outputs or ()) if o not in ("dense", *native))
         if extra:
             catalog.side_outputs = tuple(dict.fromkeys(catalog.side_outputs + extra))
         return catalog
@@ -198,14 +222,21 @@ class Catalog:
             return 0
         texts = [document_text(r) for r in records]
         embedder = self.require_embedder()
-        if self.side is not None and self.side_outputs:  # one forward pass for all outputs
-            out = embedder.encode_multi(texts, "document", ("dense", *self.side_outputs))
+        side = self.side_outputs if self.side is not None else ()
+        sparse = None
+        if side or self.native_outputs:  # one forward pass for all outputs
+            out = embedder.encode_multi(texts, "document", ("dense", *self.native_outputs, *side))
             vectors = out.dense
+            sparse = out.sparse if "sparse" in self.native_outputs else None
         else:
             vectors = embedder.encode_documents(texts)
-        n = self.store.upsert(list(records), vectors, schema=schema)
-        if self.side is not None and self.side_outputs:
-            self.side.upsert([r["id"] for r in records], out.sparse, out.colbert)
+        n = self.store.upsert(list(records), vectors, schema=schema, sparse=sparse)
+        if side:
+            self.side.upsert(
+                [r["id"] for r in records],
+                out.sparse if "sparse" in side else None,
+                out.colbert if "colbert" in side else None,
+            )
             if not self._defer_side:
                 self.side.save()
         self.generation += 1

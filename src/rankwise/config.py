@@ -103,6 +103,15 @@ class Settings(BaseSettings):
         None, "Rerank text from the record's fields, e.g. '{title} | {brand} | {text}'."
     )
     blend: str | None = _s(None, "A `rankwise tune blend` folder: the final ranking stage.")
+    blend_reload_s: float = _s(
+        5.0,
+        "Seconds between checks of the blend's event log for appended events "
+        "(0: read once at load).",
+        ge=0.0,
+    )
+    max_tokens_per_doc: int | None = _s(
+        None, "Body tokens of a document reranked at most (cut before windowing).", ge=1
+    )
     # evaluation and tuning
     relevant_grade: int = _s(
         1, "Smallest judged grade counted as relevant (metrics, training positives).", ge=0

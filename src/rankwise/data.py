@@ -343,7 +343,13 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     for n, row in jsonl_rows(root / "corpus.jsonl"):
         if "_id" not in row:
             raise DataError(f"{root / 'corpus.jsonl'}:{n}: missing '_id'")
-        corpus[str(row["_id"])] = {"title": row.get("title") or "", "text": row.get("text") or ""}
+        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        # metadata fields (brand, category, ...) are what rerank templates can read
+        corpus[str(row["_id"])] = {
+            **meta,
+            "title": row.get("title") or "",
+            "text": row.get("text") or "",
+        }
     if not corpus:
         raise DataError(f"{root / 'corpus.jsonl'}: the corpus is empty")
     queries = {}

@@ -113,20 +113,14 @@ def parse_event(obj: Any) -> Event:
     return Event(query, str(pid), event, ts, None if user is None else str(user), pos)
 
 
-def read_events(path: str | Path) -> list[Event]:
-    """All events of a JSONL log; one :class:`DataError` listing each bad line (file:line:
-    field: problem, the first 20) when any line is invalid. Blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"event log {path} does not exist")
+def parse_lines(
+    path: str | Path, lines: Iterable[str], first_no: int = 1
+) -> tuple[list[Event], list[str]]:
+    """Events of ``lines`` (numbered from ``first_no``) and one message per bad line
+    (``file:line: field 'x': problem``); blank lines are skipped."""
     events: list[Event] = []
     errors: list[str] = []
-    with path.open(encoding="utf-8", errors="strict") as fh:
-        try:
-            lines = list(fh)
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 ({e})") from None
-    for no, line in enumerate(lines, 1):
+    for no, line in enumerate(lines, first_no):
         if not line.strip():
             continue
         try:
@@ -135,12 +129,30 @@ def read_events(path: str | Path) -> list[Event]:
             errors.append(f"{path}:{no}: not JSON ({e.msg} at column {e.colno})")
         except ValueError as e:
             errors.append(f"{path}:{no}: {e}")
+    return events, errors
+
+
+def error_summary(path: str | Path, errors: Sequence[str]) -> str:
+    """One message for many bad lines (the first 20 listed)."""
+    shown = "\n  ".join(errors[:_MAX_REPORTED])
+    more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+    return f"{len(errors)} invalid line(s) in event log {path}:\n  {shown}{more}"
+
+
+def read_events(path: str | Path) -> list[Event]:
+    """All events of a JSONL log; one :class:`DataError` listing each bad line (file:line:
+    field: problem, the first 20) when any line is invalid. Blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"event log {path} does not exist")
+    with path.open(encoding="utf-8", errors="strict") as fh:
+        try:
+            lines = list(fh)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 ({e})") from None
+    events, errors = parse_lines(path, lines)
     if errors:
-        shown = "\n  ".join(errors[:_MAX_REPORTED])
-        more = (
-            f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
-        )
-        raise DataError(f"{len(errors)} invalid line(s) in event log {path}:\n  {shown}{more}")
+        raise DataError(error_summary(path, errors))
     if not events:
         raise DataError(f"event log {path} holds no events")
     return events
@@ -184,15 +196,27 @@ class Behaviour:
         self.user_attr: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter(), Counter()])
         self.user_n: Counter[str] = Counter()
         self.global_attr: list[Counter[str]] = [Counter(), Counter()]
-        records = records or {}
+        self.records: Mapping[str, Mapping[str, Any]] = records or {}
+        self.added_records: dict[str, Mapping[str, Any]] = {}  # looked up for appended events
+        self.n_events = 0
+        self.add(events)
+
+    def add(
+        self, events: Iterable[Event], records: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        """Count more events in (incremental: what a followed log appends); ``records`` adds
+        the category and brand of products not known yet."""
+        self.added_records.update(records or {})
         slot = {name: i for i, name in enumerate(EVENTS)}
         for e in events:
-            w = 1.0 / propensity(e.position, eta)
-            self.qp[(normalise_query(e.query), e.product_id)][slot[e.event]] += w
-            self.queries.add(normalise_query(e.query))
-            self.qp_n[(normalise_query(e.query), e.product_id)] += 1
+            self.n_events += 1
+            w = 1.0 / propensity(e.position, self.eta)
+            q = normalise_query(e.query)
+            self.qp[(q, e.product_id)][slot[e.event]] += w
+            self.queries.add(q)
+            self.qp_n[(q, e.product_id)] += 1
             self.product[e.product_id] += 1
-            rec = records.get(e.product_id)
+            rec = self.record(e.product_id)
             for k, name in enumerate(self.fields):
                 value = None if rec is None else rec.get(name)
                 if value is None:
@@ -203,6 +227,9 @@ class Behaviour:
             if e.user_id is not None:
                 self.user_n[e.user_id] += 1
         self.global_n = [sum(c.values()) for c in self.global_attr]
+
+    def record(self, product_id: str) -> Mapping[str, Any] | None:
+        return self.added_records.get(product_id) or self.records.get(product_id)
 
     def _affinity(self, user: str | None, k: int, value: Any) -> float:
         if value is None:

@@ -43,7 +43,8 @@ FLAGS: dict[str, tuple[str, ...]] = {
 #: Groups of settings several commands take.
 MODEL = ("device", "backend", "quantize", "model_batch_size", "token_budget")
 SEARCH = ("top_k", "top_n", "mode", "fusion", "min_relevance", "skip_margin")
-STAGES = ("max_chunks_per_doc", "chunk_aggregate", "rerank_template", "blend")
+CHUNKING = ("max_chunks_per_doc", "chunk_aggregate", "max_tokens_per_doc")
+STAGES = (*CHUNKING, "rerank_template", "blend")
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -115,6 +116,14 @@ def with_settings(*names: str | tuple[str, ...]) -> Callable[[Callable], Callabl
     return decorate
 
 
+#: ``--json``: machine-readable output instead of a table or report (every command's).
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table/report.")]
+#: ``--cascade``: recall / rerank stages as data (search runs it; eval scores each prefix).
+CascadeOpt = Annotated[
+    str | None,
+    typer.Option(help="Stages, e.g. hybrid:200,colbert:50,rerank:10 (replaces top-k/top-n; "
+                 "eval scores each prefix as a system)."),
+]  # fmt: skip
 JudgmentsOpt = Annotated[
     Path | None,
     typer.Option(

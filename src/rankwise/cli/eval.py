@@ -10,6 +10,8 @@ import typer
 from rankwise.cli.app import app
 from rankwise.cli.common import (
     MODEL,
+    CascadeOpt,
+    JsonOpt,
     JudgmentsOpt,
     console,
     err_console,
@@ -68,10 +70,16 @@ def eval_command(
     max_queries: Annotated[
         int | None, typer.Option(min=1, help="Only the first N queries (quick check).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    cascade: Annotated[
-        str | None,
-        typer.Option(help="e.g. hybrid:200,colbert:50,rerank:10: each prefix is a system."),
+    json_out: JsonOpt = False,
+    cascade: CascadeOpt = None,
+    rerank_template: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rerank-template",
+            "--template",
+            help="Compare rerank texts: NAME=FORMAT (e.g. 'brand={brand} | {title}'), FORMAT, "
+            "or a .toml/.json file of them; repeatable. Each adds <mode>+rerank[template=NAME].",
+        ),
     ] = None,
     *,
     s: Settings,
@@ -108,6 +116,7 @@ def eval_command(
         calibration_split=calibration_split,
         max_queries=max_queries,
         cascade=cascade,
+        templates=rerank_template,
         show_progress=not json_out,
         log=(lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False)),
     )

@@ -11,9 +11,12 @@ import typer
 
 from rankwise.cli.app import app
 from rankwise.cli.common import (
+    CHUNKING,
     MODEL,
     SEARCH,
     STAGES,
+    CascadeOpt,
+    JsonOpt,
     console,
     err_console,
     load_embedder,
@@ -43,7 +46,7 @@ def index(
     resume: Annotated[
         bool, typer.Option(help="Resume from the last committed batch of the same file.")
     ] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonOpt = False,
     outputs: Annotated[
         str,
         typer.Option(help="Embedder outputs to store: dense, or dense,sparse,colbert (bge-m3)."),
@@ -99,13 +102,8 @@ def search(
             help="Metadata filter, repeatable: category=phone, price<500, 'brand in a,b'.",
         ),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of a table.")
-    ] = False,
-    cascade: Annotated[
-        str | None,
-        typer.Option(help="Stages, e.g. hybrid:200,colbert:50,rerank:10 (replaces top-k/top-n)."),
-    ] = None,
+    json_out: JsonOpt = False,
+    cascade: CascadeOpt = None,
     user: Annotated[
         str | None, typer.Option(help="Shopper id for the blend stage's personal features.")
     ] = None,
@@ -152,7 +150,7 @@ def search(
 
 # ----------------------------------------------------------------------------- rerank
 @app.command()
-@with_settings("reranker", ("reranker_revision", "--revision"), *MODEL)
+@with_settings("reranker", ("reranker_revision", "--revision"), *MODEL, *CHUNKING)
 def rerank(
     query: Annotated[str, typer.Argument(help="The query.")],
     documents: Annotated[
@@ -169,7 +167,7 @@ def rerank(
     top_n: Annotated[
         int | None, typer.Option("--top-n", min=1, help="Results returned (default: all).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonOpt = False,
     *,
     s: Settings,
 ) -> None:
@@ -182,7 +180,7 @@ def rerank(
         raise InvalidRequest(
             "no documents to rerank: give --documents FILE or pipe one document per line"
         )
-    ranked = load_reranker(s).rank(query, docs, top_n=top_n)
+    ranked = _rank(load_reranker(s), query, docs, top_n, s)
     rows = [
         {
             "rank": r.rank,
@@ -199,6 +197,20 @@ def rerank(
     from rankwise.render import rerank_table
 
     console.print(rerank_table(query, rows))
+
+
+def _rank(reranker, query: str, docs: list[str], top_n: int | None, s: Settings):
+    """Plain truncation, or with --max-chunks-per-doc / --max-tokens-per-doc each document
+    scored as its token windows (``models.chunking``; a line is all body, no title)."""
+    from rankwise.models import RankedResults
+    from rankwise.models.chunking import score_chunked
+    from rankwise.stages import chunk_policy
+
+    policy = chunk_policy(s)
+    if policy is None:
+        return reranker.rank(query, docs, top_n=top_n)
+    scores = score_chunked(reranker, query, docs, policy).scores
+    return RankedResults.from_scores(query, docs, scores, top_n=top_n)
 
 
 def _read_documents(text: str, name: str) -> list[str]:

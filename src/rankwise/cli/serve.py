@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rankwise.cli.app import app
-from rankwise.cli.common import MODEL, SEARCH, err_console, with_settings
+from rankwise.cli.common import MODEL, SEARCH, STAGES, err_console, with_settings
 
 if TYPE_CHECKING:
     from rankwise.config import Settings
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 # ----------------------------------------------------------------------------- serve (issue 5)
 @app.command()
 @with_settings("host", "port", "index", "embedder", "reranker", *MODEL, *SEARCH, "cache_url",
-               "batching", "judgments", "compare_reranker")  # fmt: skip
+               "batching", "judgments", "compare_reranker", *STAGES, "blend_reload_s")  # fmt: skip
 def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     *,

@@ -36,6 +36,14 @@ BaseOpt = Annotated[str, typer.Option("--base", help="Base model: hub id or loca
 EpochsOpt = Annotated[float, typer.Option(help="Training epochs.")]
 DistillOpt = Annotated[float, typer.Option(help="KL distillation weight (0: off).")]
 TeacherTempOpt = Annotated[float, typer.Option(help="Teacher softmax temperature.")]
+UnifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unified/--dense-only",
+        help="bge-m3-shaped base: train dense, sparse and ColBERT together (--dense-only: "
+        "the dense output only, heads copied unchanged).",
+    ),
+]
 SaveStepsOpt = Annotated[int, typer.Option(help="Checkpoint every N steps.")]
 MaxStepsOpt = Annotated[int, typer.Option(help="Stop after N steps (-1: epochs decide).")]
 FreezeOpt = Annotated[
@@ -216,6 +224,7 @@ def tune_embedder(
     resume: ResumeOpt = None,
     freeze_embeddings: FreezeOpt = False,
     keep_checkpoints: KeepCkptOpt = False,
+    unified: UnifiedOpt = True,
 ) -> None:
     """Fine-tune a bi-encoder (in-batch + hard negatives, optional distillation)."""
     from rankwise.tune.data import read_examples

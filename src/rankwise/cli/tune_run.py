@@ -15,7 +15,7 @@ from rankwise.cli.common import (
     judged_data,
     with_settings,
 )
-from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, tune_app
+from rankwise.cli.tune import BaseOpt, EpochsOpt, KeepCkptOpt, OutDir, UnifiedOpt, tune_app
 
 if TYPE_CHECKING:
     from rankwise.config import Settings
@@ -95,6 +95,7 @@ def tune_run_command(
     freeze_embeddings: Annotated[
         bool, typer.Option(help="Freeze token embeddings (halves optimizer work on CPU).")
     ] = False,
+    unified: UnifiedOpt = True,
     *,
     s: Settings,
 ) -> None:

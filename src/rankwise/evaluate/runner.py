@@ -47,6 +47,7 @@ from rankwise.evaluate.runs import check_run_ids, read_run
 from rankwise.evaluate.separation import Separation, sample_negatives, separation
 from rankwise.evaluate.significance import TESTS, compare_systems
 from rankwise.evaluate.systems import cascade_systems, judged_systems, searched_system
+from rankwise.evaluate.templates import parse_templates, with_templates
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder, Reranker
@@ -93,6 +94,7 @@ def evaluate(
     max_queries: int | None = None,
     pipeline: Pipeline | Mapping[str, Pipeline] | None = None,
     cascade: str | None = None,
+    templates: Sequence[str] | Mapping[str, object] | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
@@ -118,6 +120,8 @@ def evaluate(
             by the embedder's languages.
         cascade: e.g. ``"hybrid:200,colbert:50,rerank:10"``: each prefix of it is one more
             system, named ``cascade <prefix>`` (see :mod:`rankwise.cascade`).
+        templates: rerank templates to compare: each adds ``<mode>+rerank[template=NAME]``
+            per rerank system, same candidates (see :mod:`rankwise.evaluate.templates`).
 
     Returns:
         :class:`EvaluationReport` (``.to_markdown()``, ``.to_dict()``, ``.save(dir)``).
@@ -131,6 +135,7 @@ def evaluate(
             log(msg)
 
     systems = parse_systems(systems)
+    templates = parse_templates(templates)
     ks = parse_ks(ks)
     if top_k < 1 or top_n < 1:
         raise InvalidRequest("top_k and top_n must be at least 1")
@@ -227,7 +232,7 @@ def evaluate(
                     )
                 results += [
                     searched_system(
-                        searcher,
+                        srch,
                         system,
                         pool,
                         qids,
@@ -240,7 +245,7 @@ def evaluate(
                         score=score,
                         show_progress=show_progress,
                     )  # fmt: skip
-                    for system in searched
+                    for system, srch in with_templates(searcher, searched, templates, ds.corpus)
                     if system != "(cascade)"
                 ]
 
@@ -285,6 +290,7 @@ def evaluate(
             "threshold": threshold,
             "significance": significance,
             "primary_metric": primary,
+            **({"templates": {n: t.to_dict() for n, t in templates.items()}} if templates else {}),
             "n_queries": len(qids),
             "queries_per_split": per_split,
             "n_corpus": len(ds.corpus),

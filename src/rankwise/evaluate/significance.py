@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from rankwise.errors import InvalidRequest
+from rankwise.evaluate.templates import template_pairs
 
 if TYPE_CHECKING:
     from rankwise.evaluate.report import SystemResult
@@ -131,7 +132,8 @@ def compare(
 
 
 def compare_systems(results: Sequence[SystemResult], metric: str, test: str) -> list[dict]:
-    """Each ``X+rerank`` against ``X``; every other system against the first of its pool."""
+    """Each ``X+rerank`` against ``X``; every other system against the first of its pool;
+    each ``X+rerank[template=T]`` also against ``X+rerank`` (``evaluate.templates``)."""
     by_pool: dict[str, dict[str, np.ndarray]] = {}
     for r in results:
         if r.metrics is not None and metric in r.metrics.values:
@@ -141,6 +143,7 @@ def compare_systems(results: Sequence[SystemResult], metric: str, test: str) -> 
         names = list(values)
         pairs = [(s, s.split("+")[0]) for s in names if "+" in s and s.split("+")[0] in values]
         pairs += [(s, names[0]) for s in names[1:] if "+" not in s or s.split("+")[0] not in values]
+        pairs += template_pairs(names)  # each rerank template against the default text
         for c in compare(values, metric, pairs, test=test):
             out.append({"pool": pool, **c.to_dict()})
     return out

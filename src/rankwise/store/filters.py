@@ -75,6 +75,10 @@ class Filter:
         return {c.field for c in self.conditions}
 
 
+#: Every form a filter may be given in (a Filter, a mapping, ``field=value`` strings, None).
+FilterSpec = Filter | Mapping[str, Any] | Iterable[str] | str | None
+
+
 def _check_scalar(field: str, value: Any) -> Scalar:
     if isinstance(value, bool | int | float | str):
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
@@ -121,7 +125,7 @@ def parse_filter_string(expr: str) -> Condition:
     return Condition(field, _STRING_OPS[op], _check_scalar(field, _coerce(raw)))
 
 
-def build_filter(spec: Filter | Mapping[str, Any] | Iterable[str] | str | None) -> Filter | None:
+def build_filter(spec: FilterSpec) -> Filter | None:
     """Normalise any accepted filter form to a :class:`Filter` (or None for no filter)."""
     if spec is None or isinstance(spec, Filter):
         return spec or None

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,9 @@ from lancedb.index import BTree, IvfFlat, IvfHnswFlat, IvfHnswSq, IvfPq, IvfSq
 
 from rankwise.errors import StoreError
 from rankwise.lexical import LexicalIndex, atomic_write_json
-from rankwise.store.base import Hit, StoreHandle
-from rankwise.store.filters import Filter, build_filter, quote_sql, to_sql
-from rankwise.store.schema import MetaSchema, check_filter, infer_schema, validate_batch
+from rankwise.store.base import Hit, StoreHandle, WriteBatch
+from rankwise.store.filters import FilterSpec, build_filter, quote_sql, to_sql
+from rankwise.store.schema import MetaSchema, check_filter
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class LanceStore(StoreHandle):
     def _dataset(self):
         return self._table.to_lance()
 
-    def _where(self, filters: Filter | Mapping | Iterable[str] | str | None) -> str | None:
+    def _where(self, filters: FilterSpec) -> str | None:
         return to_sql(check_filter(build_filter(filters), self.schema))
 
     def _record_columns(self) -> list[str]:
@@ -226,22 +226,13 @@ class LanceStore(StoreHandle):
 
     # -- writes ------------------------------------------------------------------------
 
-    def upsert(
-        self,
-        records: Sequence[dict[str, Any]],
-        vectors: np.ndarray,
-        schema: MetaSchema | None = None,
-    ) -> int:
-        """Insert or replace by ``id`` in one commit. ``vectors``: float32 (n, dim).
+    def _created(self) -> bool:
+        return self._table is not None
 
-        Returns the number of records written (duplicates within the call collapse to the
-        last one). Raises :class:`StoreError` before writing anything on a schema or
-        dimension mismatch.
-        """
-        if len(records) == 0:
-            return 0
-        schema = self.schema if self._table is not None else (schema or infer_schema(records))
-        recs, vecs = validate_batch(records, vectors, schema, self.dim)
+    def _write(self, batch: WriteBatch) -> int:
+        """One commit (``merge_insert`` by id) of a batch :meth:`StoreHandle.upsert` checked
+        (learned sparse weights never come here: this store has no ``"sparse"`` capability)."""
+        recs, vecs, schema = batch.records, batch.vectors, batch.schema
         arrow_schema = self._arrow_schema(schema, vecs.shape[1])
         columns = {name: [r[name] for r in recs] for name in arrow_schema.names[:-1]}
         columns["vector"] = pa.FixedSizeListArray.from_arrays(
@@ -331,7 +322,7 @@ class LanceStore(StoreHandle):
 
     # -- reads -------------------------------------------------------------------------
 
-    def count(self, filters: Filter | Mapping | Iterable[str] | str | None = None) -> int:
+    def count(self, filters: FilterSpec = None) -> int:
         if self._table is None:
             self._where(filters)  # still validate
             return 0
@@ -372,7 +363,7 @@ class LanceStore(StoreHandle):
         self,
         vector: np.ndarray,
         k: int,
-        filters: Filter | Mapping | Iterable[str] | str | None = None,
+        filters: FilterSpec = None,
     ) -> list[Hit]:
         """Top-k by cosine similarity (score = 1 - cosine distance), prefiltered.
 
@@ -409,7 +400,7 @@ class LanceStore(StoreHandle):
         self,
         query: str,
         k: int,
-        filters: Filter | Mapping | Iterable[str] | str | None = None,
+        filters: FilterSpec = None,
     ) -> list[Hit]:
         """Top-k by BM25 over ``title + " " + text``; the filter restricts scoring
         (bm25s weight mask) before the top-k cut. Only products sharing a term return."""

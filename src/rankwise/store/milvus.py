@@ -13,6 +13,8 @@ Collection layout (created by the first write, from the records)::
                                   nullable fields; one layout serves every version)
     vector    FLOAT_VECTOR(dim), COSINE, index HNSW (M, efConstruction) | IVF_FLAT | AUTOINDEX
     lexical   VARCHAR + BM25 function → sparse   (only where the server has BM25)
+    m3_sparse SPARSE_FLOAT_VECTOR, SPARSE_INVERTED_INDEX, IP: bge-m3's learned lexical
+              weights (only when the first write brings them, on Milvus >= 2.4 / Lite)
 
 Lexical search, by capability (see ``info()["lexical"]``):
 
@@ -30,15 +32,19 @@ Filters become Milvus boolean expressions with every string literal escaped
 Writes: ``upsert`` is idempotent by id (rerunning an interrupted ingest converges), but
 unlike the embedded store a multi-chunk call is not one transaction.
 
-Why this module is over 400 lines: it is one class, the whole Milvus backend (one client,
-a schema that differs by server version, native or beside BM25, index waits); split into
-mixins, each part would reach into the others' fields. The shared parts of the backends
-live in ``store/base.py``, ``filters.py`` and ``schema.py``.
+Learned sparse weights (``upsert(..., sparse=)``, :meth:`MilvusStore.sparse_search`) are
+native where the server has SPARSE_FLOAT_VECTOR (the ``"sparse"`` capability); elsewhere the
+catalog keeps them in its side index (``store/side.py``), as it does ColBERT vectors always.
+
+Why this module is over 400 lines: it is one class, the whole Milvus client side (connect,
+reads, four kinds of search, index waits, info); split into mixins, each part would reach
+into the others' fields. What does not need the client lives in ``milvus_schema.py`` (the
+layout by server version, rows, expressions); the parts shared with the embedded backend
+in ``store/base.py`` (upsert's checks), ``filters.py`` and ``schema.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,18 +56,27 @@ from typing import Any
 import numpy as np
 
 from rankwise.errors import StoreError, UnsupportedFeature
-from rankwise.lexical import LexicalIndex, tokenize
+from rankwise.lexical import LexicalIndex
 from rankwise.store import backend_for
-from rankwise.store.base import Hit, StoreHandle
-from rankwise.store.filters import Filter, build_filter
-from rankwise.store.schema import MetaSchema, check_filter, infer_schema, validate_batch
+from rankwise.store.base import Hit, StoreHandle, WriteBatch
+from rankwise.store.filters import FilterSpec, build_filter
+from rankwise.store.milvus_schema import (
+    EMPTY_SPARSE_TOKEN,
+    INTERNAL,
+    LEARNED_SPARSE,
+    PRESENT,
+    build_rows,
+    build_schema,
+    hash_tokens,
+    needs_version,
+    quote_expr,
+    server_features,
+    sparse_row,
+    to_expr,
+)
+from rankwise.store.schema import MetaSchema, check_filter
 
 log = logging.getLogger(__name__)
-
-MAX_VARCHAR = 65535
-MAX_ID = 512
-PRESENT = "__set"
-INTERNAL = ("vector", "lexical", "sparse")
 
 #: Collection property holding the embedder stamp (see Store.read_stamp).
 STAMP_PROPERTY = "rankwise.embedder"
@@ -87,49 +102,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "index_wait_s": 600.0,  # optimize(): how long to wait for the index to cover new rows
     "timeout": 60.0,
 }
-
-
-def quote_expr(value: str | int | float | bool) -> str:
-    """A Milvus expression literal. Strings are double-quoted with backslashes and double
-    quotes escaped, so ``a" or id != "`` stays one string; bools are ``true``/``false``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def to_expr(flt: Filter | None) -> str:
-    """Translate a checked :class:`Filter` to a Milvus boolean expression ("" = none).
-
-    Every condition on a metadata field also requires ``<field>__set == true`` so a
-    missing value never matches (the same semantics as SQL NULL in the embedded store).
-    """
-    if not flt:
-        return ""
-    sym = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-    parts = []
-    for c in flt.conditions:
-        if c.op == "in":
-            expr = f"{c.field} in [{', '.join(quote_expr(v) for v in c.value)}]"  # type: ignore[union-attr]
-        else:
-            expr = f"{c.field} {sym[c.op]} {quote_expr(c.value)}"  # type: ignore[arg-type]
-        if c.field not in ("id", "title", "text"):
-            expr = f"({c.field}{PRESENT} == true and {expr})"
-        parts.append(expr)
-    return " and ".join(parts)
-
-
-def _hash_tokens(text: str) -> str:
-    """rankwise tokens → space-separated 16-hex-char hashes (a bag of words Milvus'
-    ``standard`` analyser cannot re-segment), truncated to fit a VARCHAR."""
-    out = " ".join(hashlib.blake2b(t.encode(), digest_size=8).hexdigest() for t in tokenize(text))
-    return out[: MAX_VARCHAR - 17].rsplit(" ", 1)[0] if len(out) >= MAX_VARCHAR else out
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    return tuple(int(x) for x in m.groups(default="0")) if m else (0, 0, 0)
 
 
 class MilvusStore(StoreHandle):
@@ -177,10 +149,12 @@ class MilvusStore(StoreHandle):
                 f"cannot connect to Milvus at {self.uri}: {e}. Is the server running and the "
                 "token (RANKWISE_MILVUS_TOKEN) right?"
             ) from e
+        self.features = server_features(self.server_version)
         self._supports_bm25 = self._detect_bm25()
         self._fields: dict[str, Any] | None = None
         self._dim: int | None = None
         self._native_lexical = False
+        self._native_sparse = False  # the collection has the learned sparse field
         if self._client.has_collection(self.collection):
             self._describe()
             self._client.load_collection(self.collection)
@@ -196,20 +170,25 @@ class MilvusStore(StoreHandle):
 
     def _detect_bm25(self) -> bool:
         want = self.options["native_lexical"]
-        v = _version_tuple(self.server_version)
-        has = v >= (2, 5, 0)  # BM25 function + sparse + hybrid: Milvus 2.5, milvus-lite 2.5
+        has = "bm25" in self.features  # BM25 function + sparse + hybrid: 2.5, milvus-lite 2.5
         if want and not has:
             raise UnsupportedFeature(
                 f"Milvus {self.server_version} at {self.uri} has no BM25 full-text search "
-                "(needs Milvus >= 2.5); open with native_lexical=None to use rankwise's BM25"
+                f"(needs {needs_version('bm25')}); open with native_lexical=None to use "
+                "rankwise's BM25"
             )
         return has if want is None else bool(want)
 
     @property
     def capabilities(self) -> frozenset[str]:
+        """``dense``, ``lexical``, ``filters`` always; ``hybrid`` with native BM25; ``sparse``
+        when learned sparse weights live in Milvus: the collection has the field, or none
+        exists yet and the server has SPARSE_FLOAT_VECTOR (Milvus >= 2.4, Milvus Lite)."""
         caps = {"dense", "lexical", "filters"}
         if self._native_lexical or (self._fields is None and self._supports_bm25):
             caps.add("hybrid")
+        if self._native_sparse or (self._fields is None and "sparse" in self.features):
+            caps.add("sparse")
         return frozenset(caps)
 
     def _describe(self) -> None:
@@ -220,6 +199,7 @@ class MilvusStore(StoreHandle):
             if f["name"] == "vector":
                 self._dim = int(f["params"]["dim"])
         self._native_lexical = any(fn.get("type") is not None for fn in desc.get("functions", []))
+        self._native_sparse = LEARNED_SPARSE in self._fields
 
     # -- the embedder stamp: a property of the collection (Lite and server alike) ----------
     def read_stamp(self) -> dict[str, Any] | None:
@@ -267,49 +247,11 @@ class MilvusStore(StoreHandle):
     def dim(self) -> int | None:
         return self._dim
 
-    def _create(self, schema: MetaSchema, dim: int) -> None:
-        from pymilvus import DataType, Function, FunctionType
-
-        types = {
-            "str": DataType.VARCHAR,
-            "int": DataType.INT64,
-            "float": DataType.DOUBLE,
-            "bool": DataType.BOOL,
-        }
-        for name in schema:
-            if name.endswith(PRESENT) or name in INTERNAL:
-                raise StoreError(f"metadata field name '{name}' is reserved by the Milvus backend")
-        s = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-        s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
-        s.add_field("title", DataType.VARCHAR, max_length=MAX_VARCHAR)
-        s.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
-        for name, t in schema.items():
-            extra = {"max_length": MAX_VARCHAR} if t == "str" else {}
-            s.add_field(name, types[t], **extra)
-            s.add_field(name + PRESENT, DataType.BOOL)
-        s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        index = self._client.prepare_index_params()
-        o = self.options
-        params = {
-            "HNSW": {"M": o["M"], "efConstruction": o["efConstruction"]},
-            "IVF_FLAT": {"nlist": o["nlist"]},
-        }.get(o["index_type"], {})
-        index.add_index("vector", index_type=o["index_type"], metric_type="COSINE", params=params)
-        if self._supports_bm25:
-            s.add_field(
-                "lexical", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
-                analyzer_params={"tokenizer": "standard"},
-            )  # fmt: skip
-            s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            s.add_function(
-                Function(
-                    name="bm25",
-                    function_type=FunctionType.BM25,
-                    input_field_names=["lexical"],
-                    output_field_names=["sparse"],
-                )  # fmt: skip
-            )
-            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    def _create(self, schema: MetaSchema, dim: int, learned_sparse: bool) -> None:
+        s, index = build_schema(
+            self._client, schema, dim, self.options, bm25=self._supports_bm25,
+            learned_sparse=learned_sparse,
+        )  # fmt: skip
         try:
             self._client.create_collection(
                 self.collection, schema=s, index_params=index, consistency_level="Strong"
@@ -322,44 +264,24 @@ class MilvusStore(StoreHandle):
 
     # -- writes ------------------------------------------------------------------------
 
-    def _rows(self, recs: list[dict[str, Any]], vecs: np.ndarray) -> list[dict[str, Any]]:
-        schema = self.schema
-        default = {"str": "", "int": 0, "float": 0.0, "bool": False}
-        rows = []
-        for rec, vec in zip(recs, vecs, strict=True):
-            if len(rec["id"].encode()) > MAX_ID:
-                raise StoreError(f"record id {rec['id'][:40]!r}... is longer than {MAX_ID} bytes")
-            row = {"id": rec["id"], "title": rec["title"], "text": rec["text"], "vector": vec}
-            for name, t in schema.items():
-                value = rec.get(name)
-                row[name] = default[t] if value is None else value
-                row[name + PRESENT] = value is not None
-            for name, value in row.items():
-                if isinstance(value, str) and len(value.encode()) > MAX_VARCHAR:
-                    raise StoreError(
-                        f"record {rec['id']!r}: field '{name}' is longer than Milvus' "
-                        f"{MAX_VARCHAR}-byte VARCHAR limit; shorten it before indexing"
-                    )
-            if self._native_lexical:
-                row["lexical"] = _hash_tokens(f"{rec['title']} {rec['text']}")
-            rows.append(row)
-        return rows
+    def _created(self) -> bool:
+        return bool(self._fields)
 
-    def upsert(
-        self,
-        records: Sequence[dict[str, Any]],
-        vectors: np.ndarray,
-        schema: MetaSchema | None = None,
-    ) -> int:
-        """Insert or replace by ``id`` (Milvus ``upsert``, idempotent). ``vectors``:
-        float32 (n, dim). Validates the whole call before writing; returns n written."""
-        if len(records) == 0:
-            return 0
-        schema = self.schema if self._fields else (schema or infer_schema(records))
-        recs, vecs = validate_batch(records, vectors, schema, self._dim)
+    def _write(self, batch: WriteBatch) -> int:
+        """Milvus ``upsert`` (idempotent by id) in ``write_batch`` chunks; the first write
+        creates the collection, with the learned sparse field when ``sparse`` is given."""
+        recs, vecs, sparse = batch.records, batch.vectors, batch.sparse
         if not self._fields:
-            self._create(schema, vecs.shape[1])
-        rows = self._rows(recs, vecs)
+            self._create(batch.schema, vecs.shape[1], learned_sparse=sparse is not None)
+        if self._native_sparse and sparse is None:
+            raise StoreError(
+                f"collection {self.collection!r} at {self.uri} holds learned sparse weights; "
+                "index with the same outputs (`--outputs dense,sparse,...`)"
+            )
+        rows = build_rows(
+            recs, vecs, self.schema, bm25=self._native_lexical,
+            sparse=sparse if self._native_sparse else None,
+        )  # fmt: skip
         step = self.options["write_batch"]
         try:
             for start in range(0, len(rows), step):
@@ -386,15 +308,13 @@ class MilvusStore(StoreHandle):
 
     # -- reads -------------------------------------------------------------------------
 
-    def _query_expr(
-        self, filters: Filter | Mapping | Iterable[str] | str | None, k: int
-    ) -> str | None:
+    def _query_expr(self, filters: FilterSpec, k: int) -> str | None:
         """The filter expression of a search ("" for none), or None when it finds nothing
         (an empty collection, or k <= 0)."""
         expr = self._where(filters)
         return None if not self._fields or k <= 0 else expr
 
-    def _where(self, filters: Filter | Mapping | Iterable[str] | str | None) -> str:
+    def _where(self, filters: FilterSpec) -> str:
         return to_expr(check_filter(build_filter(filters), self.schema))
 
     @staticmethod
@@ -420,7 +340,7 @@ class MilvusStore(StoreHandle):
         res = self._client.query(self.collection, filter=expr, output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
-    def count(self, filters: Filter | Mapping | Iterable[str] | str | None = None) -> int:
+    def count(self, filters: FilterSpec = None) -> int:
         expr = self._where(filters)
         return self._count_expr(expr) if self._fields else 0
 
@@ -467,12 +387,22 @@ class MilvusStore(StoreHandle):
         # (measured: nprobe=128 of 128 gave the recall of nprobe=1); the index knows it
         return {"params": params.get(o["index_type"], {})}
 
-    def dense_search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        filters: Filter | Mapping | Iterable[str] | str | None = None,
+    def _search(
+        self, field: str, data: Any, k: int, expr: str, params: dict[str, Any]
     ) -> list[Hit]:
+        """One native Milvus search on ``field``; scores as "higher is better" (milvus-lite
+        reports BM25 as a negative distance, servers as a positive score)."""
+        res = self._client.search(
+            self.collection, data=[data], anns_field=field, limit=k, filter=expr,
+            search_params=params, output_fields=self._record_fields(),
+            consistency_level=self.options["search_consistency"],
+        )  # fmt: skip
+        score = abs if field == "sparse" else float
+        return [
+            Hit(h["id"], score(float(h["distance"])), self._record(h["entity"])) for h in res[0]
+        ]
+
+    def dense_search(self, vector: np.ndarray, k: int, filters: FilterSpec = None) -> list[Hit]:
         """Top-k by cosine similarity, filter pushed into Milvus (prefiltered)."""
         expr = self._query_expr(filters, k)
         if expr is None:
@@ -482,36 +412,35 @@ class MilvusStore(StoreHandle):
             raise StoreError(
                 f"query vector has dimension {vec.shape[0]}, the index holds {self._dim}"
             )
-        res = self._client.search(
-            self.collection, data=[vec.tolist()], anns_field="vector", limit=k, filter=expr,
-            search_params=self._search_params(k, bool(expr)), output_fields=self._record_fields(),
-            consistency_level=self.options["search_consistency"],
-        )  # fmt: skip
-        return [Hit(h["id"], float(h["distance"]), self._record(h["entity"])) for h in res[0]]
+        return self._search("vector", vec.tolist(), k, expr, self._search_params(k, bool(expr)))
 
-    def lexical_search(
-        self,
-        query: str,
-        k: int,
-        filters: Filter | Mapping | Iterable[str] | str | None = None,
+    def sparse_search(
+        self, weights: Mapping[int, float], k: int, filters: FilterSpec = None
     ) -> list[Hit]:
+        """Top-k by the inner product of learned sparse weights (``{token_id: weight}``, bge-m3's
+        lexical weights) in the ``m3_sparse`` field, prefiltered; only hits scoring > 0.
+        Needs the ``"sparse"`` capability (a collection indexed with sparse outputs)."""
+        if not self._native_sparse:
+            need = "" if "sparse" in self.features else f" (needs {needs_version('sparse')})"
+            raise UnsupportedFeature(
+                f"{self.backend} {self.server_version} collection {self.collection!r} at "
+                f"{self.uri} holds no learned sparse weights{need}"
+            )
+        expr = self._query_expr(filters, k)
+        q = sparse_row(weights, document=False)
+        if expr is None or not q:
+            return []
+        hits = self._search(LEARNED_SPARSE, q, k, expr, {"metric_type": "IP"})
+        return [h for h in hits if h.score > 0]
+
+    def lexical_search(self, query: str, k: int, filters: FilterSpec = None) -> list[Hit]:
         """Top-k by BM25 (native Milvus BM25 or rankwise's bm25s beside), prefiltered."""
         expr = self._query_expr(filters, k)
         if expr is None:
             return []
         if self._native_lexical:
-            q = _hash_tokens(query)
-            if not q:
-                return []
-            res = self._client.search(
-                self.collection, data=[q], anns_field="sparse", limit=k, filter=expr,
-                search_params={"metric_type": "BM25"}, output_fields=self._record_fields(),
-                consistency_level=self.options["search_consistency"],
-            )  # fmt: skip
-            # milvus-lite reports BM25 as a negative distance; servers as a positive score
-            hits = [
-                Hit(h["id"], abs(float(h["distance"])), self._record(h["entity"])) for h in res[0]
-            ]
+            q = hash_tokens(query)
+            hits = self._search("sparse", q, k, expr, {"metric_type": "BM25"}) if q else []
             return [h for h in hits if h.score > 0]
         index = self._lexical_index()
         allowed = None
@@ -547,7 +476,7 @@ class MilvusStore(StoreHandle):
         vector: np.ndarray,
         query: str,
         k: int,
-        filters: Filter | Mapping | Iterable[str] | str | None = None,
+        filters: FilterSpec = None,
         *,
         fusion: str = "rrf",
         rrf_k: int = 60,
@@ -574,7 +503,7 @@ class MilvusStore(StoreHandle):
                 [vec.tolist()], "vector", self._search_params(k, bool(expr)), k, expr=expr or None
             )
         ]
-        q = _hash_tokens(query)
+        q = hash_tokens(query)
         if q:
             reqs.append(
                 AnnSearchRequest([q], "sparse", {"metric_type": "BM25"}, k, expr=expr or None)
@@ -615,7 +544,40 @@ class MilvusStore(StoreHandle):
             "capabilities": sorted(self.capabilities),
             "index": index,
             "lexical": {"engine": lexical},
+            "sparse": self._sparse_info(),
         }
+
+    def _sparse_info(self) -> dict[str, Any]:
+        """Where learned sparse weights live, and their size per product: the raw rows
+        (8 bytes a nonzero: uint32 token id + float32 weight, Milvus' sparse row format)
+        averaged over up to 1,000 rows; the inverted index adds about as much again. For a
+        Milvus Lite file, ``disk_bytes_per_product`` is the whole file per product."""
+        out: dict[str, Any] = {}
+        if self._native_sparse:
+            out["engine"] = f"native Milvus {LEARNED_SPARSE} (SPARSE_FLOAT_VECTOR, IP)"
+            rows = self._client.query(
+                self.collection, filter="", output_fields=[LEARNED_SPARSE], limit=1000
+            )
+            nnz = [sum(t != EMPTY_SPARSE_TOKEN for t in r[LEARNED_SPARSE]) for r in rows]
+            out["nonzeros_per_product"] = round(float(np.mean(nnz)), 1) if nnz else 0.0
+            out["memory_bytes_per_product"] = round(8 * out["nonzeros_per_product"], 1)
+        elif "sparse" in self.features:
+            out["engine"] = (
+                "none in Milvus (collection built without sparse outputs; a side index beside "
+                "the store holds them if it was built with them)"
+            )
+        else:
+            out["engine"] = (
+                f"none in Milvus: {self.server_version} has no SPARSE_FLOAT_VECTOR (needs "
+                f"{needs_version('sparse')}); sparse outputs are kept beside the store where "
+                "it is a file, refused for a server URI"
+            )
+        if self.lite and Path(self.uri).exists() and self._fields:
+            p = Path(self.uri)
+            disk = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+            disk = disk or p.stat().st_size
+            out["disk_bytes_per_product"] = round(disk / max(self.count(), 1), 1)
+        return out
 
     def optimize(self) -> None:
         """Flush (seal growing segments) and wait until the vector index covers every row.

@@ -34,10 +34,17 @@ SIDE_DIR = "m3"
 def side_path(uri: str) -> Path | None:
     """Where a store's side index lives: ``<dir>/m3`` or ``<file>.m3``; ``None`` for a server
     URI (give :class:`SideIndex` a folder yourself)."""
+    from rankwise.store import backend_for
+
     if "://" in uri:
         return None
     p = Path(uri)
-    return p / SIDE_DIR if p.is_dir() or not p.suffix else p.with_name(p.name + "." + SIDE_DIR)
+    if backend_for(uri) != "milvus-lite":
+        return p / SIDE_DIR
+    # by backend, not by is_dir(): a milvus-lite 3.x "file" is a directory it owns, where
+    # earlier builds put the side index (still read there if it is there)
+    inside = p / SIDE_DIR
+    return inside if SideIndex.exists(inside) else p.with_name(p.name + "." + SIDE_DIR)
 
 
 class SideIndex:

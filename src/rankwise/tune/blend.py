@@ -29,6 +29,8 @@ from rankwise.blend import (
     base_scores,
     build_features,
     capped_order,
+    records_for,
+    spec_behaviour,
 )
 from rankwise.errors import DataError
 from rankwise.evaluate.metrics import compute_metrics
@@ -259,12 +261,9 @@ def tune_blend(
         if labels == "events":
             feature_events, label_events = split_log(events)
             lab, weights = labels_from_events(label_events, groups, spec.eta)
-        ids = list(dict.fromkeys(e.product_id for e in events))
-        records = {str(r["id"]): r for r in searcher.catalog.store.get(ids)}
-        behaviour = Behaviour(
-            feature_events, records, eta=spec.eta,
-            category_field=spec.category_field, brand_field=spec.brand_field,
-        )  # fmt: skip
+        ids = list(dict.fromkeys(e.product_id for e in events))  # label events' products too
+        records = records_for(searcher.catalog.store.get, ids)
+        behaviour = spec_behaviour(spec, feature_events, records)
     model, report = train_blend(
         groups, lab, spec, behaviour=behaviour, weights=weights, eval_qrels=ds.qrels,
         num_rounds=num_rounds,

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from rankwise.errors import InvalidRequest, ModelLoadError
 from rankwise.tune.data import TrainExample
+from rankwise.tune.m3_loss import save_heads, unified_loss_for
 from rankwise.tune.training import (
     TrainConfig,
     TrainResult,
@@ -55,6 +56,9 @@ class EmbedderTrainConfig(TrainConfig):
     cached: bool = False
     mini_batch_size: int = 16
     query_instruction: str | None = None
+    #: a bge-m3-shaped base (sparse/ColBERT heads): train all three (tune/m3_loss.py);
+    #: False trains the dense output only and copies the heads unchanged
+    unified: bool = True
 
     def check(self) -> None:
         if self.temperature <= 0:
@@ -186,6 +190,8 @@ def train_embedder(
         loss = ContrastiveDistillLoss(
             model, loss, cfg.distill_weight, cfg.temperature, cfg.teacher_temperature
         )
+    unified = unified_loss_for(base, model, cfg)  # bge-m3: dense + sparse + ColBERT together
+    loss = unified or loss
     query_prefix, doc_prefix = _instructions(base, cfg)
     prompts = {"query": query_prefix} if query_prefix else {}
     if doc_prefix:  # every document column (positive, negative_1..n) gets the document prefix
@@ -206,7 +212,10 @@ def train_embedder(
     from rankwise.models.loading import resolve_model
     from rankwise.models.m3 import copy_heads
 
-    copy_heads(resolve_model(base, kind="embedder").root, out)  # bge-m3: keep sparse/ColBERT
+    if unified is not None:
+        save_heads(unified, out)
+    else:  # dense only: keep the sparse/ColBERT heads as they were
+        copy_heads(resolve_model(base, kind="embedder").root, out)
     return TrainResult.of_trainer(
         trainer, out, cfg, base, seconds=time.perf_counter() - t0, rows=len(rows),
         dropped=dropped, resumed_from=resume_from_checkpoint,

@@ -29,6 +29,7 @@ from rankwise.server.schemas import (
     WeaviateRerankResponse,
 )
 from rankwise.server.state import ServerState, public_name
+from rankwise.stages import chunk_policy
 
 router = api_router()
 
@@ -91,11 +92,7 @@ def rerank_policy(
 ) -> ChunkPolicy | None:
     """The request's chunk policy: its fields, else the server's settings; None (plain
     truncation, as before) when neither asks for windows or a token cut."""
-    s = state.settings
-    chunks = max_chunks_per_doc or s.max_chunks_per_doc
-    if chunks <= 1 and max_tokens_per_doc is None:
-        return None
-    return ChunkPolicy(chunks, aggregate=s.chunk_aggregate, max_tokens_per_doc=max_tokens_per_doc)
+    return chunk_policy(state.settings, max_chunks_per_doc, max_tokens_per_doc)
 
 
 # ----------------------------------------------------------------------------- rerank APIs
