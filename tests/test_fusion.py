@@ -185,6 +185,35 @@ def test_fused_recipe_must_beat_the_best_single_list(tmp_path, tiny_embedder_dir
     assert choose("all", per, [lex, dense, fused], alpha=0.05).chosen == fused
 
 
+def test_held_out_confirmation_stops_a_lucky_recipe(tmp_path):
+    """Picked among many recipes that are only noise around lexical, the luckiest one beats
+    lexical on the queries that picked it (selection bias); tested on held-out queries it
+    does not, and the single list is kept. A real gain still passes on held-out queries."""
+    import numpy as np
+
+    from rankwise.tune.fusion import choose
+
+    rng = np.random.default_rng(1)
+    n = 400
+    lex, dense = RecallRecipe("lexical"), RecallRecipe("dense")
+    base = rng.uniform(0, 1, n)
+    per = {lex: base, dense: base - 0.3}
+    noise = [RecallRecipe("hybrid", rrf_k=k) for k in range(1, 121)]
+    for r in noise:
+        per[r] = base + rng.normal(0.0, 0.15, n)
+    allowed = [lex, dense, *noise]
+    same = choose("all", per, allowed, alpha=0.05)
+    assert same.chosen.mode == "hybrid", same.reason  # the winner's curse, without a hold-out
+    confirm = np.arange(n) % 2 == 0
+    held = choose("all", per, allowed, alpha=0.05, confirm=confirm)
+    assert held.chosen == lex, held.reason
+    assert "tested on 200 others" in held.reason and "not significantly better" in held.reason
+    real = RecallRecipe("hybrid", rrf_k=500)
+    per[real] = base + 0.05 + rng.normal(0.0, 0.05, n)
+    won = choose("all", per, [*allowed, real], alpha=0.05, confirm=confirm)
+    assert won.chosen == real, won.reason
+
+
 def test_uncalibrated_search_routes_uncovered_languages_to_lexical(tmp_path, minilm_dir):
     emb = Embedder(str(minilm_dir))
     docs = {"a": "红富士苹果 新鲜水果", "b": "苹果手机 iPhone 15", "c": "fresh red apples fruit"}

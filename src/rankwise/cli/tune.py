@@ -295,6 +295,15 @@ def tune_fusion_command(
     ] = None,
     max_queries: Annotated[int, typer.Option(help="At most N judged queries.")] = 1000,
     alpha: Annotated[float, typer.Option(help="Fusion/rerank must win at this p-value.")] = 0.05,
+    confirm_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of the queries held out from picking the recipe, to test it on "
+            "(0: pick and test on the same queries).",
+        ),
+    ] = 0.5,
     out: Annotated[
         str | None, typer.Option(help="Pipeline file (default: beside the index).")
     ] = None,
@@ -308,7 +317,9 @@ def tune_fusion_command(
 
     reranker = model_or_none(reranker)
     s = s.model_copy(update={"reranker": reranker})
-    cfg = FusionConfig(top_k=s.top_k, alpha=alpha, max_queries=max_queries)
+    cfg = FusionConfig(
+        top_k=s.top_k, alpha=alpha, max_queries=max_queries, confirm_fraction=confirm_fraction
+    )
     rr = load_reranker(s) if reranker else None
     _, choices, _ = tune_fusion(
         data, s.index, load_embedder(s), reranker=rr, split=split, cfg=cfg, top_n=s.top_n, out=out,

@@ -28,7 +28,13 @@ from rankwise.data import BeirDataset, document_text
 from rankwise.recipe import Pipeline
 from rankwise.tune.data import TrainExample
 from rankwise.tune.fusion import FusionConfig, calibrate_pipeline
-from rankwise.tune.gate import gate_reranker, paired_gate, pipeline_runs, run_values
+from rankwise.tune.gate import (
+    gate_reranker,
+    paired_gate,
+    pipeline_runs,
+    routed_recalls,
+    run_values,
+)
 
 
 @dataclass(frozen=True)
@@ -82,14 +88,12 @@ def first_stage_negatives(
 ) -> list[TrainExample]:
     """``examples`` whose ``neg`` start with up to ``n`` of the calibrated first stage's
     candidates for their query (best first), skipping positives, related and known texts."""
-    from tqdm.auto import tqdm
-
     if n <= 0:
         return list(examples)
     out = []
-    for ex in tqdm(examples, desc="first-stage negatives", disable=not show_progress):
-        _, recipe = searcher.route(ex.query)
-        hits = searcher.recall(ex.query, recipe=recipe, top_k=searcher.top_k)
+    recalls = routed_recalls(searcher, [ex.query for ex in examples], searcher.top_k,
+                             desc="first-stage negatives", show_progress=show_progress)  # fmt: skip
+    for ex, hits in zip(examples, recalls, strict=True):
         taken = set(ex.pos) | set(ex.related) | set(ex.neg)
         fresh: list[str] = []
         for h in hits:
