@@ -82,9 +82,10 @@ def test_token_budget_caps_every_model_call_and_big_jobs_are_split():
     assert sum(len(c) for c in rec.calls) == 28  # nothing computed twice
 
 
-def test_small_job_waits_about_one_batch_not_the_whole_big_job():
-    """A 200-item job runs as 50 batches of 4; a 2-item job sent while it runs is in the
-    next batch or the one after, not after all 200 items (FIFO grouping did that)."""
+def test_small_job_gets_the_very_next_call_to_itself_not_a_full_batch():
+    """A 200-item job runs as 50 batches of 4; a 2-item job sent while it runs gets the
+    next model call, and that call holds only the new job (topping it up with the big
+    job's items made the small request wait a full extra batch)."""
     rec = Recorder(delay=0.01)
     b = Batcher("t", rec, max_tokens=4, max_wait_ms=0).start()
     try:
@@ -98,9 +99,41 @@ def test_small_job_waits_about_one_batch_not_the_whole_big_job():
     finally:
         b.stop()
     assert np.array_equal(small, [2, 2])
+    # the call in progress (counted in calls_before) or one that started just before the
+    # submit, then the small job's own
     assert calls_until_small - calls_before <= 2, (calls_before, calls_until_small)
-    mixed = next(c for c in rec.calls if "s1" in c)
-    assert any(t.startswith("big") for t in mixed)  # the big job kept its share
+    assert next(c for c in rec.calls if "s1" in c) == ["s1", "s2"]
+
+
+def test_a_stream_of_small_jobs_cannot_starve_a_big_one():
+    """Aging: a call of new jobs only is never followed by another while the big job waits,
+    so the big job gets at least every other call, each with the full budget."""
+    rec = Recorder(delay=0.005)
+    b = Batcher("t", rec, max_tokens=4, max_wait_ms=0).start()
+    stop = threading.Event()
+
+    def stream(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            b.run_sync([f"s{k}-{i}"], 1)
+            i += 1
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(4)]
+    try:
+        big = b.submit([f"big{i}" for i in range(60)], 60)
+        for t in threads:
+            t.start()
+        assert big.result(10).shape == (60,)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        b.stop()
+    first = next(i for i, c in enumerate(rec.calls) if c[0].startswith("big"))
+    last = max(i for i, c in enumerate(rec.calls) if any(t.startswith("big") for t in c))
+    without_big = [not any(t.startswith("big") for t in c) for c in rec.calls[first : last + 1]]
+    assert not any(a and b_ for a, b_ in zip(without_big, without_big[1:])), "big job skipped twice"
+    assert sum(without_big) > 0, "no small job was interleaved"
 
 
 def test_request_over_the_cost_limit_is_413_before_queueing():
