@@ -131,6 +131,50 @@ class _SlowBody(HTTPException):
         )
 
 
+class LoadShedMiddleware:
+    """429 for a full model queue from the request line alone, before the body is read,
+    parsed or tokenised: under a burst the event loop is busy parsing hundreds of bodies,
+    and a 429 decided in the route arrived after up to 13 s. A cheap look at the
+    batchers' fullness (:meth:`Admission.is_full`); the route's own admission stays the
+    authority (a request let through here can still get its 429 there). The body is
+    read and dropped first (a reset connection would hide the 429, see
+    :class:`BodyLimitMiddleware`); the 429 has the route's error shape and Retry-After."""
+
+    RERANK = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/weaviate/rerank"})
+
+    def __init__(self, app: ASGIApp, state: ServerState):
+        self.app = app
+        self.state = state
+
+    def _batchers(self, path: str) -> list:
+        s = self.state
+        if path in self.RERANK:
+            return [s.rerank_batcher]
+        if path == "/v1/embeddings":
+            return [s.embed_batcher]
+        if path == "/v1/search":
+            return [s.embed_batcher, s.rerank_batcher]
+        return []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            full = [b for b in self._batchers(scope["path"]) if b is not None and b.is_full()]
+            if full:
+                exc = full[0].overloaded()
+                await _drain(receive, BodyLimitMiddleware.DRAIN_BYTES)
+                scope["rankwise.endpoint"] = scope["path"]  # the metrics label
+                body = dumps(error_body(scope["path"], 429, str(exc), exc.error_type))
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(max(1, round(exc.retry_after))).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 429, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class MetricsMiddleware:
     """Counts requests and times them per route template (``/v1/rerank``, never raw paths,
     so unknown URLs cannot blow up label cardinality)."""
@@ -156,7 +200,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or scope.get("rankwise.endpoint") or "unmatched"
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
@@ -214,6 +258,7 @@ def create_app(
         max_bytes=settings.max_payload_bytes,
         body_timeout=settings.body_timeout,
     )
+    app.add_middleware(LoadShedMiddleware, state=state)  # inside metrics: its 429s count
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     _state_model_limits(app, state)
     return app
