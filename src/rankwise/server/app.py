@@ -15,6 +15,7 @@ from rankwise import __version__
 from rankwise.config import Settings, load_settings
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import error_body, install_error_handlers
+from rankwise.server.heap import HeapTrimmer
 from rankwise.server.metrics import Metrics
 from rankwise.server.routes import models, ops, search, workbench
 from rankwise.server.routes.common import dumps
@@ -233,9 +234,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state.start(background=background_load)
+        trimmer = HeapTrimmer().start()  # native memory back to the kernel (server/heap.py)
         try:
             yield
         finally:
+            trimmer.stop()
             state.stop()
 
     app = FastAPI(
