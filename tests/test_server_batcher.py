@@ -6,6 +6,7 @@ HTTP tests in test_server.py run the same batcher with real models.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 
@@ -232,15 +233,21 @@ def test_admission_holds_a_place_before_pricing_so_a_burst_gets_429_at_once():
     """A request holds its place from before it is tokenised: with one place taken, the
     next request is refused at once, not after its own (slow) tokenisation."""
     b = Batcher("t", Recorder(), max_queue=1).start()
+
+    def other_request() -> None:  # another request: its own context
+        with b.admission():
+            pass
+
     try:
         with b.admission():
             with pytest.raises(Overloaded):
-                with b.admission():
-                    pass
+                contextvars.Context().run(other_request)
+            with b.admission():  # the same request again (middleware, then route): no-op
+                assert b._pending == 1
             fut = b.submit(["a"], 1, reserved=True)  # the held place becomes the job
             assert np.array_equal(fut.result(5), [1])
-        with b.admission():  # released: admitted again
-            pass
+        contextvars.Context().run(other_request)  # released: admitted again
+        assert b._pending == 0
     finally:
         b.stop()
 
@@ -257,9 +264,13 @@ def test_retry_after_counts_requests_still_being_priced():
         b._rate = 100.0
         first = b.submit(["a"], [100])  # mean admitted cost: 100 tokens
         time.sleep(0.05)
-        with b.admission(), b.admission(), b.admission():  # three places held, unpriced
-            with pytest.raises(Overloaded) as err:
-                b.submit(["b"], [1])
+        held = [(contextvars.Context(), b.admission()) for _ in range(3)]  # three requests
+        for ctx, place in held:  # three places held, unpriced
+            ctx.run(place.__enter__)
+        with pytest.raises(Overloaded) as err:
+            b.submit(["b"], [1])
+        for ctx, place in held:
+            ctx.run(place.__exit__, None, None, None)
         # 100 queued + 3 pending × 100 (mean cost) = 400 tokens at 100 tokens/s
         assert err.value.retry_after == 4
         gate.set()

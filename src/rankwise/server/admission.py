@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -32,6 +33,9 @@ import numpy as np
 from rankwise.errors import NotReady, Overloaded, PayloadTooLarge
 
 T = TypeVar("T")
+
+#: the admissions whose place the current task already holds (see ``Admission.admission``)
+_HELD: ContextVar[frozenset[int]] = ContextVar("rankwise_admission_held", default=frozenset())
 
 
 @dataclass
@@ -173,13 +177,22 @@ class Admission(Generic[T]):
         """Hold a place in the queue from *before* the request is priced (tokenising a big
         request takes a while, and runs in a thread pool that a burst saturates): a full
         queue answers 429 at once instead of after the caller's tokenisation. Submit
-        within it with ``reserved=True`` (the place is the job's)."""
+        within it with ``reserved=True`` (the place is the job's).
+
+        Re-entrant per task: the HTTP middleware takes the place before the body is read,
+        and the route's own ``admission()`` inside it (same context) is then a no-op."""
+        held = _HELD.get()
+        if id(self) in held:
+            yield
+            return
         with self._cond:
             self._check_full(0)
             self._pending += 1
+        token = _HELD.set(held | {id(self)})
         try:
             yield
         finally:
+            _HELD.reset(token)
             with self._cond:
                 self._pending -= 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from starlette.exceptions import HTTPException
@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rankwise import __version__
 from rankwise.config import Settings, load_settings
+from rankwise.errors import Overloaded
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import error_body, install_error_handlers
 from rankwise.server.heap import HeapTrimmer
@@ -133,13 +134,17 @@ class _SlowBody(HTTPException):
 
 
 class LoadShedMiddleware:
-    """429 for a full model queue from the request line alone, before the body is read,
-    parsed or tokenised: under a burst the event loop is busy parsing hundreds of bodies,
-    and a 429 decided in the route arrived after up to 13 s. A cheap look at the
-    batchers' fullness (:meth:`Admission.is_full`); the route's own admission stays the
-    authority (a request let through here can still get its 429 there). The body is
-    read and dropped first (a reset connection would hide the 429, see
-    :class:`BodyLimitMiddleware`); the 429 has the route's error shape and Retry-After."""
+    """Admission from the request line, before the body is read, parsed or tokenised.
+
+    A model route (rerank, embeddings) takes its place in the batcher's queue here
+    (:meth:`Admission.admission`, held until the response is sent; the route's own
+    ``admission()`` inside is then a no-op): under a 600-request burst the route-level
+    check answered its 429s after a median 21 s, every request's body being parsed and
+    validated on the event loop first. A search only gets a look at the queues' fullness
+    here (its model calls queue jobs of their own, admitted when they run). A 429 reads
+    and drops the body first (a reset connection would hide it, see
+    :class:`BodyLimitMiddleware`) and has the route's error shape and Retry-After.
+    """
 
     RERANK = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/weaviate/rerank"})
 
@@ -147,32 +152,39 @@ class LoadShedMiddleware:
         self.app = app
         self.state = state
 
-    def _batchers(self, path: str) -> list:
-        s = self.state
-        if path in self.RERANK:
-            return [s.rerank_batcher]
-        if path == "/v1/embeddings":
-            return [s.embed_batcher]
-        if path == "/v1/search":
-            return [s.embed_batcher, s.rerank_batcher]
-        return []
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, exc: Overloaded) -> None:
+        await _drain(receive, BodyLimitMiddleware.DRAIN_BYTES)
+        scope["rankwise.endpoint"] = scope["path"]  # the metrics label
+        body = dumps(error_body(scope["path"], 429, str(exc), exc.error_type))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(max(1, round(exc.retry_after))).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            full = [b for b in self._batchers(scope["path"]) if b is not None and b.is_full()]
-            if full:
-                exc = full[0].overloaded()
-                await _drain(receive, BodyLimitMiddleware.DRAIN_BYTES)
-                scope["rankwise.endpoint"] = scope["path"]  # the metrics label
-                body = dumps(error_body(scope["path"], 429, str(exc), exc.error_type))
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(max(1, round(exc.retry_after))).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 429, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path, s = scope["path"], self.state
+        model = s.rerank_batcher if path in self.RERANK else None
+        model = s.embed_batcher if path == "/v1/embeddings" else model
+        if model is not None:
+            with ExitStack() as place:
+                try:
+                    place.enter_context(model.admission())
+                except Overloaded as exc:
+                    await self._reject(scope, receive, send, exc)
+                    return
+                await self.app(scope, receive, send)
+            return
+        if path == "/v1/search":
+            for b in (s.embed_batcher, s.rerank_batcher):
+                if b is not None and b.is_full():
+                    await self._reject(scope, receive, send, b.overloaded())
+                    return
         await self.app(scope, receive, send)
 
 
