@@ -278,3 +278,34 @@ def test_retry_after_counts_requests_still_being_priced():
     finally:
         gate.set()
         b.stop()
+
+
+def test_a_held_place_becomes_the_job_not_a_second_place():
+    """Two requests hold the queue's two places, then submit their jobs: both are
+    admitted. Counting a submitted job and its still-held place both (the first version)
+    filled the queue at half its size: in a 600-request burst only 13 were admitted."""
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return np.zeros(len(items), dtype=np.float32)
+
+    b = Batcher("t", slow, max_queue=2, max_wait_ms=0).start()
+    try:
+        running = b.submit(["x"], 1)  # the worker is busy with it
+        while not b._jobs[0].started:
+            time.sleep(0.005)
+        held = [(contextvars.Context(), b.admission()) for _ in range(2)]
+        for ctx, place in held:
+            ctx.run(place.__enter__)
+        futures = [ctx.run(b.submit, ["a"], 1, True) for ctx, _ in held]  # reserved
+        assert b.depth == 2 and b._pending == 0
+        for ctx, place in held:
+            ctx.run(place.__exit__, None, None, None)
+        assert b._pending == 0
+        gate.set()
+        assert running.result(5).shape == (1,)
+        assert all(f.result(5).shape == (1,) for f in futures)
+    finally:
+        gate.set()
+        b.stop()

@@ -34,8 +34,16 @@ from rankwise.errors import NotReady, Overloaded, PayloadTooLarge
 
 T = TypeVar("T")
 
-#: the admissions whose place the current task already holds (see ``Admission.admission``)
-_HELD: ContextVar[frozenset[int]] = ContextVar("rankwise_admission_held", default=frozenset())
+
+class _Place:
+    """A place held in one admission's queue by the current request (see ``admission``)."""
+
+    def __init__(self) -> None:
+        self.submitted = False  # became a job: counted in the queue, no longer pending
+
+
+#: the places the current request holds, by ``id(admission)``
+_HELD: ContextVar[dict[int, _Place]] = ContextVar("rankwise_admission_held", default={})  # noqa: B039 - never mutated, replaced
 
 
 @dataclass
@@ -188,13 +196,15 @@ class Admission(Generic[T]):
         with self._cond:
             self._check_full(0)
             self._pending += 1
-        token = _HELD.set(held | {id(self)})
+        place = _Place()
+        token = _HELD.set({**held, id(self): place})
         try:
             yield
         finally:
             _HELD.reset(token)
             with self._cond:
-                self._pending -= 1
+                if not place.submitted:
+                    self._pending -= 1
 
     def check_admission(self, tokens: int = 0) -> None:
         """Raise ``Overloaded`` when a job of ``tokens`` would not be admitted now (used by
@@ -225,10 +235,15 @@ class Admission(Generic[T]):
                 f"this request costs {cost:,} tokens; the limit per request is "
                 f"{self.max_request_tokens:,} (max_request_tokens): send fewer or shorter texts"
             )
+        place = _HELD.get().get(id(self)) if reserved else None
+        reserved = place is not None and not place.submitted  # a second job queues anew
         with self._cond:
             if not self._running:
                 raise NotReady(f"the {self.name} model is not running")
             self._check_full(cost, reserved)
+            if place is not None and reserved:  # the held place becomes this job
+                place.submitted = True
+                self._pending -= 1
             self._job_tokens = (
                 cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost
             )
