@@ -7,20 +7,25 @@ the MiniLM embedder and a small catalog of Home Depot titles. Phases:
 
 (a) fairness: p50/p99 of 2-document reranks on the idle server, then while one
     1,000-document rerank (documents of ~3,900 characters) runs; target: p99 under load
-    ≤ 3 × idle p99 + one batch time (the mean model-call time, from ``/metrics``).
+    ≤ 3 × idle p99 + one batch time (the model time of one ``--batch-tokens`` call on the
+    idle server, from ``/metrics``; the mean call under load is reported beside it).
 (b) burst: ``--burst`` concurrent reranks at once; share of 429s, the Retry-After each
     429 states vs the measured time from that 429 until the queue had drained (the last
-    admitted request answered); target: within 2×. Also how fast 429s arrive.
+    admitted request answered); target: p10 and p90 of stated ÷ measured within 2×. How
+    fast 429s arrive, at the burst's own client and at a probe in its own process.
 (c) soak: ``--clients`` clients for ``--soak`` seconds (default 600 s × 32, the issue's
     ask) of mixed embeddings / rerank / search; zero 5xx; server RSS sampled every 5 s,
-    growth after the first minute; the child runs tracemalloc and reports the top
-    allocation growth between the end of minute one and the end.
-(d) the same soak against infinity (``infinity-emb`` in its own venv, see
-    /work/shared/PEERS.md) when ``--infinity-venv`` is given: embeddings + rerank only
-    (it has no search); requests/s and p99 as ratios. Not run without it.
+    growth after the first minute and over the second half; the child runs tracemalloc
+    and reports the top allocation growth between the end of minute one and the end.
+(d) with ``--infinity-venv``: the same embeddings + rerank soak (``--peer-soak`` s) against
+    rankwise, then against infinity serving the same folders (``pressure_peer.py``);
+    requests/s and p99 as ratios. The venv: ``python3.11 -m venv /work/venvs/infinity &&
+    /work/venvs/infinity/bin/pip install "infinity-emb[server,torch,optimum]==0.0.78"
+    "sentence-transformers>=3.0.1,<4" "numpy<2" torch==2.13.0`` (PEERS.md).
 
     .venv/bin/python benchmarks/serve_pressure.py [--soak 600] [--clients 32]
         [--catalog 3000] [--burst 600] [--max-length 128] [--infinity-venv DIR]
+        [--peer-soak 180] [--phases abcd]
 
 ``--max-length`` caps each pair at that many tokens (the issue's 3,900-character documents
 would be ~800 tokens; 512 is the model's own cap; 128 keeps the 1,000-document request at
