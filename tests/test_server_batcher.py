@@ -35,6 +35,17 @@ class Recorder:
         return np.array([len(t) for t in items], dtype=np.float32)
 
 
+def _gated():
+    """(gate, model call): every call blocks until the gate is set (5 s at most)."""
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return np.zeros(len(items), dtype=np.float32)
+
+    return gate, slow
+
+
 def _submit_all(b: Batcher, jobs: list[list[str]]) -> list:
     """Submit from many threads at once; returns results (arrays or exceptions) in job order."""
     out: list = [None] * len(jobs)
@@ -152,12 +163,7 @@ def test_request_over_the_cost_limit_is_413_before_queueing():
 
 
 def test_queue_token_limit_and_retry_after_from_the_measured_drain_rate():
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_tokens=1000, max_queue_tokens=1000, max_wait_ms=0).start()
     try:
         b._rate = 100.0  # as if measured: 100 tokens/s
@@ -189,12 +195,7 @@ def test_a_failing_job_fails_alone():
 
 
 def test_full_queue_is_overloaded_with_retry_after():
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_queue=2, max_wait_ms=0).start()
     try:
         running = b.submit(["a"], 1)
@@ -253,12 +254,7 @@ def test_admission_holds_a_place_before_pricing_so_a_burst_gets_429_at_once():
 
 
 def test_retry_after_counts_requests_still_being_priced():
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_queue=3, max_wait_ms=0).start()
     try:
         b._rate = 100.0
@@ -284,12 +280,7 @@ def test_a_held_place_becomes_the_job_not_a_second_place():
     """Two requests hold the queue's two places, then submit their jobs: both are
     admitted. Counting a submitted job and its still-held place both (the first version)
     filled the queue at half its size: in a 600-request burst only 13 were admitted."""
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_queue=2, max_wait_ms=0).start()
     try:
         running = b.submit(["x"], 1)  # the worker is busy with it
