@@ -263,8 +263,12 @@ async def fairness(
 
 # ----------------------------------------------------------------------------- (b) burst
 PROBE = """
-import json, sys, time, httpx
+import json, re, sys, time, httpx
 body = {"query": "drill", "documents": ["cordless drill", "hammer"]}
+# start once the burst has filled the queue (a probe that starts first keeps a place)
+while not re.search(r'^rankwise_rejected_total{model="rerank"} [1-9]',
+                    httpx.get(sys.argv[1] + "/metrics").text, re.M):
+    time.sleep(0.05)
 while True:
     t = time.perf_counter()
     try:
@@ -283,7 +287,7 @@ async def burst(url: str, titles: list[str], n: int, docs_each: int = 5) -> dict
     ]
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     # a probe in its own process (the burst's 600-connection client is itself slow on
-    # shared cores): one rerank at a time on a fresh connection, timed
+    # shared cores): once the queue is full, one rerank at a time on a fresh connection
     probe = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PROBE, url, stdout=asyncio.subprocess.PIPE
     )
