@@ -266,8 +266,13 @@ PROBE = """
 import json, re, sys, time, httpx
 body = {"query": "drill", "documents": ["cordless drill", "hammer"]}
 # start once the burst has filled the queue (a probe that starts first keeps a place)
-while not re.search(r'^rankwise_rejected_total{model="rerank"} [1-9]',
-                    httpx.get(sys.argv[1] + "/metrics").text, re.M):
+def rejected():
+    try:
+        text = httpx.get(sys.argv[1] + "/metrics", timeout=60).text
+    except httpx.TransportError:
+        return False
+    return re.search(r'^rankwise_rejected_total{model="rerank"} [1-9]', text, re.M)
+while not rejected():
     time.sleep(0.05)
 while True:
     t = time.perf_counter()
@@ -302,7 +307,8 @@ async def burst(url: str, titles: list[str], n: int, docs_each: int = 5) -> dict
 
         results = await asyncio.gather(*(one(b) for b in bodies))
         wall = time.perf_counter() - start
-    probe.terminate()
+    if probe.returncode is None:
+        probe.terminate()
     lines = (await probe.communicate())[0].decode().splitlines()
     probed = [json.loads(x) for x in lines if x.endswith("]")]
     probe_429 = [sec for code, sec in probed if code == 429]
