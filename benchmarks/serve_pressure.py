@@ -307,8 +307,10 @@ async def burst(url: str, titles: list[str], n: int, docs_each: int = 5) -> dict
 
         results = await asyncio.gather(*(one(b) for b in bodies))
         wall = time.perf_counter() - start
-    if probe.returncode is None:
+    try:
         probe.terminate()
+    except ProcessLookupError:  # it ended by itself
+        pass
     lines = (await probe.communicate())[0].decode().splitlines()
     probed = [json.loads(x) for x in lines if x.endswith("]")]
     probe_429 = [sec for code, sec in probed if code == 429]
