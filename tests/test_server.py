@@ -350,6 +350,28 @@ def test_full_queue_answers_429_with_retry_after(embedder, reranker):
         )
 
 
+def test_full_queue_is_429_before_the_body_is_parsed(embedder, reranker):
+    """The 429 comes from the request line (middleware), before the body is parsed or
+    tokenised: with the rerank queue full, even a body that is not JSON gets the 429
+    (in the route it would have been a 422 first), in each API's error shape; the
+    embeddings queue is not full, so its bad body is still a 422."""
+    s = settings(max_queue=1)
+    with running_server(s, Components(embedder=embedder, reranker=reranker)) as srv:
+        batcher = srv.app.state.rankwise.rerank_batcher
+        with httpx.Client(base_url=srv.url, timeout=30) as c, batcher.admission():
+            for path in ("/v1/rerank", "/v2/rerank", "/rerank", "/weaviate/rerank", "/v1/search"):
+                r = c.post(path, content=b"{not json", headers={"content-type": "application/json"})
+                assert r.status_code == 429, (path, r.status_code, r.text)
+                assert int(r.headers["retry-after"]) >= 1
+                assert "queue is full" in r.text
+            assert c.post("/v1/rerank", content=b"{").json()["message"]  # Cohere's shape
+            assert c.post("/v1/embeddings", content=b"{not json").status_code == 422
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        assert 'endpoint="/v1/rerank",method="POST",status="429"' in metrics
+        ok = httpx.post(f"{srv.url}/v1/rerank", json={"query": "q", "documents": ["a"]})
+        assert ok.status_code == 200  # the place was released: admitted again
+
+
 # ----------------------------------------------------------------------------- auth, ops
 def test_api_keys(embedder, reranker):
     from openai import OpenAI

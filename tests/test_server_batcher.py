@@ -6,6 +6,7 @@ HTTP tests in test_server.py run the same batcher with real models.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 
@@ -32,6 +33,17 @@ class Recorder:
             raise ValueError(f"cannot score {self.fail_on!r}")
         time.sleep(self.delay)
         return np.array([len(t) for t in items], dtype=np.float32)
+
+
+def _gated():
+    """(gate, model call): every call blocks until the gate is set (5 s at most)."""
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return np.zeros(len(items), dtype=np.float32)
+
+    return gate, slow
 
 
 def _submit_all(b: Batcher, jobs: list[list[str]]) -> list:
@@ -82,9 +94,10 @@ def test_token_budget_caps_every_model_call_and_big_jobs_are_split():
     assert sum(len(c) for c in rec.calls) == 28  # nothing computed twice
 
 
-def test_small_job_waits_about_one_batch_not_the_whole_big_job():
-    """A 200-item job runs as 50 batches of 4; a 2-item job sent while it runs is in the
-    next batch or the one after, not after all 200 items (FIFO grouping did that)."""
+def test_small_job_gets_the_very_next_call_to_itself_not_a_full_batch():
+    """A 200-item job runs as 50 batches of 4; a 2-item job sent while it runs gets the
+    next model call, and that call holds only the new job (topping it up with the big
+    job's items made the small request wait a full extra batch)."""
     rec = Recorder(delay=0.01)
     b = Batcher("t", rec, max_tokens=4, max_wait_ms=0).start()
     try:
@@ -98,9 +111,43 @@ def test_small_job_waits_about_one_batch_not_the_whole_big_job():
     finally:
         b.stop()
     assert np.array_equal(small, [2, 2])
+    # the call in progress (counted in calls_before) or one that started just before the
+    # submit, then the small job's own
     assert calls_until_small - calls_before <= 2, (calls_before, calls_until_small)
-    mixed = next(c for c in rec.calls if "s1" in c)
-    assert any(t.startswith("big") for t in mixed)  # the big job kept its share
+    assert next(c for c in rec.calls if "s1" in c) == ["s1", "s2"]
+
+
+def test_a_stream_of_small_jobs_cannot_starve_a_big_one():
+    """Aging: a call of new jobs only is never followed by another while the big job waits,
+    so the big job gets at least every other call, each with the full budget."""
+    rec = Recorder(delay=0.005)
+    b = Batcher("t", rec, max_tokens=4, max_wait_ms=0).start()
+    stop = threading.Event()
+
+    def stream(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            b.run_sync([f"s{k}-{i}"], 1)
+            i += 1
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(4)]
+    try:
+        big = b.submit([f"big{i}" for i in range(60)], 60)
+        for t in threads:
+            t.start()
+        assert big.result(10).shape == (60,)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        b.stop()
+    first = next(i for i, c in enumerate(rec.calls) if c[0].startswith("big"))
+    last = max(i for i, c in enumerate(rec.calls) if any(t.startswith("big") for t in c))
+    without_big = [not any(t.startswith("big") for t in c) for c in rec.calls[first : last + 1]]
+    assert not any(a and b_ for a, b_ in zip(without_big, without_big[1:], strict=False)), (
+        "big job skipped twice"
+    )
+    assert sum(without_big) > 0, "no small job was interleaved"
 
 
 def test_request_over_the_cost_limit_is_413_before_queueing():
@@ -116,12 +163,7 @@ def test_request_over_the_cost_limit_is_413_before_queueing():
 
 
 def test_queue_token_limit_and_retry_after_from_the_measured_drain_rate():
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_tokens=1000, max_queue_tokens=1000, max_wait_ms=0).start()
     try:
         b._rate = 100.0  # as if measured: 100 tokens/s
@@ -153,12 +195,7 @@ def test_a_failing_job_fails_alone():
 
 
 def test_full_queue_is_overloaded_with_retry_after():
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_queue=2, max_wait_ms=0).start()
     try:
         running = b.submit(["a"], 1)
@@ -197,38 +234,69 @@ def test_admission_holds_a_place_before_pricing_so_a_burst_gets_429_at_once():
     """A request holds its place from before it is tokenised: with one place taken, the
     next request is refused at once, not after its own (slow) tokenisation."""
     b = Batcher("t", Recorder(), max_queue=1).start()
+
+    def other_request() -> None:  # another request: its own context
+        with b.admission():
+            pass
+
     try:
         with b.admission():
             with pytest.raises(Overloaded):
-                with b.admission():
-                    pass
+                contextvars.Context().run(other_request)
+            with b.admission():  # the same request again (middleware, then route): no-op
+                assert b._pending == 1
             fut = b.submit(["a"], 1, reserved=True)  # the held place becomes the job
             assert np.array_equal(fut.result(5), [1])
-        with b.admission():  # released: admitted again
-            pass
+        contextvars.Context().run(other_request)  # released: admitted again
+        assert b._pending == 0
     finally:
         b.stop()
 
 
 def test_retry_after_counts_requests_still_being_priced():
-    gate = threading.Event()
-
-    def slow(items):
-        gate.wait(5)
-        return np.zeros(len(items), dtype=np.float32)
-
+    gate, slow = _gated()
     b = Batcher("t", slow, max_queue=3, max_wait_ms=0).start()
     try:
         b._rate = 100.0
         first = b.submit(["a"], [100])  # mean admitted cost: 100 tokens
         time.sleep(0.05)
-        with b.admission(), b.admission(), b.admission():  # three places held, unpriced
-            with pytest.raises(Overloaded) as err:
-                b.submit(["b"], [1])
+        held = [(contextvars.Context(), b.admission()) for _ in range(3)]  # three requests
+        for ctx, place in held:  # three places held, unpriced
+            ctx.run(place.__enter__)
+        with pytest.raises(Overloaded) as err:
+            b.submit(["b"], [1])
+        for ctx, place in held:
+            ctx.run(place.__exit__, None, None, None)
         # 100 queued + 3 pending × 100 (mean cost) = 400 tokens at 100 tokens/s
         assert err.value.retry_after == 4
         gate.set()
         first.result(5)
+    finally:
+        gate.set()
+        b.stop()
+
+
+def test_a_held_place_becomes_the_job_not_a_second_place():
+    """Two requests hold the queue's two places, then submit their jobs: both are
+    admitted. Counting a submitted job and its still-held place both (the first version)
+    filled the queue at half its size: in a 600-request burst only 13 were admitted."""
+    gate, slow = _gated()
+    b = Batcher("t", slow, max_queue=2, max_wait_ms=0).start()
+    try:
+        running = b.submit(["x"], 1)  # the worker is busy with it
+        while not b._jobs[0].started:
+            time.sleep(0.005)
+        held = [(contextvars.Context(), b.admission()) for _ in range(2)]
+        for ctx, place in held:
+            ctx.run(place.__enter__)
+        futures = [ctx.run(b.submit, ["a"], 1, True) for ctx, _ in held]  # reserved
+        assert b.depth == 2 and b._pending == 0
+        for ctx, place in held:
+            ctx.run(place.__exit__, None, None, None)
+        assert b._pending == 0
+        gate.set()
+        assert running.result(5).shape == (1,)
+        assert all(f.result(5).shape == (1,) for f in futures)
     finally:
         gate.set()
         b.stop()

@@ -1,23 +1,25 @@
 """Cross-request batching with fair scheduling by cost: one worker thread per model.
 
 Each HTTP request submits a *job*: a list of items (texts to embed, (query, document)
-pairs to score) with the token count of each item, its **cost**. Admission happens in
-:meth:`Batcher.submit`, on the caller's thread, before anything is queued:
+pairs to score) with the token count of each item, its **cost**. Pricing, limits and the
+413/429 answers are :class:`~rankwise.server.admission.Admission`'s; this module is the
+worker loop that turns admitted jobs into model calls (*batches*) of at most
+``max_tokens`` tokens.
 
-- a job costing more than ``max_request_tokens`` is refused at once
-  (:class:`~rankwise.errors.PayloadTooLarge`, 413 naming the limit);
-- a job that would take the queue over ``max_queue`` jobs or ``max_queue_tokens`` tokens
-  is refused at once (:class:`~rankwise.errors.Overloaded`, 429) with ``retry_after`` =
-  the queued tokens divided by the **measured drain rate** (tokens per second the model
-  actually processed, an exponentially weighted mean over recent model calls).
+Scheduling, per batch:
 
-The worker builds each model call (a *batch*) of at most ``max_tokens`` tokens from all
-admitted jobs, **round-robin**: every active job first gets an equal share of the budget
-(in arrival order; a job smaller than its share goes in whole), and budget left over goes
-to the jobs still holding items, oldest first. A large job is therefore split across
-many batches and interleaved with whatever arrives meanwhile: a small request waits for
-the batch in progress plus about one batch, never for the whole large request (plain
-FIFO grouping made a 2-document rerank wait 438 s behind a 1,000-document one).
+- **a newly arrived job gets the very next model call to itself** (with the other new
+  jobs, oldest first, up to the budget) while older jobs still hold items: a small
+  request then waits for the batch in progress plus its own short call. Topping that call
+  up with the big job's items (the first version) made it a full batch, and a 2-document
+  rerank waited ~2.8 batches at p99 during a 1,000-document one;
+- **aging**: a call of new jobs only is never followed by another one while older jobs
+  wait, so a stream of small requests cannot starve a big one (it gets at least every
+  other call, each a full budget);
+- otherwise **round-robin**: every active job gets an equal share of the budget (in
+  arrival order; a job smaller than its share goes in whole), and budget left over goes
+  to the jobs still holding items, oldest first. A large job is split across many batches
+  (plain FIFO grouping made a 2-document rerank wait 438 s behind a 1,000-document one).
 
 Padding: the model sorts a batch's items by length and cuts its own padded-token
 sub-batches (``models/``), so a batch's padded cost is close to the sum of its items'
@@ -36,15 +38,15 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from rankwise.errors import NotReady, Overloaded, PayloadTooLarge
+from rankwise.errors import NotReady
+from rankwise.server.admission import Admission, Job
 
 log = logging.getLogger(__name__)
 
@@ -55,44 +57,13 @@ BatchHook = Callable[[str, int, int, int, float], None]
 
 
 @dataclass
-class _Job(Generic[T]):
-    items: list[T]
-    costs: list[int]
-    future: Future = field(default_factory=Future)
-    enqueued: float = field(default_factory=time.perf_counter)
-    next: int = 0  # first item not yet handed to the model
-    done: int = 0  # items whose rows are in ``out``
-    out: np.ndarray | None = None
-    started: bool = False
-
-    @property
-    def tokens(self) -> int:
-        return sum(self.costs)
-
-    @property
-    def remaining(self) -> int:
-        return len(self.items) - self.next
-
-
-@dataclass
 class _Slice(Generic[T]):
-    job: _Job[T]
+    job: Job[T]
     start: int
     end: int
 
 
-def _spread(tokens: int | Sequence[int], n: int) -> list[int]:
-    """Per-item costs: given per item, or a total spread evenly (each at least 1)."""
-    if isinstance(tokens, int | np.integer):
-        each = max(int(tokens), n) // max(n, 1)
-        return [max(each, 1)] * n
-    costs = [max(int(t), 1) for t in tokens]
-    if len(costs) != n:
-        raise ValueError(f"{len(costs)} token counts for {n} items")
-    return costs
-
-
-class Batcher(Generic[T]):
+class Batcher(Admission[T]):
     """Fair, cost-aware batching of concurrent jobs for one model.
 
     Args:
@@ -126,30 +97,30 @@ class Batcher(Generic[T]):
         on_wait: Callable[[float], None] | None = None,
         on_reject: Callable[[], None] | None = None,
     ):
-        self.name = name
+        super().__init__(
+            name,
+            max_queue=max_queue,
+            max_queue_tokens=max_queue_tokens,
+            max_request_tokens=max_request_tokens,
+            on_reject=on_reject,
+        )
         self.fn = fn
         self.max_tokens = max_tokens
         self.max_wait = max_wait_ms / 1000.0
-        self.max_queue = max_queue
-        self.max_queue_tokens = max_queue_tokens
-        self.max_request_tokens = max_request_tokens
         self.enabled = enabled
         self.on_batch = on_batch
         self.on_wait = on_wait
-        self.on_reject = on_reject
-        self._cond = threading.Condition()
-        self._jobs: deque[_Job[T]] = deque()  # admitted, not finished (arrival order)
-        self._queued_tokens = 0  # tokens of admitted items not yet computed
-        self._pending = 0  # requests holding a place while they are being priced
-        self._job_tokens: float | None = None  # mean cost of admitted jobs (EWMA)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._rate: float | None = None  # measured tokens/second (EWMA over model calls)
+        self._fresh_only = False  # the last batch held new jobs only (aging, see above)
+        self._busy_since = 0.0  # when the worker last found work after waiting idle
+        self._last_end = 0.0  # when the last batch was delivered
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Batcher[T]:
         if self._thread is None:
             self._stopping = False
+            self._running = True
             self._thread = threading.Thread(
                 target=self._loop, name=f"rankwise-batcher-{self.name}", daemon=True
             )
@@ -162,6 +133,7 @@ class Batcher(Generic[T]):
             return
         with self._cond:
             self._stopping = True
+            self._running = False
             pending, self._jobs = list(self._jobs), deque()
             self._queued_tokens = 0
             self._cond.notify_all()
@@ -170,76 +142,6 @@ class Batcher(Generic[T]):
                 job.future.set_exception(NotReady("the server is shutting down"))
         self._thread.join(timeout)
         self._thread = None
-
-    @property
-    def depth(self) -> int:
-        """Jobs waiting for their first batch."""
-        return sum(1 for j in self._jobs if not j.started)
-
-    @property
-    def queued_tokens(self) -> int:
-        """Tokens admitted and not yet computed."""
-        return self._queued_tokens
-
-    @property
-    def drain_rate(self) -> float | None:
-        """Measured tokens per second of model time (None before the first model call)."""
-        return self._rate
-
-    def retry_after(self, extra_tokens: int = 0) -> float:
-        """Seconds until the queue has drained the tokens now waiting (plus ``extra_tokens``),
-        at the measured drain rate; 1 s when nothing has been measured yet. Requests still
-        being priced (holding a place, cost unknown) count at the mean admitted cost: in
-        a burst most places are held by them, and leaving them out made Retry-After 1 s
-        for a queue that took 20 s to drain."""
-        if not self._rate:
-            return 1.0
-        pending = self._pending * (self._job_tokens or 0.0)
-        return max(1.0, (self._queued_tokens + pending + extra_tokens) / self._rate)
-
-    @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold a place in the queue from *before* the request is priced (tokenising a big
-        request takes a while, and runs in a thread pool that a burst saturates): a full
-        queue answers 429 at once instead of after the caller's tokenisation. Submit
-        within it with ``reserved=True`` (the place is the job's)."""
-        with self._cond:
-            self._check_full(0)
-            self._pending += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._pending -= 1
-
-    def check_admission(self, tokens: int = 0) -> None:
-        """Raise ``Overloaded`` when a job of ``tokens`` would not be admitted now (used by
-        searches, which are admitted before their recall runs)."""
-        with self._cond:
-            self._check_full(tokens)
-
-    def _check_full(self, tokens: int, reserved: bool = False) -> None:
-        waiting = sum(1 for j in self._jobs if not j.started) + self._pending - int(reserved)
-        full_jobs = waiting >= self.max_queue
-        full_tokens = (
-            self.max_queue_tokens is not None
-            and self._jobs
-            and self._queued_tokens + tokens > self.max_queue_tokens
-        )
-        if not (full_jobs or full_tokens):
-            return
-        if self.on_reject is not None:
-            self.on_reject()
-        retry = math.ceil(self.retry_after())
-        what = (
-            f"{waiting} requests"
-            if full_jobs
-            else f"{self._queued_tokens:,} tokens (limit {self.max_queue_tokens:,})"
-        )
-        raise Overloaded(
-            f"the {self.name} queue is full ({what} waiting); retry in {retry}s",
-            retry_after=retry,
-        )
 
     # ------------------------------------------------------------------ submit
     def submit(
@@ -257,28 +159,7 @@ class Batcher(Generic[T]):
             Overloaded: the queue is full (``retry_after`` from the measured drain rate).
             NotReady: the batcher is not running.
         """
-        items = list(items)
-        job: _Job[T] = _Job(items, _spread(tokens, len(items)))
-        if not items:
-            job.future.set_result(np.zeros((0,), dtype=np.float32))
-            return job.future
-        cost = job.tokens
-        if self.max_request_tokens is not None and cost > self.max_request_tokens:
-            raise PayloadTooLarge(
-                f"this request costs {cost:,} tokens; the limit per request is "
-                f"{self.max_request_tokens:,} (max_request_tokens): send fewer or shorter texts"
-            )
-        with self._cond:
-            if self._thread is None or self._stopping:
-                raise NotReady(f"the {self.name} model is not running")
-            self._check_full(cost, reserved)
-            self._job_tokens = (
-                cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost
-            )
-            self._jobs.append(job)
-            self._queued_tokens += cost
-            self._cond.notify()
-        return job.future
+        return self._admit(items, tokens, reserved).future
 
     async def run(
         self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool = False
@@ -291,7 +172,7 @@ class Batcher(Generic[T]):
         return self.submit(items, tokens).result()
 
     # ------------------------------------------------------------------ worker
-    def _take(self, job: _Job[T], budget: int, at_least_one: bool) -> _Slice[T] | None:
+    def _take(self, job: Job[T], budget: int, at_least_one: bool) -> _Slice[T] | None:
         """The next items of ``job`` that fit ``budget`` tokens (at least one if asked)."""
         start = end = job.next
         used = 0
@@ -317,6 +198,27 @@ class Batcher(Generic[T]):
         if not self.enabled:
             job = active[0]
             return [self._take(job, math.inf, True)]  # type: ignore[list-item,arg-type]
+        fresh = [j for j in active if not j.started]
+        if fresh and len(fresh) < len(active) and not self._fresh_only:
+            self._fresh_only = True  # new jobs get the next call to themselves
+            return self._fill(fresh, self.max_tokens)
+        self._fresh_only = False
+        return self._round_robin(active)
+
+    def _fill(self, jobs: list[Job[T]], budget: int) -> list[_Slice[T]]:
+        """Whole jobs (or the first items of one) in order while ``budget`` lasts."""
+        plan: list[_Slice[T]] = []
+        for job in jobs:
+            if budget <= 0:
+                break
+            s = self._take(job, budget, at_least_one=not plan)
+            if s is not None:
+                plan.append(s)
+                budget -= sum(job.costs[s.start : s.end])
+        return plan
+
+    def _round_robin(self, active: list[Job[T]]) -> list[_Slice[T]]:
+        """An equal share of the budget each, then what is left to the oldest."""
         budget = self.max_tokens
         share = max(budget // len(active), 1)
         plan: list[_Slice[T]] = []
@@ -325,24 +227,21 @@ class Batcher(Generic[T]):
             if s is not None:
                 plan.append(s)
                 budget -= sum(job.costs[s.start : s.end])
-        for job in active:  # pass 2: what is left, oldest first
-            if budget <= 0:
-                break
-            s = self._take(job, budget, at_least_one=False)
-            if s is not None:
-                plan.append(s)
-                budget -= sum(job.costs[s.start : s.end])
-        return plan
+        return plan + self._fill(active, budget) if budget > 0 else plan  # pass 2
 
     def _loop(self) -> None:
         while True:
             with self._cond:
+                idle = False
                 while not self._stopping and not any(
                     j.remaining and not j.future.cancelled() for j in self._jobs
                 ):
+                    idle = True
                     self._cond.wait()
                 if self._stopping:
                     return
+                if idle or not self._last_end:  # busy time (the drain rate's) starts again
+                    self._busy_since = time.perf_counter()
             if self.enabled and self.max_wait > 0:
                 self._linger()
             with self._cond:
@@ -391,8 +290,6 @@ class Batcher(Generic[T]):
             return
         seconds = time.perf_counter() - start
         tokens = sum(sum(s.job.costs[s.start : s.end]) for s in plan)
-        rate = tokens / max(seconds, 1e-6)
-        self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
         if self.on_batch is not None:
             jobs = len({id(s.job) for s in plan})
             self.on_batch(self.name, jobs, len(out), tokens, seconds)
@@ -401,6 +298,9 @@ class Batcher(Generic[T]):
             n = s.end - s.start
             self._deliver(s, out[offset : offset + n])
             offset += n
+        end = time.perf_counter()  # busy wall time of this batch: planning to delivery
+        self._measured(tokens, end - max(self._busy_since, self._last_end))
+        self._last_end = end
 
     def _deliver(self, s: _Slice[T], rows: np.ndarray) -> None:
         job = s.job
@@ -416,7 +316,7 @@ class Batcher(Generic[T]):
             self._finish(job, result=job.out)
 
     def _finish(
-        self, job: _Job[T], result: np.ndarray | None = None, error: Exception | None = None
+        self, job: Job[T], result: np.ndarray | None = None, error: Exception | None = None
     ) -> None:
         with self._cond:
             if job in self._jobs:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import threading
 import time
@@ -13,26 +11,8 @@ from fastapi import FastAPI
 
 from rankwise.config import Settings
 from rankwise.errors import ConfigError
+from rankwise.server.heap import limit_malloc_arenas
 from rankwise.server.timeouts import protocol_with_header_timeout
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (``M_ARENA_MAX``) unless ``MALLOC_ARENA_MAX`` is set.
-
-    Measured (``benchmarks/serve_pressure.py``, 32-client soak, 2 shared cores): the
-    Python heap stays at ~18 MB (tracemalloc) while RSS climbs, so the growth is native
-    memory (allocator arenas, torch/oneDNN, tokenizers, LanceDB). RSS grew ~47 MB/min
-    after the first minute with glibc's default arenas and ~30-36 MB/min with 2; the cap
-    helps somewhat and does not stop it (see ``benchmarks/results/serve_pressure.md``).
-    Call before threads start; a no-op off glibc. Returns whether the cap was applied.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
