@@ -20,13 +20,15 @@ from rankwise.models.runners import Runner, TorchRunner
 from rankwise.models.specs import Kind, ModelSpec, Pooling
 from rankwise.models.tokens import Encoded, TokenEncoder
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZE = (None, "int8", "int8-full")
+# OpenVINO adds bf16 inference and weight-only int8 (see openvino.py)
+OPENVINO_QUANTIZE = (*QUANTIZE, "bf16", "int8-weights")
 # Fixed cost of one forward pass in token-equivalents on a CPU (MiniLM, 2 cores: ONNX Runtime
 # 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts. Only the
 # default: RANKWISE_BATCH_OVERHEAD=probe measures it at load time instead (probe.py; under heavy
 # load the probe read 0 tokens for ONNX int8 and scored 48.4 vs the table's 51.3 pairs/s).
-_CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0}
+_CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0, "openvino": 8.0}
 # RoBERTa-family models number positions from pad_token_id + 1, so they fit two fewer tokens.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
 
@@ -139,12 +141,18 @@ class BaseModel:
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
-        if quantize not in QUANTIZE:
-            raise ConfigError(f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full'.")
-        if quantize and backend != "onnx":
+        if quantize not in OPENVINO_QUANTIZE:
             raise ConfigError(
-                f"quantize='{quantize}' needs backend='onnx' (dynamic int8 runs in ONNX Runtime)."
+                f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full' "
+                "(backend='openvino' also: 'bf16', 'int8-weights')."
             )
+        if quantize and backend == "torch":
+            raise ConfigError(
+                f"quantize='{quantize}' needs backend='onnx' or 'openvino' (int8 runs in ONNX "
+                "Runtime or OpenVINO)."
+            )
+        if quantize not in QUANTIZE and backend != "openvino":
+            raise ConfigError(f"quantize='{quantize}' needs backend='openvino'.")
         if batch_size < 1 or (token_budget is not None and token_budget < 1):
             raise ConfigError("batch_size and token_budget must be positive.")
         if batch_overhead is not None and batch_overhead < 0:
@@ -157,9 +165,9 @@ class BaseModel:
         self.resolved: ResolvedModel = resolve_model(
             model, kind=self.kind, revision=self.revision, local_files_only=self.local_files_only
         )
-        if backend == "onnx" and device is not None and not device.startswith("cpu"):
-            raise ConfigError("backend='onnx' runs on the CPU; use backend='torch' for GPUs.")
-        self.device = "cpu" if backend == "onnx" else resolve_device(device)
+        if backend != "torch" and device is not None and not device.startswith("cpu"):
+            raise ConfigError(f"backend='{backend}' runs on the CPU; use backend='torch' for GPUs.")
+        self.device = "cpu" if backend != "torch" else resolve_device(device)
         # fixed cost of one forward pass in tokens, for choosing batch cuts (batching.py):
         # measured on a 2-core CPU; on accelerators batches are simply filled.
         self.batch_overhead = (
@@ -234,6 +242,17 @@ class BaseModel:
         return self.spec.pooling
 
     def _build_runner(self) -> Runner:
+        if self.backend == "openvino":
+            from rankwise.models.openvino import OpenVinoRunner
+
+            return OpenVinoRunner(
+                self.resolved,
+                kind=self.kind,
+                pooling=self._pooling(),
+                quantize=self.quantize,
+                revision=self.revision,
+                feeds=self._calibration_feeds,
+            )
         if self.backend == "onnx":
             from rankwise.models.onnx import OnnxRunner
 
@@ -247,6 +266,23 @@ class BaseModel:
         return TorchRunner(
             self.resolved, kind=self.kind, pooling=self._pooling(), device=self.device
         )
+
+    def _calibration_feeds(self, examples: Sequence[Any]) -> list[dict[str, np.ndarray]]:
+        """Calibration examples (texts, or (query, document) pairs for a reranker) tokenised
+        as this model serves them, in length-sorted padded batches (static int8 calibration)."""
+        from rankwise.models.openvino import CALIBRATION_BATCH
+
+        if self.kind == "reranker":
+            share = getattr(self, "query_max_share", 0.5)
+            encoded = self.tokens.encode_pairs(list(examples), self.max_length, share)
+        else:
+            encoded = self.tokens.encode_single(list(examples), self.max_length)
+        encoded.sort(key=lambda e: len(e[0]))
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        return [
+            pad_batch(encoded[i : i + CALIBRATION_BATCH], names, self.tokens.pad_id)
+            for i in range(0, len(encoded), CALIBRATION_BATCH)
+        ]
 
     def _version_parts(self) -> tuple[Any, ...]:
         return ()
