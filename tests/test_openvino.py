@@ -200,3 +200,20 @@ def test_settings_reach_the_backend(tiny_reranker_dir, monkeypatch):
     rr = Reranker.from_settings(settings)
     assert (rr.backend, rr.quantize) == ("openvino", "int8-weights")
     assert type(rr.runner).__name__ == "OpenVinoRunner"
+
+
+def test_auto_backend_picks_openvino_and_falls_back(tiny_reranker_dir, tmp_path, monkeypatch):
+    auto = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")), backend="auto")
+    assert auto.backend == "openvino" and "fastest CPU backend" in auto.backend_reason
+    assert auto.version == Reranker(str(tmp_path / "a"), backend="openvino").version
+
+    def broken(*args, **kwargs):  # fault injection: a model the converter cannot handle
+        raise RuntimeError("unsupported operator aten::weird")
+
+    monkeypatch.setattr(rw_ov, "_convert", broken)
+    fallback = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "b")), backend="auto")
+    assert fallback.backend == "onnx", fallback.backend_reason
+    assert "openvino failed" in fallback.backend_reason and "aten::weird" in fallback.backend_reason
+    np.testing.assert_allclose(fallback.score("q", DOCS), auto.score("q", DOCS), atol=1e-4)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: straight to onnx
+    assert Reranker(str(tmp_path / "b"), backend="auto", quantize="int8").backend == "onnx"

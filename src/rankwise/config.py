@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     )
     reranker_revision: str | None = _s(None, "Pinned reranker revision (commit, tag).")
     device: str | None = _s(None, "cpu, cuda, mps (default: auto).")
-    backend: Literal["torch", "onnx", "openvino"] = _s("torch", "torch, onnx or openvino.")
+    backend: Literal["torch", "onnx", "openvino", "auto"] = _s(
+        "torch", "torch, onnx, openvino or auto (CPU: the fastest installed; GPU: torch)."
+    )
     quantize: Literal["int8", "int8-full", "bf16", "int8-weights"] | None = _s(
         None,
         "int8 (onnx/openvino; first layers' feed-forward kept fp32), int8-full; "

@@ -3,16 +3,17 @@ tokenise, and run token-budget batches with the original order restored."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from rankwise.errors import ConfigError, InvalidRequest
+from rankwise.errors import ConfigError, InvalidRequest, ModelLoadError
 from rankwise.models.backoff import OomBackoff
 from rankwise.models.batching import token_budget_batches
-from rankwise.models.device import resolve_device
+from rankwise.models.device import auto_cpu_backends, resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
 from rankwise.models.probe import probe_or, probe_wanted
 from rankwise.models.refs import special_class
@@ -20,7 +21,9 @@ from rankwise.models.runners import Runner, TorchRunner
 from rankwise.models.specs import Kind, ModelSpec, Pooling
 from rankwise.models.tokens import Encoded, TokenEncoder
 
-BACKENDS = ("torch", "onnx", "openvino")
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "openvino", "auto")
 QUANTIZE = (None, "int8", "int8-full")
 # OpenVINO adds bf16 inference and weight-only int8 (see openvino.py)
 OPENVINO_QUANTIZE = (*QUANTIZE, "bf16", "int8-weights")
@@ -141,6 +144,23 @@ class BaseModel:
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
+        # "auto": torch on accelerators; on a CPU the fastest backend installed that converts
+        # this model (openvino, onnx, torch), the choice and its reason in ``backend_reason``
+        candidates = [backend]
+        self.backend_reason = "given"
+        if backend == "auto":
+            on_cpu = resolve_device(device) == "cpu"
+            candidates = auto_cpu_backends(quantize) if on_cpu else ["torch"]
+            if not candidates:
+                raise ConfigError(
+                    f"backend='auto': no installed backend runs quantize='{quantize}'."
+                )
+            backend = candidates[0]
+            self.backend_reason = (
+                f"auto: {backend}, the fastest CPU backend installed (of {', '.join(candidates)})"
+                if on_cpu
+                else "auto: torch on an accelerator"
+            )
         if quantize not in OPENVINO_QUANTIZE:
             raise ConfigError(
                 f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full' "
@@ -170,6 +190,7 @@ class BaseModel:
         self.device = "cpu" if backend != "torch" else resolve_device(device)
         # fixed cost of one forward pass in tokens, for choosing batch cuts (batching.py):
         # measured on a 2-core CPU; on accelerators batches are simply filled.
+        self.batch_overhead_is_default = batch_overhead is None
         self.batch_overhead = (
             batch_overhead
             if batch_overhead is not None
@@ -185,14 +206,14 @@ class BaseModel:
             cache_size=token_cache_size,
             cache_cap=self.max_length,
         )
-        self.runner: Runner = self._build_runner()
+        self.runner: Runner = self._build_runner_from(candidates)
         # "given", "table", "probe" (measured now on this CPU, see probe.py) or None (GPU)
         self.batch_overhead_source = (
             "given" if batch_overhead is not None else "table" if self.device == "cpu" else None
         )
         if batch_overhead is None and self.device == "cpu" and probe_wanted():
             self.batch_overhead, self.batch_overhead_source = probe_or(
-                _CPU_BATCH_OVERHEAD[backend],
+                _CPU_BATCH_OVERHEAD[self.backend],
                 self.runner,
                 self.runner.input_names,
                 self.tokens.pad_id,
@@ -240,6 +261,25 @@ class BaseModel:
 
     def _pooling(self) -> Pooling:
         return self.spec.pooling
+
+    def _build_runner_from(self, candidates: Sequence[str]) -> Runner:
+        """The runner of the first backend in ``candidates`` that loads this model; a failure
+        falls through to the next (``backend="auto"``), logged and kept in ``backend_reason``."""
+        for i, backend in enumerate(candidates):
+            self.backend = backend
+            try:
+                return self._build_runner()
+            except ModelLoadError as e:
+                if i + 1 == len(candidates):
+                    raise
+                self.backend_reason = (
+                    f"auto: {candidates[i + 1]}, because {backend} failed: {str(e)[:200]}"
+                )
+                log.warning("backend='auto': %s cannot load %s, trying %s: %s",
+                            backend, self.model_id, candidates[i + 1], e)  # fmt: skip
+                if candidates[i + 1] == "torch" and self.batch_overhead_is_default:
+                    self.batch_overhead = _CPU_BATCH_OVERHEAD["torch"]
+        raise AssertionError("unreachable")
 
     def _build_runner(self) -> Runner:
         if self.backend == "openvino":
