@@ -27,7 +27,8 @@ class Embedder(BaseModel):
         backend: ``"torch"``, ``"onnx"`` (ONNX Runtime on CPU, exported once and cached) or
             ``"openvino"`` (OpenVINO on CPU, converted once and cached; see models/openvino.py).
         quantize: ``None``, ``"int8"`` (dynamic int8, the first two layers' feed-forward kept
-            fp32 to keep rankings) or ``"int8-full"`` (every matmul int8); ONNX backend only.
+            fp32 to keep rankings) or ``"int8-full"`` (every matmul int8); ONNX or OpenVINO
+            (static int8 there); OpenVINO also ``"bf16"`` and ``"int8-weights"``.
         max_length: token cap per text; default: the length a rankwise-trained folder was
             trained at (``rankwise_model.json``), else the spec (bge-m3: 1024), the folder's
             ``sentence_bert_config.json``, or 512; never above the model's position limit.
