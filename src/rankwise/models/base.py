@@ -3,16 +3,17 @@ tokenise, and run token-budget batches with the original order restored."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from rankwise.errors import ConfigError, InvalidRequest
+from rankwise.errors import ConfigError, InvalidRequest, ModelLoadError
 from rankwise.models.backoff import OomBackoff
 from rankwise.models.batching import token_budget_batches
-from rankwise.models.device import resolve_device
+from rankwise.models.device import auto_cpu_backends, resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
 from rankwise.models.probe import probe_or, probe_wanted
 from rankwise.models.refs import special_class
@@ -20,13 +21,17 @@ from rankwise.models.runners import Runner, TorchRunner
 from rankwise.models.specs import Kind, ModelSpec, Pooling
 from rankwise.models.tokens import Encoded, TokenEncoder
 
-BACKENDS = ("torch", "onnx")
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "openvino", "auto")
 QUANTIZE = (None, "int8", "int8-full")
+# OpenVINO adds bf16 inference and weight-only int8 (see openvino.py)
+OPENVINO_QUANTIZE = (*QUANTIZE, "bf16", "int8-weights")
 # Fixed cost of one forward pass in token-equivalents on a CPU (MiniLM, 2 cores: ONNX Runtime
 # 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts. Only the
 # default: RANKWISE_BATCH_OVERHEAD=probe measures it at load time instead (probe.py; under heavy
 # load the probe read 0 tokens for ONNX int8 and scored 48.4 vs the table's 51.3 pairs/s).
-_CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0}
+_CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0, "openvino": 8.0}
 # RoBERTa-family models number positions from pad_token_id + 1, so they fit two fewer tokens.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
 
@@ -139,12 +144,35 @@ class BaseModel:
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
-        if quantize not in QUANTIZE:
-            raise ConfigError(f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full'.")
-        if quantize and backend != "onnx":
-            raise ConfigError(
-                f"quantize='{quantize}' needs backend='onnx' (dynamic int8 runs in ONNX Runtime)."
+        # "auto": torch on accelerators; on a CPU the fastest backend installed that converts
+        # this model (openvino, onnx, torch), the choice and its reason in ``backend_reason``
+        candidates = [backend]
+        self.backend_reason = "given"
+        if backend == "auto":
+            on_cpu = resolve_device(device) == "cpu"
+            candidates = auto_cpu_backends(quantize) if on_cpu else ["torch"]
+            if not candidates:
+                raise ConfigError(
+                    f"backend='auto': no installed backend runs quantize='{quantize}'."
+                )
+            backend = candidates[0]
+            self.backend_reason = (
+                f"auto: {backend}, the fastest CPU backend installed (of {', '.join(candidates)})"
+                if on_cpu
+                else "auto: torch on an accelerator"
             )
+        if quantize not in OPENVINO_QUANTIZE:
+            raise ConfigError(
+                f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full' "
+                "(backend='openvino' also: 'bf16', 'int8-weights')."
+            )
+        if quantize and backend == "torch":
+            raise ConfigError(
+                f"quantize='{quantize}' needs backend='onnx' or 'openvino' (int8 runs in ONNX "
+                "Runtime or OpenVINO)."
+            )
+        if quantize not in QUANTIZE and backend != "openvino":
+            raise ConfigError(f"quantize='{quantize}' needs backend='openvino'.")
         if batch_size < 1 or (token_budget is not None and token_budget < 1):
             raise ConfigError("batch_size and token_budget must be positive.")
         if batch_overhead is not None and batch_overhead < 0:
@@ -157,11 +185,12 @@ class BaseModel:
         self.resolved: ResolvedModel = resolve_model(
             model, kind=self.kind, revision=self.revision, local_files_only=self.local_files_only
         )
-        if backend == "onnx" and device is not None and not device.startswith("cpu"):
-            raise ConfigError("backend='onnx' runs on the CPU; use backend='torch' for GPUs.")
-        self.device = "cpu" if backend == "onnx" else resolve_device(device)
+        if backend != "torch" and device is not None and not device.startswith("cpu"):
+            raise ConfigError(f"backend='{backend}' runs on the CPU; use backend='torch' for GPUs.")
+        self.device = "cpu" if backend != "torch" else resolve_device(device)
         # fixed cost of one forward pass in tokens, for choosing batch cuts (batching.py):
         # measured on a 2-core CPU; on accelerators batches are simply filled.
+        self.batch_overhead_is_default = batch_overhead is None
         self.batch_overhead = (
             batch_overhead
             if batch_overhead is not None
@@ -177,14 +206,14 @@ class BaseModel:
             cache_size=token_cache_size,
             cache_cap=self.max_length,
         )
-        self.runner: Runner = self._build_runner()
+        self.runner: Runner = self._build_runner_from(candidates)
         # "given", "table", "probe" (measured now on this CPU, see probe.py) or None (GPU)
         self.batch_overhead_source = (
             "given" if batch_overhead is not None else "table" if self.device == "cpu" else None
         )
         if batch_overhead is None and self.device == "cpu" and probe_wanted():
             self.batch_overhead, self.batch_overhead_source = probe_or(
-                _CPU_BATCH_OVERHEAD[backend],
+                _CPU_BATCH_OVERHEAD[self.backend],
                 self.runner,
                 self.runner.input_names,
                 self.tokens.pad_id,
@@ -233,7 +262,37 @@ class BaseModel:
     def _pooling(self) -> Pooling:
         return self.spec.pooling
 
+    def _build_runner_from(self, candidates: Sequence[str]) -> Runner:
+        """The runner of the first backend in ``candidates`` that loads this model; a failure
+        falls through to the next (``backend="auto"``), logged and kept in ``backend_reason``."""
+        for i, backend in enumerate(candidates):
+            self.backend = backend
+            try:
+                return self._build_runner()
+            except ModelLoadError as e:
+                if i + 1 == len(candidates):
+                    raise
+                self.backend_reason = (
+                    f"auto: {candidates[i + 1]}, because {backend} failed: {str(e)[:200]}"
+                )
+                log.warning("backend='auto': %s cannot load %s, trying %s: %s",
+                            backend, self.model_id, candidates[i + 1], e)  # fmt: skip
+                if candidates[i + 1] == "torch" and self.batch_overhead_is_default:
+                    self.batch_overhead = _CPU_BATCH_OVERHEAD["torch"]
+        raise AssertionError("unreachable")
+
     def _build_runner(self) -> Runner:
+        if self.backend == "openvino":
+            from rankwise.models.openvino import OpenVinoRunner
+
+            return OpenVinoRunner(
+                self.resolved,
+                kind=self.kind,
+                pooling=self._pooling(),
+                quantize=self.quantize,
+                revision=self.revision,
+                feeds=self._calibration_feeds,
+            )
         if self.backend == "onnx":
             from rankwise.models.onnx import OnnxRunner
 
@@ -247,6 +306,23 @@ class BaseModel:
         return TorchRunner(
             self.resolved, kind=self.kind, pooling=self._pooling(), device=self.device
         )
+
+    def _calibration_feeds(self, examples: Sequence[Any]) -> list[dict[str, np.ndarray]]:
+        """Calibration examples (texts, or (query, document) pairs for a reranker) tokenised
+        as this model serves them, in length-sorted padded batches (static int8 calibration)."""
+        from rankwise.models.openvino import CALIBRATION_BATCH
+
+        if self.kind == "reranker":
+            share = getattr(self, "query_max_share", 0.5)
+            encoded = self.tokens.encode_pairs(list(examples), self.max_length, share)
+        else:
+            encoded = self.tokens.encode_single(list(examples), self.max_length)
+        encoded.sort(key=lambda e: len(e[0]))
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        return [
+            pad_batch(encoded[i : i + CALIBRATION_BATCH], names, self.tokens.pad_id)
+            for i in range(0, len(encoded), CALIBRATION_BATCH)
+        ]
 
     def _version_parts(self) -> tuple[Any, ...]:
         return ()

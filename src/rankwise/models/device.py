@@ -56,3 +56,27 @@ def physical_cores() -> int:
         cores = None
     logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cores or logical or 1, logical or 1))
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    import sys
+
+    if module in sys.modules:  # imported already, or blocked (None)
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def auto_cpu_backends(quantize: str | None) -> list[str]:
+    """The CPU backends ``backend="auto"`` tries, fastest first, that can run ``quantize``:
+    OpenVINO (when ``openvino`` is installed, and ``nncf`` for int8), then ONNX Runtime, then
+    torch (fp32 only). Order from benchmarks/results/rerank_speed_peers.md."""
+    int8 = quantize in ("int8", "int8-full", "int8-weights")
+    order = []
+    if _importable("openvino") and (not int8 or _importable("nncf")):
+        order.append("openvino")
+    if quantize in (None, "int8", "int8-full") and _importable("onnxruntime"):
+        order.append("onnx")
+    if quantize is None:
+        order.append("torch")
+    return order

@@ -24,9 +24,11 @@ class Embedder(BaseModel):
         model: hub id (``BAAI/bge-m3``) or local folder (plain transformers or sentence-transformers).
         revision: pinned hub revision (branch, tag or commit); default from the spec table.
         device: ``None`` = auto (cuda, then mps, then cpu); fp16 on GPUs, fp32 on CPU.
-        backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime on CPU, exported once and cached).
+        backend: ``"torch"``, ``"onnx"`` (ONNX Runtime on CPU, exported once and cached) or
+            ``"openvino"`` (OpenVINO on CPU, converted once and cached; see models/openvino.py).
         quantize: ``None``, ``"int8"`` (dynamic int8, the first two layers' feed-forward kept
-            fp32 to keep rankings) or ``"int8-full"`` (every matmul int8); ONNX backend only.
+            fp32 to keep rankings) or ``"int8-full"`` (every matmul int8); ONNX or OpenVINO
+            (static int8 there); OpenVINO also ``"bf16"`` and ``"int8-weights"``.
         max_length: token cap per text; default: the length a rankwise-trained folder was
             trained at (``rankwise_model.json``), else the spec (bge-m3: 1024), the folder's
             ``sentence_bert_config.json``, or 512; never above the model's position limit.
@@ -122,9 +124,9 @@ class Embedder(BaseModel):
         st = self.resolved.st
         if st is None or st.native:
             return super()._build_runner()
-        if self.backend == "onnx":
+        if self.backend != "torch":
             raise ModelLoadError(
-                f"Cannot load embedder '{self.model_id}' with backend='onnx': its "
+                f"Cannot load embedder '{self.model_id}' with backend='{self.backend}': its "
                 f"sentence-transformers pipeline ({' → '.join(st.modules)}) has modules that "
                 "rankwise's ONNX export does not cover (it runs Transformer, CLS/mean Pooling and "
                 "Normalize). Fix: use backend='torch', which runs the whole pipeline through "

@@ -85,13 +85,14 @@ def export_dir(resolved: ResolvedModel) -> Path:
     return cache_root() / slug
 
 
-def _cached(folder: Path, build: Callable[[Path], None]) -> Path:
-    """``folder/model.onnx``, built by ``build(tmp_folder)`` when missing.
+def _cached(folder: Path, build: Callable[[Path], None], filename: str = _MODEL_FILE) -> Path:
+    """``folder/<filename>``, built by ``build(tmp_folder)`` when missing (also used by the
+    OpenVINO backend for its IR).
 
     The build runs in a temporary sibling folder renamed into place at the end, so a crash or a
     concurrent process never leaves a half-written model behind.
     """
-    target = folder / _MODEL_FILE
+    target = folder / filename
     if target.is_file():
         return target
     folder.parent.mkdir(parents=True, exist_ok=True)
