@@ -579,6 +579,24 @@ class MilvusStore(StoreHandle):
             out["disk_bytes_per_product"] = round(disk / max(self.count(), 1), 1)
         return out
 
+    def _load_lite(self, attempts: int = 6) -> None:
+        """``load_collection`` on milvus-lite, retried while its background index writer still
+        holds a segment's index file: the load then fails with faiss' "read error ...
+        (Resource temporarily unavailable)" (seen right after a flush of a collection with a
+        sparse field); the writer finishes within a second or two."""
+        import time
+
+        from pymilvus.exceptions import MilvusException
+
+        for attempt in range(attempts):
+            try:
+                self._client.load_collection(self.collection)
+                return
+            except MilvusException as e:
+                if "temporarily unavailable" not in str(e) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+
     def optimize(self) -> None:
         """Flush (seal growing segments) and wait until the vector index covers every row.
 
@@ -597,7 +615,7 @@ class MilvusStore(StoreHandle):
             # 270 ms per query against 43 ms once indexed). release + load builds every
             # segment's index before returning.
             self._client.release_collection(self.collection)
-            self._client.load_collection(self.collection)
+            self._load_lite()
             return
         deadline = time.monotonic() + self.options["index_wait_s"]
         while time.monotonic() < deadline:
