@@ -58,6 +58,12 @@ def physical_cores() -> int:
     return max(1, min(cores or logical or 1, logical or 1))
 
 
+def cpu_threads(threads: int | None = None) -> int:
+    """Threads for a CPU inference engine (ONNX Runtime, OpenVINO): ``threads``, else
+    ``$RANKWISE_ONNX_THREADS`` (e.g. a container's CPU quota), else the physical cores."""
+    return threads or int(os.environ.get("RANKWISE_ONNX_THREADS") or 0) or physical_cores()
+
+
 def _importable(module: str) -> bool:
     import importlib.util
     import sys

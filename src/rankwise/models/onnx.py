@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from rankwise.errors import ModelLoadError
-from rankwise.models.device import physical_cores
+from rankwise.models.device import cpu_threads
 from rankwise.models.loading import ResolvedModel, short_hash
 from rankwise.models.specs import Kind, Pooling
 
@@ -255,9 +255,7 @@ def session_options(threads: int | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = (
-        threads or int(os.environ.get("RANKWISE_ONNX_THREADS") or 0) or physical_cores()
-    )
+    so.intra_op_num_threads = cpu_threads(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from rankwise.errors import ModelLoadError
-from rankwise.models.device import physical_cores
+from rankwise.models.device import cpu_threads
 from rankwise.models.loading import ResolvedModel, short_hash
 from rankwise.models.onnx import INT8_FP32_FFN_LAYERS, cache_root, export_dir
 from rankwise.models.onnx import _cached as cached_build
@@ -165,8 +165,7 @@ def _quantize(
     else:
         ignored = None
         if mode == "int8":
-            patterns = [_FFN_PATTERN.format(layer=i) for i in range(INT8_FP32_FFN_LAYERS)]
-            ignored = nncf.IgnoredScope(patterns=patterns, validate=False)
+            ignored = nncf.IgnoredScope(patterns=_ffn_scope(), validate=False)
         names = {p.get_any_name() for p in model.inputs}
         data = [{k: v for k, v in batch.items() if k in names} for batch in feeds()]
         model = nncf.quantize(
@@ -238,7 +237,7 @@ def compile_config(quantize: str | None, threads: int | None = None) -> dict[str
     """CPU plugin properties: latency hint (one request at a time, as rankwise calls), one
     stream, ``threads`` or ``$RANKWISE_ONNX_THREADS`` or the physical cores; fp32 precision
     except for ``bf16``."""
-    n = threads or int(os.environ.get("RANKWISE_ONNX_THREADS") or 0) or physical_cores()
+    n = cpu_threads(threads)
     return {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": "1",
@@ -290,6 +289,11 @@ class OpenVinoRunner:
         return np.array(out[0], dtype=np.float32)  # a copy: the request reuses its buffers
 
 
+def _ffn_scope() -> list[str]:
+    """Node-name patterns of the feed-forward matmuls ``int8`` keeps fp32 (first layers)."""
+    return [_FFN_PATTERN.format(layer=i) for i in range(INT8_FP32_FFN_LAYERS)]
+
+
 def ffn_patterns() -> list[re.Pattern[str]]:
-    """The node-name patterns ``int8`` keeps fp32 (for tests and reports)."""
-    return [re.compile(_FFN_PATTERN.format(layer=i)) for i in range(INT8_FP32_FFN_LAYERS)]
+    """The node-name patterns ``int8`` keeps fp32, compiled (for tests and reports)."""
+    return [re.compile(p) for p in _ffn_scope()]
