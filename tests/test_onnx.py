@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
-from tiny_models import TOKENIZER_CORPUS, build_tokenizer
+from tiny_models import TOKENIZER_CORPUS, build_word_tokenizer
 
 import rankwise.models.onnx as rw_onnx
 from rankwise.models import Embedder, Reranker
@@ -30,7 +30,7 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RANKWISE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rw-cache"))
 
 
-def train_tiny_reranker(out: Path, steps: int = 300) -> Path:
+def train_tiny_reranker(out: Path, steps: int = 600) -> Path:
     """The tiny cross-encoder trained to tell a product from a query made of its words."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -38,7 +38,7 @@ def train_tiny_reranker(out: Path, steps: int = 300) -> Path:
     # hidden 128 rather than tiny_models' 32: with 32-term dot products int8 rounding noise is as
     # large as what a few hundred steps teach, and the test would measure noise, not rankings.
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out)
+    tok = build_word_tokenizer(out)  # the same model in every process: its tests cannot flake
     torch.manual_seed(3)
     config = BertConfig(
         vocab_size=len(tok),

@@ -49,6 +49,34 @@ def build_tokenizer(out: Path):
     return fast
 
 
+def build_word_tokenizer(out: Path):
+    """A WordPiece tokenizer whose vocabulary is fixed, not trained: the specials, every word of
+    TOKENIZER_CORPUS and its characters (plain and ``##``), each sorted. Same ids in every process:
+    ``WordPieceTrainer`` breaks ties between equally frequent merges by hash-map order, so the
+    trained vocabulary (and a model trained on it) changes from one process to the next."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    norm = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words = sorted(
+        {w for t in TOKENIZER_CORPUS for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))}
+    )
+    chars = sorted({c for w in words for c in w})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    tokens += [w for w in words if w not in set(tokens)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = norm, pre
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
+    fast.save_pretrained(out)
+    return fast
+
+
 def _config(vocab_size: int, **extra):
     from transformers import BertConfig
 
