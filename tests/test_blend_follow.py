@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 
 import httpx
@@ -122,7 +123,13 @@ def test_a_replaced_or_truncated_log_is_read_again(tmp_path):
     assert log.refresh(wait=True) is False  # back, still empty
     fresh.write_text(_line("p5") + "\n" + _line("p5", ts=2) + "\n")
     os.replace(fresh, path)  # both files existed at once: another inode for sure
+    # hold the background reader at its start, so that "meanwhile" is a moment the test owns
+    # (unheld, a fast reader finished before the check and the assertion raced it)
+    go, load = threading.Event(), log._load
+    log._load = lambda **kw: (go.wait(10), load(**kw))[1]
     assert log.refresh() is False and log.behaviour.n_events == 0
+    assert log.refresh(force=True) is False  # the reader is busy: searches use what there is
+    go.set()
     for _ in range(200):
         if log.behaviour.n_events == 2:
             break
