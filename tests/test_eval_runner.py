@@ -244,3 +244,23 @@ def test_thresholds_chosen_on_train_are_checked_on_test(models, tmp_path):
     assert [(c.split, c.n_pairs) for c in rep.calibration] == [("train", 4), ("train", 4)]
     assert all(c.heldout["split"] == "test" and c.heldout["n_pairs"] == 10 for c in rep.calibration)
     assert "held out: P / R / F1" in rep.to_markdown()
+
+
+def test_ties_are_scored_in_the_order_served(models, tmp_path):
+    """Two products with the same title tie in BM25: a Top-1 cut and a Top-5 list of the same
+    ranking must agree on their first result (trec_eval's tie-break by doc id used to score
+    an order the search never served, so Top-N and Top-K disagreed)."""
+    docs = {**DOCS, "t_a": "garden hose 50 ft", "t_z": "garden hose 50 ft"}
+    qrels = [*QRELS, ("q6", "t_a", 2), ("q6", "t_z", 0)]
+    root = write_beir(tmp_path / "ties", qrels=qrels, docs=docs)
+    with (root / "queries.jsonl").open("a") as fh:
+        fh.write(json.dumps({"_id": "q6", "text": "garden hose"}) + "\n")
+    emb, _ = models
+    by_k = {}
+    for k in (1, 5):
+        rep = evaluate(root, systems="lexical", embedder=emb, top_k=k, ks=(1,), pools=("global",),
+                       index_dir=tmp_path / "idx", show_progress=False)  # fmt: skip
+        result = rep.result("lexical", "global")
+        first = max(result.run["q6"], key=result.run["q6"].get)
+        by_k[k] = (first, result.metrics.per_query("ndcg@1")["q6"])
+    assert by_k[1] == by_k[5]

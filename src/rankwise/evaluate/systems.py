@@ -41,11 +41,32 @@ class Collected:
             self.latency.setdefault(stage, []).append(float(sec))
 
 
+def served_run(resp: Any) -> dict[str, float]:
+    """``{doc_id: score}`` of one response, in the order served (dicts keep it): the score of
+    the last stage that ran (blend, rerank, ColBERT, else recall)."""
+
+    def last(r: Any) -> float:
+        for s in (r.blend_score, r.rerank_score if resp.reranked else None, r.colbert_score):
+            if s is not None:
+                return float(s)
+        return float(r.recall_score)
+
+    return {r.id: last(r) for r in resp.results}
+
+
+def served_order(run: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """The run re-scored by served rank (n for the first, 1 for the last), for the metrics.
+    Search scores tie often (BM25 on short titles, clipped relevances) and the metrics break
+    ties by doc id like trec_eval, which would score an order nobody served: a Top-10 cut and
+    a Top-50 list of the same ranking then disagreed on their first ten."""
+    return {q: {d: float(len(docs) - i) for i, d in enumerate(docs)} for q, docs in run.items()}
+
+
 def scored_result(
     system: str, pool: str, col: Collected, depth: int, score: Scorer
 ) -> SystemResult:
     """The system's row: metrics at the cut-offs ``depth`` results can fill, else a note."""
-    metrics = score(col.run, depth)
+    metrics = score(served_order(col.run), depth)  # col.run is in served order
     note = None if metrics else f"not comparable: returns {depth} results, k > {depth}"
     return SystemResult(system, pool, metrics, col.run, col.latency, note=note, depth=depth)
 
@@ -107,9 +128,7 @@ def run_searcher(
             rerank=rerank,
             query_vector=None if mode == "lexical" else qvecs[i],
         )
-        col.run[qid] = {
-            r.id: float(r.rerank_score if resp.reranked else r.recall_score) for r in resp.results
-        }
+        col.run[qid] = served_run(resp)
         col.add_timings({k: v for k, v in resp.timings.items() if k != "embed"})
     return col
 
@@ -138,7 +157,7 @@ def cascade_systems(
             list(zip(qids, queries, strict=True)), desc=name, disable=not show_progress
         ):
             resp = searcher.search(query, cascade=c.label())
-            col.run[qid] = {r.id: float(len(resp.results) - i) for i, r in enumerate(resp.results)}
+            col.run[qid] = served_run(resp)
             col.add_timings(resp.timings)
         out.append(scored_result(name, pool, col, c.stages[-1].depth, score))
     return out
