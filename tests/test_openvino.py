@@ -267,10 +267,11 @@ def test_widths_padded_to_a_multiple_keep_the_scores(tiny_reranker_dir, monkeypa
 
 
 def test_reranker_default_is_auto_with_the_cpu_precision(
-    tiny_reranker_dir, tiny_embedder_dir, tmp_path, monkeypatch
+    tiny_reranker_dir, tiny_embedder_dir, tmp_path, monkeypatch, capfd
 ):
     monkeypatch.delenv("RANKWISE_AUTO_BACKEND", raising=False)
     rr = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")))  # no backend, no quantize
+    assert capfd.readouterr().out == ""  # NNCF's progress bars kept off stdout (CLI --json)
     want = rw_ov.AUTO_QUANTIZE_BF16_CPU if rw_ov.native_bf16() else rw_ov.AUTO_QUANTIZE_OTHER_CPU
     assert (rr.backend, rr.quantize) == ("openvino", want), rr.backend_reason
     assert "natively" in rr.backend_reason or "no native bf16" in rr.backend_reason

@@ -33,12 +33,14 @@ Python alike without another constructor argument. The file's hash is part of th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -181,10 +183,17 @@ def _convert(resolved: ResolvedModel, kind: Kind, pooling: Pooling, out: Path) -
 def _quantize(
     src: Path, out: Path, mode: str, feeds: Callable[[], list[dict[str, np.ndarray]]]
 ) -> None:
-    import nncf
     import openvino as ov
 
-    model = ov.Core().read_model(str(src))
+    # NNCF draws progress bars on stdout, which would corrupt a CLI's --json output
+    with contextlib.redirect_stdout(sys.stderr):
+        model = _nncf_run(ov.Core().read_model(str(src)), mode, feeds)
+    ov.save_model(model, str(out / _IR_FILE), compress_to_fp16=False)
+
+
+def _nncf_run(model, mode: str, feeds: Callable[[], list[dict[str, np.ndarray]]]):
+    import nncf
+
     if mode == "int8-weights":
         model = nncf.compress_weights(model)  # INT8_ASYM per channel, activations stay float
     else:
@@ -203,7 +212,7 @@ def _quantize(
             subset_size=len(data),
             **extra,
         )
-    ov.save_model(model, str(out / _IR_FILE), compress_to_fp16=False)
+    return model
 
 
 def ir_model_file(
