@@ -39,6 +39,7 @@ import st_backends as st  # noqa: E402
 
 PATHS = [
     "hf-torch-unsorted",
+    "rankwise-default",
     "sentence-transformers",
     *st.ST_PATHS,
     "flagembedding",
@@ -161,6 +162,40 @@ def build_workload(n_queries: int, n_docs: int, n_ndcg: int, model: Path, seed: 
     }
 
 
+OPTIONS = {
+    "f32": "static int8 with the remaining ops in fp32",
+    "bf16": "static int8 with the remaining ops in bf16",
+    "padN": "batch widths padded to a multiple of N tokens",
+    "tput": "PERFORMANCE_HINT=THROUGHPUT, NUM_STREAMS=AUTO (one request at a time still)",
+    "perf": "NNCF preset PERFORMANCE (symmetric activations; rankwise's default now)",
+    "mixed": "NNCF preset MIXED (asymmetric activations; NNCF's and sentence-transformers' default)",
+    "sample": "static int8 calibrated on the bundled sample catalog (no RANKWISE_CALIBRATION)",
+    "ovN": "batch_overhead=N tokens in the batching cost model (default: the table's)",
+}
+
+
+def apply_options(options: list[str], rw_ov) -> float | None:
+    """Set the OpenVINO module constants a path's ``+option`` suffixes ask for (this worker
+    process only); returns the batch_overhead asked for, or None."""
+    overhead = None
+    for opt in options:
+        if opt in ("f32", "bf16"):
+            rw_ov.INT8_FLOAT_PRECISION = opt
+        elif opt.startswith("pad"):
+            rw_ov.PAD_MULTIPLE = int(opt[3:])
+        elif opt == "tput":
+            rw_ov.PERFORMANCE_HINT, rw_ov.NUM_STREAMS = "THROUGHPUT", "AUTO"
+        elif opt in ("perf", "mixed"):
+            rw_ov.NNCF_PRESET = {"perf": "performance", "mixed": "mixed"}[opt]
+        elif opt == "sample":
+            os.environ.pop("RANKWISE_CALIBRATION", None)
+        elif opt.startswith("ov"):
+            overhead = float(opt[2:])
+        else:
+            raise SystemExit(f"unknown path option +{opt} (known: {', '.join(OPTIONS)})")
+    return overhead
+
+
 # -- worker (one path per process) --------------------------------------------------------------
 def make_scorer(path: str, model: str, threads: int):
     """A function (query, docs) -> float32 scores for ``path``."""
@@ -221,19 +256,28 @@ def make_scorer(path: str, model: str, threads: int):
         )
     if path.startswith("rankwise"):
         import rankwise.models.onnx as rw_onnx
+        import rankwise.models.openvino as rw_ov
         from rankwise.models import Reranker
 
-        rw_onnx.INT8_PER_CHANNEL = not path.endswith("pertensor")
-        backend = path.split("-")[1] if path != "rankwise" else "torch"
+        # "+option" suffixes vary one OpenVINO setting (see OPTIONS)
+        base, *options = path.split("+")
+        overhead = apply_options(options, rw_ov)
+        rw_onnx.INT8_PER_CHANNEL = not base.endswith("pertensor")
+        backend = base.split("-")[1] if base != "rankwise" else "torch"
         quantize = next(
-            (q for q in ("int8-full", "int8-weights", "int8", "bf16") if path.endswith(q)), None
+            (q for q in ("int8-full", "int8-weights", "int8", "bf16") if base.endswith(q)), None
         )
+        if base == "rankwise-default":  # Reranker(model): backend="auto", its calibration
+            backend, quantize = "auto", None
+            os.environ.pop("RANKWISE_CALIBRATION", None)
+            os.environ.pop("RANKWISE_AUTO_BACKEND", None)
         rr = Reranker(
             model,
             backend=backend,
             quantize=quantize,
             max_length=MAX_LENGTH,
             batch_size=BATCH,
+            batch_overhead=overhead,
             score_cache_size=0,  # the warm-up call must not answer part of the timed ones
         )
         return rr.score
@@ -463,7 +507,7 @@ def main() -> None:
             return sc.serve({}, info)
         if args.worker[0] == "prepare":  # export once so that timed workers only load
             for path in args.worker[2].split(","):
-                if path.startswith(("rankwise-onnx", "rankwise-openvino")):
+                if path.startswith(("rankwise-onnx", "rankwise-openvino")) and "+" not in path:
                     make_scorer(path, args.worker[1], args.threads)
             return sc.serve({}, {})
         return worker(args.worker[0], args.worker[1], args.worker[2], args.threads)
@@ -549,7 +593,15 @@ def main() -> None:
         "peak_gflops_cpu": peak_cpu,
         "summary": summarise(data, raw, peak, peak_cpu, cfg, tok_lengths, args.threads),
         "notes": [
-            "- Agreement reference: plain transformers fp32 (`hf-torch-unsorted`: batches of 32 in input order, padded to the longest pair).",
+            (
+                "- Agreement reference: plain transformers fp32 (`hf-torch-unsorted`: batches of 32 in input order, padded to the longest pair)."
+                if REFERENCE in paths
+                else "- Agreement reference: `CrossEncoder.predict` (the same fp32 torch model; `hf-torch-unsorted` was not in this run)."
+            ),
+            *[
+                f"- `+{o}`: {OPTIONS[o if o in OPTIONS else o.rstrip('0123456789') + 'N']}."
+                for o in sorted({o for p in paths for o in p.split("+")[1:]})
+            ],
             "- Home Depot products have titles only; the speed workload appends a pseudo description (other products' titles) to 75% of them, 40-320 tokens, to get realistic mixed lengths. nDCG uses the real titles.",
             "- FlagEmbedding runs `FlagReranker.compute_score` (fp32, CPU); sentence-transformers runs `CrossEncoder.predict` with raw logits.",
             '- `rankwise-onnx-int8` is `quantize="int8"`: dynamic per-channel int8 with the feed-forward matmuls of the first two layers kept fp32 (mixed precision); `rankwise-onnx-int8-full` (`quantize="int8-full"`) quantises every matmul.',

@@ -10,6 +10,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Reranker's default backend="auto" would convert every tiny model the suite builds to OpenVINO
+# (seconds each) and compare against itself: the suite pins auto's CPU choice to torch; the
+# tests of the default itself unset it (test_openvino.py).
+os.environ.setdefault("RANKWISE_AUTO_BACKEND", "torch")
 
 # The real Milvus server, registered here once for the whole session: a module that imported
 # the fixture itself would register a second session fixture, whose second server then fails

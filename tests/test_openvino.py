@@ -205,17 +205,85 @@ def test_settings_reach_the_backend(tiny_reranker_dir, monkeypatch):
 
 
 def test_auto_backend_picks_openvino_and_falls_back(tiny_reranker_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("RANKWISE_AUTO_BACKEND", raising=False)
     auto = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")), backend="auto")
     assert auto.backend == "openvino" and "fastest CPU backend" in auto.backend_reason
-    assert auto.version == Reranker(str(tmp_path / "a"), backend="openvino").version
+    explicit = Reranker(str(tmp_path / "a"), backend="openvino", quantize=auto.quantize)
+    assert auto.version == explicit.version
 
     def broken(*args, **kwargs):  # fault injection: a model the converter cannot handle
         raise RuntimeError("unsupported operator aten::weird")
 
     monkeypatch.setattr(rw_ov, "_convert", broken)
     fallback = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "b")), backend="auto")
-    assert fallback.backend == "onnx", fallback.backend_reason
+    assert fallback.backend == "onnx" and fallback.quantize is None, fallback.backend_reason
+    assert (auto.batch_overhead, fallback.batch_overhead) == (32.0, 8.0)  # each backend's own
     assert "openvino failed" in fallback.backend_reason and "aten::weird" in fallback.backend_reason
-    np.testing.assert_allclose(fallback.score("q", DOCS), auto.score("q", DOCS), atol=1e-4)
+    fp32 = Reranker(str(tmp_path / "a"), backend="openvino")
+    np.testing.assert_allclose(fallback.score("q", DOCS), fp32.score("q", DOCS), atol=1e-4)
     monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: straight to onnx
     assert Reranker(str(tmp_path / "b"), backend="auto", quantize="int8").backend == "onnx"
+
+
+def test_static_int8_runs_its_float_ops_in_bf16_where_the_cpu_has_it(
+    tiny_reranker_dir, monkeypatch
+):
+    want = "bf16" if rw_ov.native_bf16() else "f32"  # what sentence-transformers' int8 gets
+    int8 = Reranker(str(tiny_reranker_dir), backend="openvino", quantize="int8-full")
+    assert int8.runner.config["INFERENCE_PRECISION_HINT"] == want
+    assert int8.runner.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == want
+    for mode in (None, "int8-weights"):  # no static int8: fp32 stays fp32
+        assert rw_ov.float_precision(mode) == "f32"
+    monkeypatch.setenv(rw_ov.PRECISION_ENV, "f32")
+    pinned = Reranker(str(tiny_reranker_dir), backend="openvino", quantize="int8-full")
+    assert pinned.runner.config["INFERENCE_PRECISION_HINT"] == "f32"
+    np.testing.assert_allclose(pinned.score("q", DOCS), int8.score("q", DOCS), atol=0.1)
+    monkeypatch.setenv(rw_ov.PRECISION_ENV, "fp8")
+    with pytest.raises(ModelLoadError, match="use auto, f32 or bf16"):
+        Reranker(str(tiny_reranker_dir), backend="openvino", quantize="int8-full")
+
+
+def test_widths_padded_to_a_multiple_keep_the_scores(tiny_reranker_dir, monkeypatch):
+    monkeypatch.setattr(rw_ov, "PAD_MULTIPLE", 1)  # widths = the longest row
+    plain = Reranker(str(tiny_reranker_dir), backend="openvino", batch_size=4)
+    monkeypatch.setattr(rw_ov, "PAD_MULTIPLE", 16)
+    padded = Reranker(str(tiny_reranker_dir), backend="openvino", batch_size=4)
+    widths: list[int] = []
+
+    class Recorder:  # observes the real runner's inputs; its outputs pass through untouched
+        def __init__(self, runner):
+            self.runner, self.input_names = runner, runner.input_names
+            self.pad_multiple = runner.pad_multiple
+
+        def __call__(self, inputs):
+            widths.append(inputs["input_ids"].shape[1])
+            return self.runner(inputs)
+
+    padded.runner = Recorder(padded.runner)
+    np.testing.assert_allclose(
+        padded.score("running shoes", DOCS), plain.score("running shoes", DOCS), atol=1e-5
+    )
+    assert widths and all(w % 16 == 0 for w in widths), widths
+
+
+def test_reranker_default_is_auto_with_the_cpu_precision(
+    tiny_reranker_dir, tiny_embedder_dir, tmp_path, monkeypatch, capfd
+):
+    monkeypatch.delenv("RANKWISE_AUTO_BACKEND", raising=False)
+    rr = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")))  # no backend, no quantize
+    assert capfd.readouterr().out == ""  # NNCF's progress bars kept off stdout (CLI --json)
+    want = rw_ov.AUTO_QUANTIZE_BF16_CPU if rw_ov.native_bf16() else rw_ov.AUTO_QUANTIZE_OTHER_CPU
+    assert (rr.backend, rr.quantize) == ("openvino", want), rr.backend_reason
+    assert "natively" in rr.backend_reason or "no native bf16" in rr.backend_reason
+    explicit = Reranker(str(tmp_path / "a"), backend="openvino")  # explicit: fp32 stays fp32
+    assert explicit.quantize is None and explicit.backend_reason == "given"
+    settings = load_settings(reranker=str(tmp_path / "a"))
+    assert settings.backend is None and Reranker.from_settings(settings).backend == "openvino"
+    assert Embedder.from_settings(load_settings(embedder=str(tiny_embedder_dir))).backend == "torch"
+    monkeypatch.setenv("RANKWISE_AUTO_BACKEND", "torch")
+    pinned = Reranker(str(tmp_path / "a"))
+    assert (pinned.backend, pinned.quantize) == ("torch", None)
+    assert "RANKWISE_AUTO_BACKEND" in pinned.backend_reason
+    monkeypatch.setenv("RANKWISE_AUTO_BACKEND", "tpu")
+    with pytest.raises(ConfigError, match="use torch, onnx or openvino"):
+        Reranker(str(tmp_path / "a"))

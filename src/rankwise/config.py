@@ -56,8 +56,10 @@ class Settings(BaseSettings):
     )
     reranker_revision: str | None = _s(None, "Pinned reranker revision (commit, tag).")
     device: str | None = _s(None, "cpu, cuda, mps (default: auto).")
-    backend: Literal["torch", "onnx", "openvino", "auto"] = _s(
-        "torch", "torch, onnx, openvino or auto (CPU: the fastest installed; GPU: torch)."
+    backend: Literal["torch", "onnx", "openvino", "auto"] | None = _s(
+        None,
+        "torch, onnx, openvino or auto (CPU: the fastest installed; GPU: torch). "
+        "Default: auto for the reranker, torch for the embedder.",
     )
     quantize: Literal["int8", "int8-full", "bf16", "int8-weights"] | None = _s(
         None,

@@ -13,7 +13,7 @@ import numpy as np
 from rankwise.errors import ConfigError, InvalidRequest, ModelLoadError
 from rankwise.models.backoff import OomBackoff
 from rankwise.models.batching import token_budget_batches
-from rankwise.models.device import auto_cpu_backends, resolve_device
+from rankwise.models.device import auto_backends, resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
 from rankwise.models.probe import probe_or, probe_wanted
 from rankwise.models.refs import special_class
@@ -31,7 +31,14 @@ OPENVINO_QUANTIZE = (*QUANTIZE, "bf16", "int8-weights")
 # 1.2 ms at 4 tokens vs 0.1 ms per token; eager torch ~3 ms): sets the batch cuts. Only the
 # default: RANKWISE_BATCH_OVERHEAD=probe measures it at load time instead (probe.py; under heavy
 # load the probe read 0 tokens for ONNX int8 and scored 48.4 vs the table's 51.3 pairs/s).
-_CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0, "openvino": 8.0}
+# OpenVINO reranking 32 (new shapes cost it extra): int8-full 144.5 -> 152.4 pairs/s vs 8.
+_CPU_BATCH_OVERHEAD = {"onnx": 8.0, "torch": 30.0, "openvino": 8.0, "openvino-reranker": 32.0}
+
+
+def _cpu_overhead(backend: str, kind: str) -> float:
+    return _CPU_BATCH_OVERHEAD.get(f"{backend}-{kind}", _CPU_BATCH_OVERHEAD[backend])
+
+
 # RoBERTa-family models number positions from pad_token_id + 1, so they fit two fewer tokens.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
 
@@ -70,10 +77,11 @@ def check_encode_args(texts: Sequence[str], input_type: str) -> list[str]:
 
 
 def pad_batch(
-    items: Sequence[Encoded], input_names: Sequence[str], pad_id: int
+    items: Sequence[Encoded], input_names: Sequence[str], pad_id: int, multiple: int = 1
 ) -> dict[str, np.ndarray]:
-    """Right-pad ``items`` into int64 arrays (batch, longest) named as the runner expects."""
-    width = max(len(ids) for ids, _ in items)
+    """Right-pad ``items`` into int64 arrays (batch, longest rounded up to ``multiple``) named
+    as the runner expects."""
+    width = -(-max(len(ids) for ids, _ in items) // multiple) * multiple
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
     types = np.zeros((len(items), width), dtype=np.int64)
@@ -119,7 +127,8 @@ class BaseModel:
         kwargs = {
             "revision": getattr(settings, f"{cls.kind}_revision"),
             "device": settings.device,
-            "backend": settings.backend,
+            # unset: each model's own default (Reranker: auto, Embedder: torch)
+            **({"backend": settings.backend} if settings.backend else {}),
             "quantize": settings.quantize,
             **batching,
             **overrides,
@@ -145,22 +154,15 @@ class BaseModel:
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
         # "auto": torch on accelerators; on a CPU the fastest backend installed that converts
-        # this model (openvino, onnx, torch), the choice and its reason in ``backend_reason``
-        candidates = [backend]
-        self.backend_reason = "given"
+        # this model (openvino, onnx, torch), the choice and its reason in ``backend_reason``;
+        # with quantize=None it also picks the precision (openvino.auto_quantize)
+        candidates, self.backend_reason = [backend], "given"
+        self._auto_precision = False
         if backend == "auto":
             on_cpu = resolve_device(device) == "cpu"
-            candidates = auto_cpu_backends(quantize) if on_cpu else ["torch"]
-            if not candidates:
-                raise ConfigError(
-                    f"backend='auto': no installed backend runs quantize='{quantize}'."
-                )
+            candidates, self.backend_reason = auto_backends(on_cpu, quantize)
             backend = candidates[0]
-            self.backend_reason = (
-                f"auto: {backend}, the fastest CPU backend installed (of {', '.join(candidates)})"
-                if on_cpu
-                else "auto: torch on an accelerator"
-            )
+            self._auto_precision = on_cpu and quantize is None
         if quantize not in OPENVINO_QUANTIZE:
             raise ConfigError(
                 f"Unknown quantize '{quantize}'. Use None, 'int8' or 'int8-full' "
@@ -188,13 +190,12 @@ class BaseModel:
         if backend != "torch" and device is not None and not device.startswith("cpu"):
             raise ConfigError(f"backend='{backend}' runs on the CPU; use backend='torch' for GPUs.")
         self.device = "cpu" if backend != "torch" else resolve_device(device)
-        # fixed cost of one forward pass in tokens, for choosing batch cuts (batching.py):
-        # measured on a 2-core CPU; on accelerators batches are simply filled.
+        # fixed cost of one pass in tokens for the batch cuts (batching.py); GPUs: plain filling
         self.batch_overhead_is_default = batch_overhead is None
         self.batch_overhead = (
             batch_overhead
             if batch_overhead is not None
-            else (_CPU_BATCH_OVERHEAD[backend] if self.device == "cpu" else None)
+            else (_cpu_overhead(backend, self.kind) if self.device == "cpu" else None)
         )
         self.spec = self._refine_spec(spec)
         self.max_length = self._cap_length(max_length)
@@ -207,13 +208,17 @@ class BaseModel:
             cache_cap=self.max_length,
         )
         self.runner: Runner = self._build_runner_from(candidates)
+        if self.batch_overhead_is_default and self.device == "cpu":  # auto may have fallen through
+            self.batch_overhead = _cpu_overhead(self.backend, self.kind)
+        if self.backend_reason != "given":
+            log.info("%s %s: %s", self.kind, model, self.backend_reason)
         # "given", "table", "probe" (measured now on this CPU, see probe.py) or None (GPU)
         self.batch_overhead_source = (
             "given" if batch_overhead is not None else "table" if self.device == "cpu" else None
         )
         if batch_overhead is None and self.device == "cpu" and probe_wanted():
             self.batch_overhead, self.batch_overhead_source = probe_or(
-                _CPU_BATCH_OVERHEAD[self.backend],
+                _cpu_overhead(self.backend, self.kind),
                 self.runner,
                 self.runner.input_names,
                 self.tokens.pad_id,
@@ -265,20 +270,25 @@ class BaseModel:
     def _build_runner_from(self, candidates: Sequence[str]) -> Runner:
         """The runner of the first backend in ``candidates`` that loads this model; a failure
         falls through to the next (``backend="auto"``), logged and kept in ``backend_reason``."""
+        requested = self.quantize
         for i, backend in enumerate(candidates):
             self.backend = backend
+            if self._auto_precision and backend == "openvino":  # the precision for this CPU
+                from rankwise.models.openvino import auto_quantize
+
+                self.quantize, why = auto_quantize()
+                self.backend_reason += f"; {why}"
             try:
                 return self._build_runner()
             except ModelLoadError as e:
                 if i + 1 == len(candidates):
                     raise
+                self.quantize = requested
                 self.backend_reason = (
                     f"auto: {candidates[i + 1]}, because {backend} failed: {str(e)[:200]}"
                 )
                 log.warning("backend='auto': %s cannot load %s, trying %s: %s",
                             backend, self.model_id, candidates[i + 1], e)  # fmt: skip
-                if candidates[i + 1] == "torch" and self.batch_overhead_is_default:
-                    self.batch_overhead = _CPU_BATCH_OVERHEAD["torch"]
         raise AssertionError("unreachable")
 
     def _build_runner(self) -> Runner:
@@ -356,8 +366,10 @@ class BaseModel:
         out = np.zeros(shape, dtype=np.float32)
         if not encoded:
             return out
+        # a runner may want widths in steps (OpenVINO: fewer shapes for its dynamic kernels)
+        step = getattr(self.runner, "pad_multiple", 1)
         batches = token_budget_batches(
-            [len(ids) for ids, _ in encoded],
+            [-(-len(ids) // step) * step for ids, _ in encoded],
             max_batch_size=self.batch_size,
             token_budget=self.token_budget,
             batch_overhead=self.batch_overhead,
@@ -366,7 +378,7 @@ class BaseModel:
 
         def run_rows(rows: np.ndarray) -> np.ndarray:
             feed = pad_batch(
-                [encoded[i] for i in rows], self.runner.input_names, self.tokens.pad_id
+                [encoded[i] for i in rows], self.runner.input_names, self.tokens.pad_id, step
             )
             return self.runner(feed)
 

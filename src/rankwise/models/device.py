@@ -86,3 +86,26 @@ def auto_cpu_backends(quantize: str | None) -> list[str]:
     if quantize is None:
         order.append("torch")
     return order
+
+
+# Pins what backend="auto" picks on a CPU (torch, onnx or openvino), e.g. to keep a test suite
+# on torch instead of converting every model it builds.
+AUTO_BACKEND_ENV = "RANKWISE_AUTO_BACKEND"
+
+
+def auto_backends(on_cpu: bool, quantize: str | None) -> tuple[list[str], str]:
+    """What ``backend="auto"`` tries, in order, and why: torch on an accelerator; on a CPU
+    :func:`auto_cpu_backends`, or the one ``$RANKWISE_AUTO_BACKEND`` names."""
+    if not on_cpu:
+        return ["torch"], "auto: torch on an accelerator"
+    pinned = os.environ.get(AUTO_BACKEND_ENV)
+    if pinned:
+        if pinned not in ("torch", "onnx", "openvino"):
+            raise ConfigError(f"{AUTO_BACKEND_ENV}={pinned!r}: use torch, onnx or openvino.")
+        return [pinned], f"auto: {pinned}, pinned by ${AUTO_BACKEND_ENV}"
+    candidates = auto_cpu_backends(quantize)
+    if not candidates:
+        raise ConfigError(f"backend='auto': no installed backend runs quantize='{quantize}'.")
+    return candidates, (
+        f"auto: {candidates[0]}, the fastest CPU backend installed (of {', '.join(candidates)})"
+    )

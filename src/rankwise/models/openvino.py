@@ -13,8 +13,15 @@ Pipeline (each stage cached on disk like the ONNX backend's, keyed by a hash of 
    ``quantize="int8-weights"``: weight-only int8 (``nncf.compress_weights``), no calibration;
 3. compiled for the CPU with a latency hint, one stream and the thread count rankwise uses
    (``RANKWISE_ONNX_THREADS`` or the physical cores). ``quantize="bf16"`` runs the fp32 IR with
-   bf16 inference precision (what OpenVINO picks by itself on CPUs with native bf16); every
-   other mode pins fp32 precision for what is not int8, so "fp32" means fp32 on every CPU.
+   bf16 inference precision (what OpenVINO picks by itself on CPUs with native bf16);
+   ``None`` and ``int8-weights`` pin fp32, so "fp32" means fp32 on every CPU; static int8
+   runs what it leaves in float in bf16 where the CPU has native bf16 (as sentence-transformers'
+   int8 export does there), else fp32 (:func:`float_precision`).
+
+Batch widths are padded to a multiple of :data:`PAD_MULTIPLE` tokens (fewer distinct shapes for
+OpenVINO's dynamic-shape kernels). ``backend="auto"`` with no ``quantize`` runs
+:func:`auto_quantize`: static ``int8-full`` on CPUs with native bf16 (its float ops in bf16),
+fp32 elsewhere (not measured on such a CPU: see benchmarks/results/rerank_speed_peers.md).
 
 Calibration data for static int8: the JSONL/text file named by ``$RANKWISE_CALIBRATION`` (one
 ``{"query": ..., "document": ...}`` or ``{"text": ...}`` object, or one plain text, per line),
@@ -26,11 +33,14 @@ Python alike without another constructor argument. The file's hash is part of th
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -53,6 +63,23 @@ CALIBRATION_ENV = "RANKWISE_CALIBRATION"
 CALIBRATION_SIZE = 300  # examples; what sentence-transformers' static OpenVINO export uses
 CALIBRATION_BATCH = 8
 _IR_FILE = "model.xml"
+# Compile settings (module constants so that benchmarks/rerank_speed.py can vary them per worker):
+PERFORMANCE_HINT = "LATENCY"  # one request at a time, as rankwise calls the model
+NUM_STREAMS = "1"
+# Inference precision of what static int8 leaves in float: "auto" (bf16 where the CPU has
+# native bf16, as OpenVINO and sentence-transformers' int8 export run it; f32 elsewhere), "f32"
+# or "bf16". $RANKWISE_OPENVINO_PRECISION overrides it.
+INT8_FLOAT_PRECISION = "auto"
+PRECISION_ENV = "RANKWISE_OPENVINO_PRECISION"
+# Batch widths are padded up to a multiple of this many tokens (1: to the longest row): each
+# new input shape costs OpenVINO's dynamic-shape kernels extra (int8 MiniLM, 8 rows x 161-170
+# tokens: 98 ms per pass vs 74 ms for a shape seen before), and width steps of 16 cut the
+# shapes a Top-50 call meets (rerank_speed_peers.md: int8-full 100.9 -> 128.8 pairs/s).
+PAD_MULTIPLE = 16
+# NNCF preset for static int8: "performance" (symmetric activations) ran faster than NNCF's
+# default for transformers, "mixed" (asymmetric activations, which also sentence-transformers'
+# export uses), at equal rankings (rerank_speed_peers.md); None: NNCF's default.
+NNCF_PRESET: str | None = "performance"
 # Feed-forward linear layers of BERT-family encoders in the converted graph's node names
 # (``...encoder.layer.N.intermediate.dense/aten::linear/MatMul``, DistilBERT ``layer.N.ffn.lin1``).
 _FFN_PATTERN = r".*layer\.{layer}\.(?:intermediate\.dense|output\.dense|ffn\.lin1|ffn\.lin2)/.*"
@@ -156,10 +183,17 @@ def _convert(resolved: ResolvedModel, kind: Kind, pooling: Pooling, out: Path) -
 def _quantize(
     src: Path, out: Path, mode: str, feeds: Callable[[], list[dict[str, np.ndarray]]]
 ) -> None:
-    import nncf
     import openvino as ov
 
-    model = ov.Core().read_model(str(src))
+    # NNCF draws progress bars on stdout, which would corrupt a CLI's --json output
+    with contextlib.redirect_stdout(sys.stderr):
+        model = _nncf_run(ov.Core().read_model(str(src)), mode, feeds)
+    ov.save_model(model, str(out / _IR_FILE), compress_to_fp16=False)
+
+
+def _nncf_run(model, mode: str, feeds: Callable[[], list[dict[str, np.ndarray]]]):
+    import nncf
+
     if mode == "int8-weights":
         model = nncf.compress_weights(model)  # INT8_ASYM per channel, activations stay float
     else:
@@ -168,14 +202,17 @@ def _quantize(
             ignored = nncf.IgnoredScope(patterns=_ffn_scope(), validate=False)
         names = {p.get_any_name() for p in model.inputs}
         data = [{k: v for k, v in batch.items() if k in names} for batch in feeds()]
+        extra: dict = {"ignored_scope": ignored} if ignored else {}
+        if NNCF_PRESET:
+            extra["preset"] = nncf.QuantizationPreset(NNCF_PRESET)
         model = nncf.quantize(
             model,
             nncf.Dataset(data),
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(data),
-            **({"ignored_scope": ignored} if ignored else {}),
+            **extra,
         )
-    ov.save_model(model, str(out / _IR_FILE), compress_to_fp16=False)
+    return model
 
 
 def ir_model_file(
@@ -215,6 +252,7 @@ def ir_model_file(
         if quantize in ("int8", "int8-full"):
             examples, source = calibration_examples(kind)
             options += (source, INT8_FP32_FFN_LAYERS if quantize == "int8" else 0)
+            options += (NNCF_PRESET,) if NNCF_PRESET else ()
         q_dir = base / f"rankwise-{kind}-{short_hash(*key, *options)}"
         if not (q_dir / _IR_FILE).is_file():
             log.warning("Quantising %s (%s) with NNCF once", resolved.model_id, quantize)
@@ -233,16 +271,60 @@ def ir_model_file(
         ) from e
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX-512 BF16 or AMX): its
+    ``OPTIMIZATION_CAPABILITIES`` list "BF16". False on AVX2-only CPUs, where bf16 is emulated."""
+    import openvino as ov
+
+    try:
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # an old plugin without the property: assume no native bf16
+        return False
+
+
+# What backend="auto" runs when quantize is not given: on CPUs with native bf16 and on the
+# others (measured in benchmarks/results/rerank_speed_peers.md)
+AUTO_QUANTIZE_BF16_CPU: str | None = "int8-full"
+AUTO_QUANTIZE_OTHER_CPU: str | None = None
+
+
+def auto_quantize() -> tuple[str | None, str]:
+    """``(quantize, reason)`` for ``backend="auto"`` with no ``quantize`` given."""
+    if native_bf16():
+        q = AUTO_QUANTIZE_BF16_CPU
+        return q, f"quantize={q!r}: this CPU runs bf16 natively"
+    q = AUTO_QUANTIZE_OTHER_CPU
+    return q, f"quantize={q!r}: this CPU has no native bf16"
+
+
+def float_precision(quantize: str | None) -> str:
+    """Inference precision for the ops that are not int8: ``bf16`` for ``quantize="bf16"``;
+    f32 for ``None`` and ``int8-weights`` ("fp32 means fp32"); for static int8,
+    ``$RANKWISE_OPENVINO_PRECISION`` or :data:`INT8_FLOAT_PRECISION` (``auto``: bf16 where
+    :func:`native_bf16`, else f32)."""
+    if quantize == "bf16":
+        return "bf16"
+    if quantize not in ("int8", "int8-full"):
+        return "f32"
+    wanted = os.environ.get(PRECISION_ENV) or INT8_FLOAT_PRECISION
+    if wanted not in ("auto", "f32", "bf16"):
+        raise ModelLoadError(f"{PRECISION_ENV}={wanted!r}: use auto, f32 or bf16.")
+    if wanted == "auto":
+        return "bf16" if native_bf16() else "f32"
+    return wanted
+
+
 def compile_config(quantize: str | None, threads: int | None = None) -> dict[str, str]:
     """CPU plugin properties: latency hint (one request at a time, as rankwise calls), one
-    stream, ``threads`` or ``$RANKWISE_ONNX_THREADS`` or the physical cores; fp32 precision
-    except for ``bf16``."""
+    stream, ``threads`` or ``$RANKWISE_ONNX_THREADS`` or the physical cores; the precision of
+    :func:`float_precision`."""
     n = cpu_threads(threads)
     return {
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": "1",
+        "PERFORMANCE_HINT": PERFORMANCE_HINT,
+        "NUM_STREAMS": NUM_STREAMS,
         "INFERENCE_NUM_THREADS": str(n),
-        "INFERENCE_PRECISION_HINT": "bf16" if quantize == "bf16" else "f32",
+        "INFERENCE_PRECISION_HINT": float_precision(quantize),
     }
 
 
@@ -279,6 +361,8 @@ class OpenVinoRunner:
                 "Fix: delete that folder to convert again, or use backend='onnx'."
             ) from e
         self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
+        # measured for reranking (pairs of ~170 tokens); short embedder texts keep exact widths
+        self.pad_multiple = PAD_MULTIPLE if kind == "reranker" else 1
         self._local = threading.local()
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

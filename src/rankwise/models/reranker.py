@@ -51,7 +51,12 @@ class Reranker(Ranking, BaseModel):
     Args:
         model: hub id (``BAAI/bge-reranker-v2-m3``) or local folder of a
             ``*ForSequenceClassification`` model with one label.
-        revision, device, backend, quantize, local_files_only: as for :class:`Embedder`.
+        revision, device, quantize, local_files_only: as for :class:`Embedder`.
+        backend: as for :class:`Embedder`, but ``"auto"`` by default: on a CPU the fastest
+            backend installed that converts the model (OpenVINO, ONNX Runtime, torch), and
+            with ``quantize=None`` the precision too (OpenVINO: bf16 where the CPU runs bf16
+            natively, else fp32); torch on GPUs. ``backend_reason`` says what and why;
+            ``$RANKWISE_AUTO_BACKEND`` pins the CPU choice (the test suite pins torch).
         max_length: token cap per (query, document) pair (default: the length a
             rankwise-trained folder was trained at, ``rankwise_model.json``; else the spec: 512).
         query_max_share: the query keeps at most ``int(max_length * share)`` tokens
@@ -80,7 +85,7 @@ class Reranker(Ranking, BaseModel):
         *,
         revision: str | None = None,
         device: str | None = None,
-        backend: str = "torch",
+        backend: str = "auto",
         quantize: str | None = None,
         max_length: int | None = None,
         query_max_share: float = 0.5,
