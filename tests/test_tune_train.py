@@ -145,35 +145,20 @@ def test_embedder_distillation_and_cached_loss_run(tiny_embedder_dir, tmp_path):
         train_embedder(examples, str(tiny_embedder_dir), tmp_path / "y", bad)
 
 
-@pytest.fixture(scope="module")
-def varied_encoder(tiny_embedder_dir, tmp_path_factory):
-    """The tiny encoder re-initialised with a wide init (std 0.3): with the usual 0.02 a random
-    tiny BERT's [CLS] output hardly depends on the input, so a new head sees one point."""
-    import shutil
-
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("varied")
-    for f in tiny_embedder_dir.iterdir():
-        if f.name.startswith("tokenizer") or f.name in ("vocab.txt", "special_tokens_map.json"):
-            shutil.copy(f, out / f.name)
-    cfg = BertConfig.from_pretrained(str(tiny_embedder_dir), initializer_range=0.3)
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(str(out))
-    return out
-
-
-def test_reranker_from_plain_encoder_learns_and_loads(varied_encoder, tmp_path):
+def test_reranker_from_plain_encoder_learns_and_loads(minilm_dir, tmp_path):
+    """all-MiniLM-L6-v2 is a plain encoder (no classification head). A tiny random BERT
+    trained too erratically here: its loss rose on one CPU and fell on another."""
     from rankwise.models import Reranker
 
     examples = make_examples(24, seed=2)
     train, dev = examples[:16], examples[16:]
-    cfg = RerankerTrainConfig(max_steps=16, group_size=4, learning_rate=2e-3, max_length=32, **FAST)
+    cfg = RerankerTrainConfig(max_steps=16, group_size=4, learning_rate=2e-4, max_length=32, **FAST)
     torch.manual_seed(cfg.seed)  # the same random head the trainer starts from
-    before = group_ce(load_cross_encoder(str(varied_encoder), 32), train)
-    result = train_reranker(train, str(varied_encoder), tmp_path / "rr", cfg, dev=dev)
+    before = group_ce(load_cross_encoder(str(minilm_dir), 32), train)
+    assert before > 1.4  # about log(5): the new head cannot tell the positive from 4 negatives
+    result = train_reranker(train, str(minilm_dir), tmp_path / "rr", cfg, dev=dev)
     trained = load_cross_encoder(str(tmp_path / "rr"), 32)
-    assert group_ce(trained, train) < before - 0.1
+    assert group_ce(trained, train) < before - 0.6
     assert set(result.dev) == {"before", "after"} and "ndcg@10" in result.dev["after"]
     rr = Reranker(str(tmp_path / "rr"))  # a one-logit sequence classifier: loads as-is
     pairs = [(e.query, e.pos[0]) for e in dev[:4]]
