@@ -300,3 +300,33 @@ def test_a_held_place_becomes_the_job_not_a_second_place():
     finally:
         gate.set()
         b.stop()
+
+
+def test_calls_are_bounded_in_time_by_the_measured_drain_rate():
+    """A model at 5,000 tokens/s and a 100 ms bound: after the first call (no rate yet:
+    FIRST_BATCH_TOKENS) each call holds about 500 tokens, not the 100,000 of max_tokens."""
+    from rankwise.server.batcher import FIRST_BATCH_TOKENS
+
+    calls: list[int] = []
+
+    def model(items):
+        calls.append(len(items))
+        time.sleep(0.0002 * len(items))  # 0.2 ms per 1-token item
+        return np.ones(len(items), dtype=np.float32)
+
+    b = Batcher("t", model, max_tokens=100_000, max_batch_ms=100, max_wait_ms=0).start()
+    try:
+        out = b.run_sync(["x"] * 6000, tokens=6000)
+    finally:
+        b.stop()
+    assert len(out) == 6000 and out.all()
+    assert calls[0] == FIRST_BATCH_TOKENS
+    assert all(200 <= n <= 700 for n in calls[1:]), calls
+    unbounded: list[int] = []
+    b = Batcher("t", lambda items: (unbounded.append(len(items)), np.ones(len(items)))[1],
+                max_tokens=100_000, max_batch_ms=0, max_wait_ms=0).start()  # fmt: skip
+    try:
+        b.run_sync(["x"] * 6000, tokens=6000)
+    finally:
+        b.stop()
+    assert unbounded == [6000]

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     batching: bool = _s(True, "Batch concurrent requests per model.")
     batch_wait_ms: float = _s(5.0, "Wait for more requests once one is queued (ms).", ge=0.0)
     batch_tokens: int = _s(32_768, "Token budget of one batched model call.", ge=1)
+    batch_ms: float = _s(
+        250.0,
+        "Time bound of one batched model call (ms): the token budget shrinks to what the "
+        "measured drain rate computes in this time, so a small request waits about one such "
+        "call behind a big one; 0: batch_tokens only.",
+        ge=0.0,
+    )
     max_request_tokens: int = _s(524_288, "Cost of one request in tokens (more → 413).", ge=1)
     max_queue_tokens: int = _s(2_097_152, "Tokens waiting per model (more → 429).", ge=1)
     body_timeout: float = _s(30.0, "Seconds between request body chunks (slower → 408).", gt=0)

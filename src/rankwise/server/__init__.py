@@ -39,6 +39,7 @@ auth), ``cache_url`` (``memory`` default, ``redis://host:6379/0``, ``off``), ``c
 ``max_chars`` (per text), ``max_payload_bytes``, ``truncate`` (False: inputs over the
 model's max tokens are a 413), ``max_queue`` and ``max_queue_tokens`` (429 beyond),
 ``max_request_tokens`` (413 beyond), ``batching``, ``batch_wait_ms``, ``batch_tokens``,
+``batch_ms`` (time bound of one batched call),
 ``body_timeout`` (408), ``weaviate_auth``, ``judgments`` (qrels TSV the workbench appends
 to), ``compare_reranker`` (a second cross-encoder for the compare view, loaded on first use).
 

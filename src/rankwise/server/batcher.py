@@ -21,6 +21,16 @@ Scheduling, per batch:
   to the jobs still holding items, oldest first. A large job is split across many batches
   (plain FIFO grouping made a 2-document rerank wait 438 s behind a 1,000-document one).
 
+**Time-bounded batches**: the token budget of a call is ``max_tokens`` or what the
+measured drain rate computes in ``max_batch_ms`` (default 250 ms), whichever is smaller
+(never under :data:`MIN_BATCH_TOKENS`). A small request waits for about one batch in
+progress, so the batch's *time* is what bounds its wait; a token budget alone is right on
+one machine and seconds on another (2,048 reranker tokens took 1.8 s on 2 shared CPU
+cores: a 2-document rerank's p99 was 13.9 s during a 1,000-document one). On a GPU the
+rate is high and ``max_tokens`` binds. The budget settles where a call takes
+``max_batch_ms``: a smaller call has more overhead per token, a lower measured rate, and
+the next budget is computed from that rate.
+
 Padding: the model sorts a batch's items by length and cuts its own padded-token
 sub-batches (``models/``), so a batch's padded cost is close to the sum of its items'
 tokens: that sum is what ``max_tokens`` bounds.
@@ -52,6 +62,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: the smallest token budget of a time-bounded call (per-call overhead dominates below it)
+MIN_BATCH_TOKENS = 256
+#: the budget of calls before any drain rate is measured (a cold server's first big request
+#: would otherwise go whole into one call of ``max_tokens``: ~30 s on 2 CPU cores)
+FIRST_BATCH_TOKENS = 1024
+
 #: ``on_batch(model, requests, items, tokens, seconds)``: metrics hook.
 BatchHook = Callable[[str, int, int, int, float], None]
 
@@ -70,6 +86,8 @@ class Batcher(Admission[T]):
         name: model label for metrics and thread names ("rerank", "embed").
         fn: the model call: ``fn(items) -> np.ndarray`` with ``len(items)`` rows.
         max_tokens: token budget of one model call (default 32,768); larger jobs are split.
+        max_batch_ms: time bound of one model call (default 250): the budget shrinks to the
+            tokens the measured drain rate computes in this time; None or 0: ``max_tokens``.
         max_wait_ms: how long the worker waits for more jobs once it has one (default 5).
         max_queue: jobs waiting for their first batch (default 256); more → ``Overloaded``.
         max_queue_tokens: tokens admitted and not finished (default: unbounded); more →
@@ -88,6 +106,7 @@ class Batcher(Admission[T]):
         fn: Callable[[list[T]], np.ndarray],
         *,
         max_tokens: int = 32_768,
+        max_batch_ms: float | None = 250.0,
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
         max_queue_tokens: int | None = None,
@@ -106,6 +125,7 @@ class Batcher(Admission[T]):
         )
         self.fn = fn
         self.max_tokens = max_tokens
+        self.max_batch_s = (max_batch_ms or 0.0) / 1000.0
         self.max_wait = max_wait_ms / 1000.0
         self.enabled = enabled
         self.on_batch = on_batch
@@ -172,6 +192,17 @@ class Batcher(Admission[T]):
         return self.submit(items, tokens).result()
 
     # ------------------------------------------------------------------ worker
+    @property
+    def budget(self) -> int:
+        """Token budget of the next model call: ``max_tokens``, or less where the measured
+        drain rate computes fewer tokens in ``max_batch_ms`` (see the module docstring)."""
+        if not self.max_batch_s:
+            return self.max_tokens
+        if not self._rate:
+            return min(self.max_tokens, FIRST_BATCH_TOKENS)
+        timed = max(int(self._rate * self.max_batch_s), MIN_BATCH_TOKENS)
+        return min(self.max_tokens, timed)
+
     def _take(self, job: Job[T], budget: int, at_least_one: bool) -> _Slice[T] | None:
         """The next items of ``job`` that fit ``budget`` tokens (at least one if asked)."""
         start = end = job.next
@@ -201,7 +232,7 @@ class Batcher(Admission[T]):
         fresh = [j for j in active if not j.started]
         if fresh and len(fresh) < len(active) and not self._fresh_only:
             self._fresh_only = True  # new jobs get the next call to themselves
-            return self._fill(fresh, self.max_tokens)
+            return self._fill(fresh, self.budget)
         self._fresh_only = False
         return self._round_robin(active)
 
@@ -219,7 +250,7 @@ class Batcher(Admission[T]):
 
     def _round_robin(self, active: list[Job[T]]) -> list[_Slice[T]]:
         """An equal share of the budget each, then what is left to the oldest."""
-        budget = self.max_tokens
+        budget = self.budget
         share = max(budget // len(active), 1)
         plan: list[_Slice[T]] = []
         for job in active:  # pass 1: an equal share each, the oldest job always progresses
@@ -254,11 +285,12 @@ class Batcher(Admission[T]):
     def _linger(self) -> None:
         """Wait up to ``max_wait`` for more jobs while the next batch is not yet full."""
         deadline = time.perf_counter() + self.max_wait
+        budget = self.budget
         with self._cond:
             while not self._stopping:
                 pending = sum(sum(j.costs[j.next :]) for j in self._jobs)
                 remaining = deadline - time.perf_counter()
-                if pending >= self.max_tokens or remaining <= 0:
+                if pending >= budget or remaining <= 0:
                     return
                 self._cond.wait(remaining)
 

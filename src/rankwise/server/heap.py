@@ -1,4 +1,5 @@
-"""Native heap upkeep for a long-running server: glibc's arena cap and periodic trims.
+"""Native heap upkeep for a long-running server: glibc's arena cap, a fixed mmap threshold
+and periodic trims.
 
 Why: under a 32-client soak the Python heap stays at ~19 MB (tracemalloc) while RSS
 climbs, so the growth is native memory. Model calls allocate tensors of a different
@@ -39,6 +40,36 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     libc = _libc()
     try:
         return bool(libc is not None and libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except AttributeError:
+        return False
+
+
+#: ``M_MMAP_THRESHOLD`` rankwise sets: allocations this large get their own mapping
+MMAP_THRESHOLD = 1 << 20
+
+
+def fix_mmap_threshold(threshold: int | None = None) -> bool:
+    """Pin glibc's ``M_MMAP_THRESHOLD`` at ``threshold`` bytes (default 1 MiB;
+    ``RANKWISE_MMAP_THRESHOLD``, 0 leaves glibc's default) unless ``MALLOC_MMAP_THRESHOLD_``
+    is set. Returns whether it was applied.
+
+    Why: glibc starts at 128 KiB and *raises* the threshold to the size of every mapped
+    block that is freed (up to 32 MiB). A server's model calls allocate activations of a
+    new shape almost every time (rows x longest row, several MB each); after the first
+    few are freed, all later ones come from the arenas, where blocks of ever-changing
+    sizes fragment the heap and RSS creeps up. With the threshold pinned, every block of
+    1 MiB or more is its own mapping, returned to the kernel on ``free``. Setting it also
+    turns glibc's dynamic adjustment off (``mallopt(3)``).
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return False
+    if threshold is None:
+        threshold = int(os.environ.get("RANKWISE_MMAP_THRESHOLD", MMAP_THRESHOLD))
+    if threshold <= 0:
+        return False
+    libc = _libc()
+    try:
+        return bool(libc is not None and libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
     except AttributeError:
         return False
 

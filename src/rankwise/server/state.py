@@ -239,6 +239,7 @@ class ServerState:
             name,
             fn,
             max_tokens=s.batch_tokens,
+            max_batch_ms=s.batch_ms,
             max_wait_ms=s.batch_wait_ms,
             max_queue=s.max_queue,
             max_queue_tokens=s.max_queue_tokens,
