@@ -369,7 +369,7 @@ def write_markdown(results: dict, path: Path) -> None:
             md.append(f"| {name} | {stage} | {sec} |")
         for stage, sec in (det.get("tune_stage_seconds") or {}).items():
             md.append(f"| {name} | tune run: {stage} | {sec} |")
-    md += ["", "![nDCG@10 per system](relevance_autopilot.png)", ""]
+    md += ["", f"![nDCG@10 per system]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(md), encoding="utf-8")
 
 

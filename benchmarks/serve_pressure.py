@@ -494,7 +494,7 @@ def write(results: dict) -> None:
         f"{a['big_request']['chars_each']} chars, {a['big_request']['tokens']} tokens, "
         f"{a['big_request']['seconds']} s. One batch (a call of at most "
         f"{results['batch_tokens']} tokens and {results.get('batch_ms_setting')} ms (batch_ms), "
-        "mean model time per call of a full request on the idle server, median of 5): {a['batch_ms']} ms "
+        f"mean model time per call of a full request on the idle server, median of 5): {a['batch_ms']} ms "
         f"({a['batch_ms_each']}); the mean model call under load was "
         f"{a['mean_model_call_under_load_ms']} ms over {a['model_calls_under_load']:g} calls. "
         f"Target p99 ≤ 3 × idle p99 + one batch = {a['target_p99_ms']} ms: "
