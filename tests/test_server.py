@@ -517,10 +517,12 @@ def test_rankwise_serve_command_end_to_end(tiny_embedder_dir, tiny_reranker_dir,
 
 def test_rerank_only_server_from_settings(tiny_reranker_dir):
     """`--embedder none --index none`: rerank served, the rest says it is not configured."""
-    s = settings(embedder="none", index="none", reranker=str(tiny_reranker_dir), cache_url="off")
+    s = settings(embedder="none", index="none", reranker=str(tiny_reranker_dir), cache_url="off",
+                 batch_ms=40)  # fmt: skip
     app = create_app(s)
     with BackgroundServer(app) as srv:
         assert srv.wait_ready(60), app.state.rankwise.error
+        assert app.state.rankwise.rerank_batcher.max_batch_s == 0.04  # the setting reaches it
         ok = httpx.post(f"{srv.url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
         assert ok.status_code == 200 and ok.headers["x-rankwise-cache"] == "off"
         for path, body in (("/v1/embeddings", {"input": "x"}), ("/v1/search", {"query": "x"})):
