@@ -27,6 +27,15 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt(param, value)``; False off glibc or when glibc refuses it."""
+    libc = _libc()
+    try:
+        return bool(libc is not None and libc.mallopt(param, value))
+    except AttributeError:
+        return False
+
+
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (``M_ARENA_MAX``) unless ``MALLOC_ARENA_MAX`` is set.
 
@@ -37,11 +46,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    libc = _libc()
-    try:
-        return bool(libc is not None and libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except AttributeError:
-        return False
+    return _mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 #: ``M_MMAP_THRESHOLD`` rankwise sets: allocations this large get their own mapping
@@ -67,11 +72,7 @@ def fix_mmap_threshold(threshold: int | None = None) -> bool:
         threshold = int(os.environ.get("RANKWISE_MMAP_THRESHOLD", MMAP_THRESHOLD))
     if threshold <= 0:
         return False
-    libc = _libc()
-    try:
-        return bool(libc is not None and libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
-    except AttributeError:
-        return False
+    return _mallopt(-3, threshold)  # M_MMAP_THRESHOLD
 
 
 def trim_heap() -> bool:
