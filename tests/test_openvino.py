@@ -100,8 +100,11 @@ def test_low_precision_keeps_per_query_ranking(trained_reranker_dir, mode):
         rhos.append(spearmanr(a, b).statistic)
     print(mode, "spearman per query", np.round(rhos, 4))
     # bf16 keeps 8 mantissa bits: near-tied scores of this 128-wide model swap ranks (on
-    # MiniLM, rerank_speed_peers.md: Spearman 0.9994); the int8 paths keep 0.95
-    assert min(rhos) >= (0.9 if mode == "bf16" else 0.95), rhos
+    # MiniLM, rerank_speed_peers.md: Spearman 0.9994). Static int8 runs its float ops in
+    # bf16 where the CPU has it and inherits that: on an AMX Xeon one query fell to 0.92,
+    # 1.0 with f32 float ops. Paths whose float ops stay f32 keep 0.95.
+    bound = 0.9 if rw_ov.float_precision(mode) == "bf16" else 0.95
+    assert min(rhos) >= bound, (rw_ov.float_precision(mode), rhos)
     assert low.version != fp32.version
 
 
