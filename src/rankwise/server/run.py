@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from rankwise.config import Settings
 from rankwise.errors import ConfigError
-from rankwise.server.heap import fix_mmap_threshold, limit_malloc_arenas
+from rankwise.server.heap import prepare_heap
 from rankwise.server.timeouts import protocol_with_header_timeout
 
 
@@ -24,8 +24,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     """
     from rankwise.server.app import create_app
 
-    limit_malloc_arenas()
-    fix_mmap_threshold()  # big, short-lived tensors back to the kernel on free (heap.py)
+    prepare_heap()  # arena cap, pinned mmap threshold (heap.py)
     app = create_app(settings)
     try:
         uvicorn.run(
