@@ -292,30 +292,23 @@ class BaseModel:
         raise AssertionError("unreachable")
 
     def _build_runner(self) -> Runner:
+        if self.backend == "torch":
+            return TorchRunner(
+                self.resolved, kind=self.kind, pooling=self._pooling(), device=self.device
+            )
+        # the exported backends take the same options; OpenVINO also calibrates static int8
         if self.backend == "openvino":
-            from rankwise.models.openvino import OpenVinoRunner
+            from rankwise.models.openvino import OpenVinoRunner as runner_cls
 
-            return OpenVinoRunner(
-                self.resolved,
-                kind=self.kind,
-                pooling=self._pooling(),
-                quantize=self.quantize,
-                revision=self.revision,
-                feeds=self._calibration_feeds,
-            )
-        if self.backend == "onnx":
-            from rankwise.models.onnx import OnnxRunner
+            extra: dict[str, Any] = {"feeds": self._calibration_feeds}
+        else:
+            from rankwise.models.onnx import OnnxRunner as runner_cls
 
-            return OnnxRunner(
-                self.resolved,
-                kind=self.kind,
-                pooling=self._pooling(),
-                quantize=self.quantize,
-                revision=self.revision,
-            )
-        return TorchRunner(
-            self.resolved, kind=self.kind, pooling=self._pooling(), device=self.device
-        )
+            extra = {}
+        return runner_cls(
+            self.resolved, kind=self.kind, pooling=self._pooling(), quantize=self.quantize,
+            revision=self.revision, **extra,
+        )  # fmt: skip
 
     def _calibration_feeds(self, examples: Sequence[Any]) -> list[dict[str, np.ndarray]]:
         """Calibration examples (texts, or (query, document) pairs for a reranker) tokenised
