@@ -99,3 +99,39 @@ def test_milvus_2_3_server_names_the_version_sparse_needs(milvus_server, m3):
         assert "sparse" not in cat.store.capabilities and cat.native_outputs == ()
         cat.add(_records(5))
         assert "needs Milvus >= 2.4" in cat.store.info()["sparse"]["engine"]
+
+
+@pytest.mark.milvus_server
+def test_milvus_server_keeps_colbert_in_its_side_dir(milvus_server, m3, tmp_path):
+    """A server cannot hold ColBERT vectors (Milvus 2.3; rankwise writes no embedding lists):
+    without ``side_dir`` the refusal names the fix; with it the vectors live in that local
+    folder, claimed by one collection, and rescore exactly as beside an embedded store."""
+    side = tmp_path / "side"
+    opts = {"collection": "m3_colbert_t"}
+    with pytest.raises(StoreError, match=r"side_dir \(--side-dir, RANKWISE_SIDE_DIR\)"):
+        Catalog.open(milvus_server, m3, outputs=("dense", "colbert"), **opts)
+    cascade = "dense:30,colbert:5"
+    with Catalog.open(str(tmp_path / "lance"), m3, outputs=("dense", "colbert")) as local:
+        local.add(_records())
+        want = {
+            r.id: r.colbert_score
+            for r in Searcher(local, None).search(QUERIES[0], cascade=cascade).results
+        }
+    with Catalog.open(
+        milvus_server, m3, outputs=("dense", "colbert"), side_dir=str(side), **opts
+    ) as cat:
+        cat.add(_records())
+        assert cat.side is not None and cat.side.folder == side
+        assert cat.side.outputs == ("colbert",)
+    # reopened over the existing collection: the side index is found without ``outputs``
+    with Catalog.open(milvus_server, m3, create=False, side_dir=str(side), **opts) as again:
+        resp = Searcher(again, None).search(QUERIES[0], cascade=cascade)
+        assert [s["stage"] for s in resp.stages] == ["dense", "colbert"]
+        got = {r.id: r.colbert_score for r in resp.results}
+    assert list(got) == list(want)
+    assert np.allclose(list(got.values()), list(want.values()), atol=1e-4)
+    with pytest.raises(StoreError, match="give each collection its own side_dir"):
+        Catalog.open(
+            milvus_server, m3, outputs=("dense", "colbert"), side_dir=str(side),
+            collection="m3_other_t",
+        )  # fmt: skip

@@ -30,7 +30,7 @@ from rankwise.errors import RankwiseError, SchemaMismatch, StoreError
 from rankwise.ingest_checkpoint import IngestCheckpoint
 from rankwise.store import Store, open_store
 from rankwise.store.schema import MetaSchema, resolve_schema, scan_types
-from rankwise.store.side import SideIndex, side_path
+from rankwise.store.side import SideIndex, claim, side_path
 
 if TYPE_CHECKING:
     from rankwise.models import Embedder
@@ -80,10 +80,13 @@ def side_index(
     """The sparse/ColBERT :class:`SideIndex` beside ``store``: the one it has, or a new one
     when ``outputs`` ask for sparse or colbert that the store does not keep (``native``);
     ``None`` when nothing is kept beside it."""
-    folder = side_path(store.uri)
+    side_dir = getattr(store, "side_dir", None)
+    folder = side_path(store.uri, side_dir)
     extra = tuple(o for o in (outputs or ()) if o not in ("dense", *native))
     if not (extra or SideIndex.exists(folder)):
         return None
+    if folder is not None and side_dir and "://" in store.uri:
+        claim(folder, store.uri, getattr(store, "collection", ""))
     if folder is None:
         version = getattr(store, "server_version", "")
         need = {
@@ -93,9 +96,10 @@ def side_index(
             "store Milvus embedding lists)",
         }
         raise StoreError(
-            f"{store.uri} is a server URI and cannot keep {'/'.join(extra)} beside it: "
+            f"{store.uri} is a server URI and cannot keep {'/'.join(extra)} itself: "
             + "; ".join(need[o] for o in extra if o in need)
-            + ". Fix: use a LanceDB directory or a Milvus Lite file"
+            + ". Fix: name a local folder for them with side_dir (--side-dir, "
+            "RANKWISE_SIDE_DIR), use a LanceDB directory or a Milvus Lite file"
             + (", or a newer Milvus server." if "sparse" in extra else ".")
         )
     return SideIndex(folder)

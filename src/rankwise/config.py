@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         "./index", "Index: a directory (LanceDB), *.db (Milvus Lite) or http://host:19530."
     )
     milvus_token: SecretStr | None = _s(None, "Token of a Milvus server.")
+    side_dir: str | None = _s(
+        None,
+        "Local folder for the bge-m3 outputs a Milvus server cannot keep itself (ColBERT "
+        "vectors; sparse weights before Milvus 2.4). Default: refuse them on a server URI.",
+    )
     record_batch_size: int = _s(256, "Records embedded and written per batch (index).", ge=1)
     # search
     # None: the pipeline calibrated for the index (`rankwise tune fusion`), else hybrid RRF

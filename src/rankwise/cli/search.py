@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------- index
 @app.command()
-@with_settings("index", "embedder", ("embedder_revision", "--revision"), *MODEL,
+@with_settings("index", "side_dir", "embedder", ("embedder_revision", "--revision"), *MODEL,
                "record_batch_size")  # fmt: skip
 def index(
     catalog: Annotated[Path, typer.Argument(help="Catalog file: .jsonl, .csv or .parquet.")],
@@ -89,7 +89,7 @@ def index(
 
 # ----------------------------------------------------------------------------- search
 @app.command()
-@with_settings("index", *SEARCH, "embedder", "embedder_revision", "reranker",
+@with_settings("index", "side_dir", *SEARCH, "embedder", "embedder_revision", "reranker",
                "reranker_revision", *MODEL, *STAGES)  # fmt: skip
 def search(
     query: Annotated[str, typer.Argument(help="The search query.")],

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------- serve (issue 5)
 @app.command()
-@with_settings("host", "port", "index", "embedder", "reranker", *MODEL, *SEARCH, "cache_url",
+@with_settings("host", "port", "index", "side_dir", "embedder", "reranker", *MODEL, *SEARCH, "cache_url",
                "batching", "judgments", "compare_reranker", *STAGES, "blend_reload_s")  # fmt: skip
 def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",

@@ -25,10 +25,20 @@ CollectionOpt = Annotated[
 ]
 
 
-def _store_options(uri: str, collection: str | None) -> dict[str, Any]:
+SideDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--side-dir",
+        envvar="RANKWISE_SIDE_DIR",
+        help="Milvus server: the local folder of its bge-m3 side index (ColBERT vectors).",
+    ),
+]
+
+
+def _store_options(uri: str, collection: str | None, side_dir: str | None = None) -> dict[str, Any]:
     from rankwise.store import store_options
 
-    return store_options(uri, collection=collection)
+    return store_options(uri, collection=collection, side_dir=side_dir)
 
 
 @store_app.command("info")
@@ -37,6 +47,7 @@ def store_info(
         str, typer.Argument(help="Index directory, Milvus Lite *.db or http://host:port.")
     ],
     collection: CollectionOpt = None,
+    side_dir: SideDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Backend, count, dimension, fields, index parameters and lexical engine of a store.
@@ -45,13 +56,14 @@ def store_info(
     """
     from rankwise.store import open_store
 
-    store = open_store(uri, create=False, **_store_options(uri, collection))
+    store = open_store(uri, create=False, **_store_options(uri, collection, side_dir))
     info = store.info()
     store.close()
     from rankwise.store.side import SideIndex, side_path  # bge-m3's sparse/ColBERT side index
 
-    if SideIndex.exists(side_path(uri)):
-        info["side_index"] = SideIndex(side_path(uri)).info()
+    folder = side_path(uri, getattr(store, "side_dir", None))
+    if SideIndex.exists(folder):
+        info["side_index"] = SideIndex(folder).info()
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return

@@ -76,7 +76,7 @@ register_backend(
         "milvus",
         "rankwise.store.milvus:MilvusStore",
         schemes=("http://", "https://", "milvus://", "tcp://", "grpc://"),
-        options=frozenset({"collection", "token"}),
+        options=frozenset({"collection", "token", "side_dir"}),
     )
 )
 register_backend(
@@ -116,7 +116,11 @@ def open_store(uri: str, *, create: bool = True, **options: Any) -> Store:
 def settings_store_options(settings: Any) -> dict[str, Any]:
     """The backend options a :class:`rankwise.config.Settings` gives its ``index``."""
     token = getattr(settings, "milvus_token", None)
-    return store_options(settings.index, token=token.get_secret_value() if token else None)
+    return store_options(
+        settings.index,
+        token=token.get_secret_value() if token else None,
+        side_dir=getattr(settings, "side_dir", None),
+    )
 
 
 def store_options(uri: str, **wanted: Any) -> dict[str, Any]:

@@ -101,6 +101,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "search_consistency": "Session",
     "index_wait_s": 600.0,  # optimize(): how long to wait for the index to cover new rows
     "timeout": 60.0,
+    # server URIs: a local folder for what the server does not keep (bge-m3's ColBERT
+    # vectors, sparse weights before 2.4): the side index, see rankwise.store.side
+    "side_dir": None,
 }
 
 
@@ -125,6 +128,7 @@ class MilvusStore(StoreHandle):
         self.options = {**DEFAULT_OPTIONS, **options}
         self.uri = str(uri)
         self.collection = self.options["collection"]
+        self.side_dir = self.options["side_dir"]
         self.lite = backend_for(self.uri) == "milvus-lite"
         self.backend = "milvus-lite" if self.lite else "milvus"
         if self.lite:

@@ -1,7 +1,9 @@
 """Sparse weights and multi-vectors kept beside a store (bge-m3's second and third outputs).
 
 A :class:`SideIndex` lives in a folder next to the store (``<index>/m3/`` for a LanceDB
-directory, ``<file>.m3/`` beside a Milvus Lite file) and holds, per product id:
+directory, ``<file>.m3/`` beside a Milvus Lite file; for a Milvus server, the local folder
+its ``side_dir`` option names, owned by one server collection: :func:`claim`) and holds, per
+product id:
 
 * ``sparse/``: learned lexical weights in an inverted index (:class:`SparseIndex`);
 * ``colbert/``: the per-token vectors, float16, concatenated in ``tokens.npy`` with
@@ -31,11 +33,14 @@ from rankwise.store.sparse import SparseIndex
 SIDE_DIR = "m3"
 
 
-def side_path(uri: str) -> Path | None:
-    """Where a store's side index lives: ``<dir>/m3`` or ``<file>.m3``; ``None`` for a server
-    URI (give :class:`SideIndex` a folder yourself)."""
+def side_path(uri: str, side_dir: str | Path | None = None) -> Path | None:
+    """Where a store's side index lives: ``side_dir`` where one is given (the store's
+    ``side_dir`` option), else ``<dir>/m3`` or ``<file>.m3``; ``None`` for a server URI
+    without one."""
     from rankwise.store import backend_for
 
+    if side_dir:
+        return Path(side_dir)
     if "://" in uri:
         return None
     p = Path(uri)
@@ -45,6 +50,27 @@ def side_path(uri: str) -> Path | None:
     # earlier builds put the side index (still read there if it is there)
     inside = p / SIDE_DIR
     return inside if SideIndex.exists(inside) else p.with_name(p.name + "." + SIDE_DIR)
+
+
+def claim(folder: Path, uri: str, collection: str) -> None:
+    """Mark ``folder`` as the side index of one server collection, or refuse it when it
+    already belongs to another (vectors by product id of one catalog must never rescore
+    another catalog's candidates). Local stores need no claim: the folder sits beside them."""
+    owner = {"uri": uri, "collection": collection}
+    path = folder / "store.json"
+    if path.is_file():
+        had = json.loads(path.read_text())
+        if had != owner:
+            from rankwise.errors import StoreError
+
+            raise StoreError(
+                f"side_dir {folder} holds the side index of {had.get('uri')} collection "
+                f"{had.get('collection')!r}, not of {uri} collection {collection!r}: give "
+                "each collection its own side_dir"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(owner) + "\n")
 
 
 class SideIndex:
