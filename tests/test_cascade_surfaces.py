@@ -52,6 +52,23 @@ def test_eval_lists_each_prefix_of_the_cascade(tmp_path, m3, tiny_reranker_dir):
     assert all(set(d) <= pool_docs for d in by[("cascade fused:8", "test")].run.values())
 
 
+def test_cli_eval_cascade_lists_each_prefix(tmp_path, m3_dir, tiny_reranker_dir):
+    r = run("eval", "--data", write_beir(tmp_path / "beir"), "--embedder", m3_dir,
+            "--reranker", tiny_reranker_dir, "--systems", "lexical", "--cascade",
+            "sparse:8,colbert:4,rerank:2", "--k", "1,2", "--pools", "test",
+            "--index-dir", tmp_path / "cache", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["results"]
+    names = [row["system"] for row in rows]
+    for prefix in ("sparse:8", "sparse:8,colbert:4", "sparse:8,colbert:4,rerank:2"):
+        assert f"cascade {prefix}" in names
+    assert "lexical" in names
+    r = run(
+        "eval", "--data", tmp_path / "beir", "--embedder", m3_dir, "--cascade", "sparse:8,bogus:2"
+    )
+    assert r.returncode != 0 and "bogus" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_cli_index_outputs_and_search_cascade(tmp_path, m3_dir):
     catalog = tmp_path / "products.jsonl"
     catalog.write_text("\n".join(json.dumps(p) for p in PRODUCTS) + "\n")

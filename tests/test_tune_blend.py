@@ -87,6 +87,23 @@ def test_tune_blend_then_search_with_explain(setup, tiny_embedder_dir):
         assert abs(r["rank"] - r["explain"]["base_rank"]) <= 2
 
 
+def test_tune_blend_on_judged_labels_learns_the_signal(setup, tiny_embedder_dir):
+    """The default ``--labels judged``: qrels grades train the blend (no event log); here the
+    relevant products are the popular ones, so the blend must beat the unblended order."""
+    out = setup["root"] / "blend_judged"
+    res = run(
+        "tune", "blend", "--data", setup["beir"], "--index", setup["index"], "--embedder",
+        tiny_embedder_dir, "--mode", "lexical", "--reranker", "none", "--numeric",
+        "popularity", "--monotone", "popularity=+1", "--rounds", "20", "--out", out,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["labels"] == "judged" and report["weighted"] is False
+    assert report["dev"]["queries"] > 0
+    assert report["dev"]["ndcg@10_blend"] > report["dev"]["ndcg@10_base"] + 0.1
+    assert (out / "blend.json").is_file()
+
+
 def test_tune_blend_bad_input_is_a_message_not_a_traceback(setup, tiny_embedder_dir):
     bad = setup["root"] / "bad.jsonl"
     bad.write_text('{"query": "q", "product_id": "p1", "event": "click", "ts": 1}\n{"query": 5}\n')
