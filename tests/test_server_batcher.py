@@ -347,3 +347,72 @@ def test_drain_rate_follows_the_last_seconds_not_a_quiet_past():
     for at in (0.0, 100.0, 200.0):  # idle gaps: the last few batches still count
         rate = m.add(100, 0.1, at=at)
     assert rate == pytest.approx(1000) and len(m._batches) == 3
+
+
+def _request(b: Batcher, before: float, after: float, items=("a",), tokens=10):
+    """One request as the server makes it: a held place, ``before`` seconds of work (body,
+    validation, tokens), the model job, ``after`` seconds (the response); own context."""
+
+    def go():
+        with b.admission():
+            time.sleep(before)
+            fut = b.submit(list(items), tokens, reserved=True)
+            fut.result(5)
+            time.sleep(after)
+
+    contextvars.Context().run(go)
+
+
+def test_request_cost_outside_the_model_is_measured_on_requests_served_alone():
+    b = Batcher("t", Recorder(delay=0.2), max_wait_ms=0).start()
+    try:
+        assert b.request_cost is None
+        _request(b, 0.15, 0.1)  # 0.25 s of its own work around 0.2 s of model time
+        assert b.request_cost is not None and 0.24 <= b.request_cost < 0.4
+        # a request that shares the server is not measured (its time includes waits)
+        gate = threading.Event()
+        shared = threading.Thread(
+            target=lambda: contextvars.Context().run(_held_until, b, gate), daemon=True
+        )
+        shared.start()
+        while b._pending == 0:
+            time.sleep(0.005)
+        _request(b, 1.0, 0.0)
+        gate.set()
+        shared.join(5)
+        assert b.request_cost < 0.4  # still the alone request's cost
+    finally:
+        b.stop()
+
+
+def _held_until(b: Batcher, gate: threading.Event) -> None:
+    with b.admission():
+        gate.wait(5)
+
+
+def test_retry_after_adds_each_unfinished_requests_cost_outside_the_model():
+    """A burst of small requests drains at the speed of their HTTP work, not the model's:
+    Retry-After = queued tokens / drain rate + unfinished requests × request cost."""
+    gate, slow = _gated()
+    b = Batcher("t", Recorder(), max_queue=3, max_wait_ms=0).start()
+    try:
+        _request(b, 0.5, 0.0)  # measured alone: ~0.5 s per request outside the model
+        cost = b.request_cost
+        assert 0.49 <= cost < 0.7
+        b.fn = slow  # the model now blocks: the queue fills
+        b._rate = 1000.0  # as if measured: 1,000 tokens/s
+        jobs = [b.submit(["x"], 100)]
+        while not b._jobs[0].started:  # the worker holds the first; three more fill the queue
+            time.sleep(0.005)
+        jobs += [b.submit(["x"], 100) for _ in range(3)]  # 400 tokens, 4 requests unfinished
+        with pytest.raises(Overloaded) as err:
+            b.submit(["y"], 1)
+        # 400 / 1000 + 4 × cost, rounded up: 3 s with cost ~0.5 (not 1 s from tokens alone)
+        assert err.value.retry_after == pytest.approx(np.ceil(0.4 + 4 * cost))
+        assert err.value.retry_after >= 3
+        gate.set()
+        for j in jobs:
+            j.result(5)
+    finally:
+        gate.set()
+        b.stop()

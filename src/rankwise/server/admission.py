@@ -7,12 +7,20 @@ here runs on the *callers'* threads (and the HTTP middleware), before anything i
   (:class:`~rankwise.errors.PayloadTooLarge`, 413 naming the limit);
 - a job that would take the queue over ``max_queue`` jobs or ``max_queue_tokens`` tokens
   is refused at once (:class:`~rankwise.errors.Overloaded`, 429) with ``retry_after`` =
-  the tokens still to compute divided by the **measured drain rate**.
+  the tokens still to compute divided by the **measured drain rate**, plus the requests
+  still to finish times the **measured cost of one request outside the model**.
 
 The drain rate is tokens per second of the worker's *busy wall time* (batch planning,
 the model call, delivering rows; idle gaps excluded) over the last batches, weighted by
 tokens. An average of per-call rates (the first version) was dominated by small,
 overhead-bound calls and overstated Retry-After up to 44x in a burst.
+
+The per-request cost is what a request takes besides its model time (reading and parsing
+the body, validation, tokenisation, building and sending the response), measured on
+requests that had the server to themselves (the median of the last 32), so it is the
+serial cost of that work, not a wait. Without it a burst of small requests, whose drain is
+bound by that work and not by the model, got 0.3x the drain it then took (serve_pressure
+(b): 256 five-document reranks, 2.5 s of model time, drained in 8 s).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ class _Place:
 
     def __init__(self) -> None:
         self.submitted = False  # became a job: counted in the queue, no longer pending
+        self.job: Job | None = None  # the job it became
 
 
 #: the places the current request holds, by ``id(admission)``
@@ -58,6 +67,7 @@ class Job(Generic[T]):
     done: int = 0  # items whose rows are in ``out``
     out: np.ndarray | None = None
     started: bool = False
+    finished: float | None = None  # perf_counter when its result or error was set
 
     @property
     def tokens(self) -> int:
@@ -137,6 +147,8 @@ class Admission(Generic[T]):
         self._job_tokens: float | None = None  # mean cost of admitted jobs (EWMA)
         self._rate: float | None = None  # measured tokens per busy second
         self._meter = DrainMeter()
+        #: seconds a request takes outside the model, from requests served alone (last 32)
+        self._request_costs: deque[float] = deque(maxlen=32)
         self._running = False
 
     @property
@@ -157,16 +169,25 @@ class Admission(Generic[T]):
     def _measured(self, tokens: int, seconds: float) -> None:
         self._rate = self._meter.add(tokens, seconds)
 
+    @property
+    def request_cost(self) -> float | None:
+        """Measured seconds one request takes outside the model (None before any request was
+        served alone)."""
+        return float(np.median(self._request_costs)) if self._request_costs else None
+
     def retry_after(self, extra_tokens: int = 0) -> float:
-        """Seconds until the queue has drained the tokens now waiting (plus ``extra_tokens``),
-        at the measured drain rate; 1 s when nothing has been measured yet. Requests still
+        """Seconds until the queue has drained: the tokens now waiting (plus ``extra_tokens``)
+        at the measured drain rate, plus each unfinished request's cost outside the model
+        (:attr:`request_cost`); 1 s when nothing has been measured yet. Requests still
         being priced (holding a place, cost unknown) count at the mean admitted cost: in
         a burst most places are held by them, and leaving them out made Retry-After 1 s
         for a queue that took 20 s to drain."""
         if not self._rate:
             return 1.0
         pending = self._pending * (self._job_tokens or 0.0)
-        return max(1.0, (self._queued_tokens + pending + extra_tokens) / self._rate)
+        model = (self._queued_tokens + pending + extra_tokens) / self._rate
+        around = (len(self._jobs) + self._pending) * (self.request_cost or 0.0)
+        return max(1.0, model + around)
 
     def is_full(self) -> bool:
         """Cheap, lock-free look (the HTTP middleware's, before a body is read): would a
@@ -209,9 +230,11 @@ class Admission(Generic[T]):
             return
         with self._cond:
             self._check_full(0)
+            alone = not self._jobs and not self._pending  # nothing to wait for or share with
             self._pending += 1
         place = _Place()
         token = _HELD.set({**held, id(self): place})
+        entered = time.perf_counter()
         try:
             yield
         finally:
@@ -219,6 +242,10 @@ class Admission(Generic[T]):
             with self._cond:
                 if not place.submitted:
                     self._pending -= 1
+                job = place.job
+                if alone and job is not None and job.finished is not None:
+                    in_queue = job.finished - job.enqueued  # waiting for and in the model
+                    self._request_costs.append(max(time.perf_counter() - entered - in_queue, 0))
 
     def check_admission(self, tokens: int = 0) -> None:
         """Raise ``Overloaded`` when a job of ``tokens`` would not be admitted now (used by
@@ -257,6 +284,7 @@ class Admission(Generic[T]):
             self._check_full(cost, reserved)
             if place is not None and reserved:  # the held place becomes this job
                 place.submitted = True
+                place.job = job
                 self._pending -= 1
             self._job_tokens = (
                 cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost

@@ -356,6 +356,7 @@ class Batcher(Admission[T]):
                 self._queued_tokens -= sum(job.costs[job.done :]) if error is not None else 0
         if job.future.done():
             return
+        job.finished = time.perf_counter()
         if error is not None:
             job.future.set_exception(error)
         else:
