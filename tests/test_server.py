@@ -428,6 +428,22 @@ def test_openapi_health_ready_metrics(http):
         assert name in metrics, name
 
 
+def test_readiness_probe_is_a_full_batch_that_prices_nothing(embedder, reranker):
+    """The probe's batch is what admission first measures: a full batch of texts at the
+    model's length (a one-pair probe set a cold server's drain rate and batch budget from
+    8 tokens), kept out of the mean cost that prices a burst's unread places."""
+    from rankwise.server.batcher import FIRST_BATCH_TOKENS
+
+    with running_server(settings(), Components(embedder=embedder, reranker=reranker)) as srv:
+        state = srv.app.state.rankwise
+        for b, model in ((state.embed_batcher, embedder), (state.rerank_batcher, reranker)):
+            batches = list(b._meter._batches)
+            assert len(batches) == 1, b.name  # the probe's one measured call
+            n = FIRST_BATCH_TOKENS // model.max_length
+            assert batches[0][0] == n * model.max_length, b.name
+            assert b._job_tokens is None and b.drain_rate is not None
+
+
 def test_model_that_fails_to_load_is_reported_not_fatal(tmp_path):
     s = settings(
         embedder=str(tmp_path / "missing-model"), reranker=None, index=str(tmp_path / "idx")

@@ -416,3 +416,37 @@ def test_retry_after_adds_each_unfinished_requests_cost_outside_the_model():
     finally:
         gate.set()
         b.stop()
+
+
+def test_places_are_priced_by_their_declared_body_size_until_their_jobs_are():
+    """Retry-After counts a place still being read at its Content-Length (4 bytes a token),
+    not at the mean of earlier jobs (a server that served 2-document reranks priced a burst
+    of 50-document ones at a 25th of their cost)."""
+    gate, slow = _gated()
+    b = Batcher("t", slow, max_queue=3, max_wait_ms=0).start()
+    try:
+        b._rate = 100.0
+        b._job_tokens = 1.0  # earlier jobs were tiny
+        held = [(contextvars.Context(), b.admission(body_bytes=400)) for _ in range(3)]
+        for ctx, place in held:  # three places, 400 bytes each: 100 tokens each
+            ctx.run(place.__enter__)
+        with pytest.raises(Overloaded) as err:
+            b.submit(["x"], 1)
+        assert err.value.retry_after == 3  # 300 tokens at 100 tokens/s (not 3 × 1 token)
+        for ctx, place in held:  # unread places leave no tokens behind
+            ctx.run(place.__exit__, None, None, None)
+        assert b._pending == 0 and b._pending_tokens == 0 and b._pending_estimated == 0
+    finally:
+        gate.set()
+        b.stop()
+
+
+def test_a_probe_job_does_not_price_the_mean_admitted_cost():
+    b = Batcher("t", Recorder(), max_wait_ms=0).start()
+    try:
+        b.run_sync(["a" * 8] * 8, 1024, typical=False)
+        assert b._job_tokens is None and b.drain_rate is not None
+        b.run_sync(["a"], 10)
+        assert b._job_tokens == 10
+    finally:
+        b.stop()

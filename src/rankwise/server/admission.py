@@ -42,13 +42,18 @@ from rankwise.errors import NotReady, Overloaded, PayloadTooLarge
 
 T = TypeVar("T")
 
+#: bytes of a request body per model token, to price a place before its body is read (JSON
+#: text: English is ~4 characters a token, Chinese ~1 character = 3 UTF-8 bytes a token)
+BODY_BYTES_PER_TOKEN = 4
+
 
 class _Place:
     """A place held in one admission's queue by the current request (see ``admission``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, estimate: int | None = None) -> None:
         self.submitted = False  # became a job: counted in the queue, no longer pending
         self.job: Job | None = None  # the job it became
+        self.estimate = estimate  # tokens guessed from the declared body size, if known
 
 
 #: the places the current request holds, by ``id(admission)``
@@ -144,6 +149,8 @@ class Admission(Generic[T]):
         self._jobs: deque[Job[T]] = deque()  # admitted, not finished (arrival order)
         self._queued_tokens = 0  # tokens of admitted items not yet computed
         self._pending = 0  # requests holding a place while they are being priced
+        self._pending_estimated = 0  # of those, the ones whose body size was declared ...
+        self._pending_tokens = 0  # ... and their tokens guessed from it
         self._job_tokens: float | None = None  # mean cost of admitted jobs (EWMA)
         self._rate: float | None = None  # measured tokens per busy second
         self._meter = DrainMeter()
@@ -184,7 +191,8 @@ class Admission(Generic[T]):
         for a queue that took 20 s to drain."""
         if not self._rate:
             return 1.0
-        pending = self._pending * (self._job_tokens or 0.0)
+        unknown = self._pending - self._pending_estimated
+        pending = self._pending_tokens + unknown * (self._job_tokens or 0.0)
         model = (self._queued_tokens + pending + extra_tokens) / self._rate
         around = (len(self._jobs) + self._pending) * (self.request_cost or 0.0)
         return max(1.0, model + around)
@@ -215,12 +223,19 @@ class Admission(Generic[T]):
             retry_after=retry,
         )
 
+    def _unpend(self, place: _Place) -> None:
+        self._pending -= 1
+        if place.estimate is not None:
+            self._pending_estimated -= 1
+            self._pending_tokens -= place.estimate
+
     @contextmanager
-    def admission(self) -> Iterator[None]:
+    def admission(self, body_bytes: int | None = None) -> Iterator[None]:
         """Hold a place in the queue from *before* the request is priced (tokenising a big
         request takes a while, and runs in a thread pool that a burst saturates): a full
         queue answers 429 at once instead of after the caller's tokenisation. Submit
-        within it with ``reserved=True`` (the place is the job's).
+        within it with ``reserved=True`` (the place is the job's). ``body_bytes`` (the
+        request's Content-Length) prices the place for Retry-After until its job is priced.
 
         Re-entrant per task: the HTTP middleware takes the place before the body is read,
         and the route's own ``admission()`` inside it (same context) is then a no-op."""
@@ -231,8 +246,11 @@ class Admission(Generic[T]):
         with self._cond:
             self._check_full(0)
             alone = not self._jobs and not self._pending  # nothing to wait for or share with
+            place = _Place(None if body_bytes is None else body_bytes // BODY_BYTES_PER_TOKEN)
             self._pending += 1
-        place = _Place()
+            if place.estimate is not None:
+                self._pending_estimated += 1
+                self._pending_tokens += place.estimate
         token = _HELD.set({**held, id(self): place})
         entered = time.perf_counter()
         try:
@@ -241,7 +259,7 @@ class Admission(Generic[T]):
             _HELD.reset(token)
             with self._cond:
                 if not place.submitted:
-                    self._pending -= 1
+                    self._unpend(place)
                 job = place.job
                 if alone and job is not None and job.finished is not None:
                     in_queue = job.finished - job.enqueued  # waiting for and in the model
@@ -263,7 +281,9 @@ class Admission(Generic[T]):
         if waiting >= self.max_queue or full_tokens:
             raise self.overloaded()
 
-    def _admit(self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool) -> Job[T]:
+    def _admit(
+        self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool, typical: bool = True
+    ) -> Job[T]:
         """Price and queue a job (the caller's thread); see ``Batcher.submit``."""
         items = list(items)
         job: Job[T] = Job(items, spread(tokens, len(items)))
@@ -285,10 +305,11 @@ class Admission(Generic[T]):
             if place is not None and reserved:  # the held place becomes this job
                 place.submitted = True
                 place.job = job
-                self._pending -= 1
-            self._job_tokens = (
-                cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost
-            )
+                self._unpend(place)
+            if typical:
+                self._job_tokens = (
+                    cost if self._job_tokens is None else 0.9 * self._job_tokens + 0.1 * cost
+                )
             self._jobs.append(job)
             self._queued_tokens += cost
             self._cond.notify()

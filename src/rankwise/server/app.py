@@ -133,6 +133,14 @@ class _SlowBody(HTTPException):
         )
 
 
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size (None when absent or not a number: chunked bodies)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class LoadShedMiddleware:
     """Admission from the request line, before the body is read, parsed or tokenised.
 
@@ -174,7 +182,7 @@ class LoadShedMiddleware:
         if model is not None:
             with ExitStack() as place:
                 try:
-                    place.enter_context(model.admission())
+                    place.enter_context(model.admission(_content_length(scope)))
                 except Overloaded as exc:
                     await self._reject(scope, receive, send, exc)
                     return

@@ -165,7 +165,12 @@ class Batcher(Admission[T]):
 
     # ------------------------------------------------------------------ submit
     def submit(
-        self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool = False
+        self,
+        items: Sequence[T],
+        tokens: int | Sequence[int],
+        reserved: bool = False,
+        *,
+        typical: bool = True,
     ) -> Future:
         """Admit a job; the future resolves to ``fn``'s rows for these items, in order.
 
@@ -173,13 +178,15 @@ class Batcher(Admission[T]):
             items: what the model call takes.
             tokens: the cost of each item (a sequence), or the job's total (spread evenly).
             reserved: submitted inside :meth:`admission` (its place is already counted).
+            typical: False for a job that says nothing about request sizes (the readiness
+                probe): it stays out of the mean admitted cost that prices unpriced places.
 
         Raises:
             PayloadTooLarge: the job costs more than ``max_request_tokens``.
             Overloaded: the queue is full (``retry_after`` from the measured drain rate).
             NotReady: the batcher is not running.
         """
-        return self._admit(items, tokens, reserved).future
+        return self._admit(items, tokens, reserved, typical).future
 
     async def run(
         self, items: Sequence[T], tokens: int | Sequence[int], reserved: bool = False
@@ -187,9 +194,11 @@ class Batcher(Admission[T]):
         """Async: submit and await the result (the event loop is never blocked)."""
         return await asyncio.wrap_future(self.submit(items, tokens, reserved))
 
-    def run_sync(self, items: Sequence[T], tokens: int | Sequence[int]) -> np.ndarray:
+    def run_sync(
+        self, items: Sequence[T], tokens: int | Sequence[int], *, typical: bool = True
+    ) -> np.ndarray:
         """Blocking: for code running in a worker thread (e.g. ``Searcher``)."""
-        return self.submit(items, tokens).result()
+        return self.submit(items, tokens, typical=typical).result()
 
     # ------------------------------------------------------------------ worker
     @property

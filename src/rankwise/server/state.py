@@ -33,7 +33,7 @@ from rankwise.errors import (
     RankwiseError,
     UnsupportedFeature,
 )
-from rankwise.server.batcher import Batcher
+from rankwise.server.batcher import FIRST_BATCH_TOKENS, Batcher
 from rankwise.server.metrics import Metrics
 from rankwise.stages import configure_stages
 
@@ -55,6 +55,10 @@ def enabled(name: str | None) -> str | None:
     from rankwise.config import model_or_none
 
     return model_or_none(name)
+
+
+#: tokens per probe text for a model that states no max_length (a remote one)
+PROBE_LENGTH = 128
 
 
 @dataclass
@@ -293,15 +297,33 @@ class ServerState:
         self.searcher, self.catalog = searcher, searcher.catalog
 
     def _probe(self) -> None:
-        """One real inference per model through its batcher (what ``/ready`` vouches for)."""
-        if self.embed_batcher is not None:
-            vec = self.embed_batcher.run_sync([("rankwise readiness probe", "query")], 8)
-            if vec.shape != (1, self.embedder.dim) or not np.isfinite(vec).all():
-                raise ModelLoadError(f"embedder probe returned {vec.shape} / non-finite values")
-        if self.rerank_batcher is not None:
-            score = self.rerank_batcher.run_sync([("readiness probe", "rankwise probe")], 8)
-            if score.shape != (1,) or not np.isfinite(score).all():
-                raise ModelLoadError("reranker probe returned a non-finite score")
+        """Real inference per model (what ``/ready`` vouches for): a warm-up call, then the
+        same full batch of texts at the model's length through its batcher.
+
+        A full batch, not one short text: the first version's one-pair probe (8 tokens in
+        65 ms on a cold model) was the only batch admission had measured when a burst came
+        first, so it set the drain rate (Retry-After 17 s for a queue that drained in 6 s)
+        and the batch budget (256 tokens). The warm-up call runs outside the batcher, so the
+        first call's kernel compilation is not measured as the model's speed."""
+        for batcher, model in (
+            (self.embed_batcher, self.embedder),
+            (self.rerank_batcher, self.reranker),
+        ):
+            if batcher is None or model is None:
+                continue
+            length = getattr(model, "max_length", None) or PROBE_LENGTH
+            n = max(1, FIRST_BATCH_TOKENS // length)
+            text = " ".join(["rankwise readiness probe"] * length)  # cut at the model's length
+            if batcher is self.embed_batcher:
+                items, shape = [(text, "document")] * n, (n, model.dim)
+            else:
+                items, shape = [("readiness probe", text)] * n, (n,)
+            batcher.fn(items)
+            out = batcher.run_sync(items, n * length, typical=False)
+            if out.shape != shape or not np.isfinite(out).all():
+                raise ModelLoadError(
+                    f"{batcher.name} probe returned {out.shape} / non-finite values"
+                )
 
     # -- access from routes ------------------------------------------------------------------
     def check_ready(self) -> None:
