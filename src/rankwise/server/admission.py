@@ -186,9 +186,9 @@ class Admission(Generic[T]):
         """Seconds until the queue has drained: the tokens now waiting (plus ``extra_tokens``)
         at the measured drain rate, plus each unfinished request's cost outside the model
         (:attr:`request_cost`); 1 s when nothing has been measured yet. Requests still
-        being priced (holding a place, cost unknown) count at the mean admitted cost: in
-        a burst most places are held by them, and leaving them out made Retry-After 1 s
-        for a queue that took 20 s to drain."""
+        being priced (holding a place) count at their declared body size where it is
+        known, else at the mean admitted cost: in a burst most places are held by them,
+        and leaving them out made Retry-After 1 s for a queue that took 20 s to drain."""
         if not self._rate:
             return 1.0
         unknown = self._pending - self._pending_estimated

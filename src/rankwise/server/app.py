@@ -23,6 +23,14 @@ from rankwise.server.routes.common import dumps
 from rankwise.server.state import Components, ServerState
 
 
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size (None when absent or not a number: chunked bodies)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class BodyLimitMiddleware:
     """413 ``payload_too_large`` (JSON body) for requests over ``max_bytes``.
 
@@ -63,9 +71,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            if int(length) <= self.DRAIN_BYTES:
+        length = _content_length(scope)
+        if length is not None and length > self.max_bytes:
+            if length <= self.DRAIN_BYTES:
                 await _drain(receive, self.DRAIN_BYTES)
             await self._reject(scope, send)
             return
@@ -131,14 +139,6 @@ class _SlowBody(HTTPException):
             f"the request body stalled: nothing received for {seconds:g}s (body_timeout)",
             headers={"Connection": "close"},
         )
-
-
-def _content_length(scope: Scope) -> int | None:
-    """The declared body size (None when absent or not a number: chunked bodies)."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
 
 
 class LoadShedMiddleware:
