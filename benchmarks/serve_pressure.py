@@ -125,18 +125,9 @@ def child(args: argparse.Namespace) -> None:
     # 4 frames: enough to see which module grows
     tracemalloc.start(4)
     threading.Thread(target=snapshots, daemon=True).start()
-    import uvicorn
+    from rankwise.server.run import serve_app
 
-    from rankwise.server.timeouts import protocol_with_header_timeout
-
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        backlog=2048,
-        http=protocol_with_header_timeout(settings.header_timeout),
-    )
+    serve_app(app, "127.0.0.1", args.port, log_level="warning", backlog=2048)  # as `rankwise serve`
 
 
 def start_child(args: argparse.Namespace, workdir: Path, reranker_dir: Path) -> tuple:

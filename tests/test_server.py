@@ -444,6 +444,34 @@ def test_readiness_probe_is_a_full_batch_that_prices_nothing(embedder, reranker)
             assert b._job_tokens is None and b.drain_rate is not None
 
 
+def test_a_started_server_prices_requests_before_its_first_client(embedder, reranker):
+    """A cold server had measured no request's cost outside the model, so its first burst
+    got Retry-After 1 s for a 6.9 s drain. Started as `rankwise serve` starts it, it sends
+    itself tiny requests over loopback (with its own API key), served alone, and admission
+    has a cost before any client came."""
+    from rankwise.server.run import WARM_UP_REQUESTS
+
+    app = create_app(settings(api_keys=["k1"]), Components(embedder=embedder, reranker=reranker))
+    with BackgroundServer(app, warm_up=True) as srv:
+        assert srv.wait_ready(120) and srv.warmed.wait(60)
+        assert srv.warmed_up == 2 * WARM_UP_REQUESTS  # every one answered 200
+        state = app.state.rankwise
+        for b in (state.embed_batcher, state.rerank_batcher):
+            assert len(b._request_costs) == WARM_UP_REQUESTS, b.name
+            assert b.request_cost > 0, b.name
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith('rankwise_request_cost_seconds{model="rerank"}')
+        )
+        assert float(line.split()[-1]) == pytest.approx(state.rerank_batcher.request_cost)
+    cold = create_app(settings(), Components(embedder=embedder, reranker=reranker))
+    with BackgroundServer(cold) as srv:  # tests' default: no warm-up, nothing measured
+        assert srv.wait_ready(120)
+        assert cold.state.rankwise.rerank_batcher.request_cost is None
+
+
 def test_model_that_fails_to_load_is_reported_not_fatal(tmp_path):
     s = settings(
         embedder=str(tmp_path / "missing-model"), reranker=None, index=str(tmp_path / "idx")
@@ -514,6 +542,15 @@ def test_rankwise_serve_command_end_to_end(tiny_embedder_dir, tiny_reranker_dir,
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "rankwise serve did not become ready"
             time.sleep(0.25)
+        # the server's own warm-up requests (run.warm_up_http) price a request's cost
+        cost = float("nan")
+        while cost != cost:  # NaN until measured
+            assert time.monotonic() < deadline, "no request cost was measured"
+            for line in httpx.get(f"{url}/metrics").text.splitlines():
+                if line.startswith('rankwise_request_cost_seconds{model="rerank"}'):
+                    cost = float(line.split()[-1])
+            time.sleep(0.1)
+        assert cost > 0
         ok = httpx.post(
             f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, headers=auth
         )

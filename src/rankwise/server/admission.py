@@ -180,7 +180,8 @@ class Admission(Generic[T]):
     def request_cost(self) -> float | None:
         """Measured seconds one request takes outside the model (None before any request was
         served alone)."""
-        return float(np.median(self._request_costs)) if self._request_costs else None
+        costs = list(self._request_costs)  # one C-level copy: /metrics reads it unlocked
+        return float(np.median(costs)) if costs else None
 
     def retry_after(self, extra_tokens: int = 0) -> float:
         """Seconds until the queue has drained: the tokens now waiting (plus ``extra_tokens``)

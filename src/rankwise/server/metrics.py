@@ -99,6 +99,13 @@ class Metrics:
         self.queue_depth = Gauge(
             "rankwise_queue_depth", "Requests waiting for a model.", ["model"], registry=r
         )
+        self.request_cost = Gauge(
+            "rankwise_request_cost_seconds",
+            "Measured seconds a request takes outside the model (median of requests served "
+            "alone; NaN before any); part of every 429's Retry-After.",
+            ["model"],
+            registry=r,
+        )
         self.rejected = Counter(
             "rankwise_rejected",
             "Requests rejected because a queue was full.",
@@ -110,8 +117,13 @@ class Metrics:
         if cache is not None:
             self.registry.register(_CacheCollector(cache))
 
-    def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
+    def watch_queue(
+        self, model: str, depth: Callable[[], int], cost: Callable[[], float | None]
+    ) -> None:
         self.queue_depth.labels(model).set_function(depth)
+        self.request_cost.labels(model).set_function(
+            lambda: float("nan") if (c := cost()) is None else c
+        )
 
     def observe_batch(
         self, model: str, requests: int, items: int, tokens: int, seconds: float

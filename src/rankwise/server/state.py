@@ -253,7 +253,7 @@ class ServerState:
             on_wait=self.metrics.stage.labels("queue_wait").observe,
             on_reject=self.metrics.rejected.labels(name).inc,
         ).start()
-        self.metrics.watch_queue(name, lambda: b.depth)
+        self.metrics.watch_queue(name, lambda: b.depth, lambda: b.request_cost)
         return b
 
     def _load_embedder(self) -> Embedder:
