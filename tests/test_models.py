@@ -105,6 +105,41 @@ def test_embedder_vectors_are_fp32_unit_and_order_independent(tiny_embedder_dir,
     assert embedder.version == big.version and len(embedder.version) == 12
 
 
+class _WidthRecorder:
+    """Observes a real runner's input widths; its outputs pass through untouched."""
+
+    def __init__(self, runner):
+        self.runner, self.input_names = runner, runner.input_names
+        self.pad_multiple = runner.pad_multiple
+        self.widths: list[int] = []
+
+    def __call__(self, feed):
+        self.widths.append(feed["input_ids"].shape[1])
+        return self.runner(feed)
+
+
+def test_torch_cpu_widths_step_by_16_and_keep_the_vectors(tiny_embedder_dir, tiny_reranker_dir):
+    """On the CPU each new (rows, width) shape costs torch's kernels a cached primitive (RSS
+    that grew for as long as new shapes came); widths in steps of 16 bound the shapes and
+    change no output beyond float noise."""
+    from rankwise.models.runners import CPU_PAD_MULTIPLE
+
+    for model, run in (
+        (Embedder(str(tiny_embedder_dir), device="cpu"), lambda m: m.encode_documents(DOCS)),
+        (Reranker(str(tiny_reranker_dir), device="cpu", backend="torch", score_cache_size=0),
+         lambda m: m.score("running shoes", DOCS)),
+    ):  # fmt: skip
+        assert model.runner.pad_multiple == CPU_PAD_MULTIPLE == 16
+        recorder = _WidthRecorder(model.runner)
+        model.runner = recorder
+        padded = run(model)
+        widths = recorder.widths
+        assert widths and all(w % 16 == 0 for w in widths), widths
+        model.runner = recorder.runner
+        model.runner.pad_multiple = 1
+        np.testing.assert_allclose(padded, run(model), atol=1e-5)
+
+
 def test_bge_zh_instruction_applies_to_queries_only(tiny_embedder_dir, tmp_path):
     folder = tmp_path / "bge-small-zh-v1.5"
     shutil.copytree(tiny_embedder_dir, folder)

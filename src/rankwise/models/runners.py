@@ -104,6 +104,10 @@ def load_torch_head(
     return head, names
 
 
+#: token step of a torch CPU batch's width (see TorchRunner)
+CPU_PAD_MULTIPLE = 16
+
+
 class TorchRunner:
     """Runs a head module with torch on ``device`` (fp16 on GPUs, fp32 on CPU)."""
 
@@ -115,6 +119,12 @@ class TorchRunner:
             resolved, kind=kind, pooling=pooling, dtype=torch_dtype(device)
         )
         self.module.to(device)
+        # CPU: batch widths in steps of 16 tokens. torch's CPU kernels (oneDNN) compile and
+        # cache a primitive per input shape, up to 1,024 of them; serving's ever-new (rows,
+        # width) shapes grew an embedder's RSS by 152 MB over 700 calls, still rising after
+        # 600, and by 78 MB, flat after 100 calls, with widths in steps of 16
+        # (benchmarks/native_cache_rss.py). A GPU keeps exact widths.
+        self.pad_multiple = CPU_PAD_MULTIPLE if device == "cpu" else 1
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         import torch
