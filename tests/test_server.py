@@ -459,6 +459,14 @@ def test_a_started_server_prices_requests_before_its_first_client(embedder, rera
         for b in (state.embed_batcher, state.rerank_batcher):
             assert len(b._request_costs) == WARM_UP_REQUESTS, b.name
             assert b.request_cost > 0, b.name
+            # their two-pair model calls stay out of the drain rate and the mean cost (they
+            # set a cold burst's Retry-After to 45 s for a 5.8 s drain): the probe's alone
+            assert len(b._meter._batches) == 1 and b._job_tokens is None, b.name
+        guess = {"Authorization": "Bearer k1", "X-Rankwise-Warm-Up": "guess"}
+        r = httpx.post(
+            f"{srv.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers=guess
+        )
+        assert r.status_code == 200 and len(state.rerank_batcher._meter._batches) == 2
         metrics = httpx.get(f"{srv.url}/metrics").text
         line = next(
             x

@@ -60,6 +60,12 @@ class _Place:
 _HELD: ContextVar[dict[int, _Place]] = ContextVar("rankwise_admission_held", default={})  # noqa: B039 - never mutated, replaced
 
 
+#: set for the server's own warm-up requests (``run.warm_up_http``): their cost outside the
+#: model is measured, but their tiny model calls stay out of the drain rate and the mean
+#: admitted cost (8 two-pair calls made a cold burst's Retry-After 45 s for a 5.8 s drain)
+WARM_UP: ContextVar[bool] = ContextVar("rankwise_warm_up", default=False)
+
+
 @dataclass
 class Job(Generic[T]):
     """One request's items and their costs, and how far the worker has got with them."""
@@ -73,6 +79,7 @@ class Job(Generic[T]):
     out: np.ndarray | None = None
     started: bool = False
     finished: float | None = None  # perf_counter when its result or error was set
+    metered: bool = True  # its batches count in the drain rate (not a warm-up's)
 
     @property
     def tokens(self) -> int:
@@ -288,6 +295,8 @@ class Admission(Generic[T]):
         """Price and queue a job (the caller's thread); see ``Batcher.submit``."""
         items = list(items)
         job: Job[T] = Job(items, spread(tokens, len(items)))
+        if WARM_UP.get():
+            job.metered = typical = False
         if not items:
             job.future.set_result(np.zeros((0,), dtype=np.float32))
             return job

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 from fastapi import Depends, FastAPI
 from starlette.exceptions import HTTPException
@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rankwise import __version__
 from rankwise.config import Settings, load_settings
 from rankwise.errors import Overloaded
+from rankwise.server.admission import WARM_UP
 from rankwise.server.auth import require_api_key
 from rankwise.server.errors import error_body, install_error_handlers
 from rankwise.server.heap import HeapTrimmer
@@ -21,6 +22,19 @@ from rankwise.server.metrics import Metrics
 from rankwise.server.routes import models, ops, search, workbench
 from rankwise.server.routes.common import dumps
 from rankwise.server.state import Components, ServerState
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((v for k, v in scope.get("headers", ()) if k == name), None)
+
+
+@contextmanager
+def _warm_up() -> Iterator[None]:
+    token = WARM_UP.set(True)
+    try:
+        yield
+    finally:
+        WARM_UP.reset(token)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -181,6 +195,8 @@ class LoadShedMiddleware:
         model = s.embed_batcher if path == "/v1/embeddings" else model
         if model is not None:
             with ExitStack() as place:
+                if _header(scope, b"x-rankwise-warm-up") == s.warm_up_token.encode():
+                    place.enter_context(_warm_up())  # the server's own (run.warm_up_http)
                 try:
                     place.enter_context(model.admission(_content_length(scope)))
                 except Overloaded as exc:

@@ -340,7 +340,8 @@ class Batcher(Admission[T]):
             self._deliver(s, out[offset : offset + n])
             offset += n
         end = time.perf_counter()  # busy wall time of this batch: planning to delivery
-        self._measured(tokens, end - max(self._busy_since, self._last_end))
+        if any(s.job.metered for s in plan):
+            self._measured(tokens, end - max(self._busy_since, self._last_end))
         self._last_end = end
 
     def _deliver(self, s: _Slice[T], rows: np.ndarray) -> None:

@@ -91,7 +91,10 @@ def warm_up_http(url: str, app: FastAPI, n: int = WARM_UP_REQUESTS) -> int:
     every 429's Retry-After, but a cold server's first burst had none measured: Retry-After
     said 1 s for a queue that took 6.9 s to drain (benchmarks/serve_pressure.py, phase b on a
     fresh server). These requests are served alone, through the real socket, the real HTTP
-    stack and admission, so the first burst is priced like any later one. Each carries its
+    stack and admission, so the first burst is priced like any later one. Their model calls
+    (two pairs each) stay out of the drain rate (``admission.WARM_UP``): a first version's
+    put it at a tenth of a full batch's, and a cold burst's Retry-After at 45 s for a 5.8 s
+    drain. Each carries its
     own text (no cache answers it) and counts in the metrics like any request. A failure is
     logged, never raised: the server serves with or without them."""
     import secrets
@@ -102,7 +105,9 @@ def warm_up_http(url: str, app: FastAPI, n: int = WARM_UP_REQUESTS) -> int:
     if not state.wait_ready():
         return 0
     keys = state.settings.api_keys
-    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    headers = {"X-Rankwise-Warm-Up": state.warm_up_token}
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0]}"
     paths = []
     if state.rerank_batcher is not None:
         paths.append(("/v1/rerank", lambda t: {"query": t, "documents": [t + " a", t + " b"]}))

@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -171,6 +172,8 @@ class ServerState:
         self.embed_batcher: Batcher | None = None
         self.rerank_batcher: Batcher | None = None
         self.ready = False
+        #: marks the server's own warm-up requests (``run.warm_up_http``); not guessable
+        self.warm_up_token = secrets.token_hex(16)
         self.error: str | None = None
         self.started_at = time.time()
         self._loader: threading.Thread | None = None
