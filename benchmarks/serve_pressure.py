@@ -283,7 +283,23 @@ while True:
 """
 
 
+def admission_view(url: str, model: str = "rerank") -> dict:
+    """What the server's admission knows before a phase: the measured drain rate (tokens per
+    busy second) and cost of a request outside the model, from /metrics."""
+    view = {}
+    for line in httpx.get(f"{url}/metrics", timeout=60).text.splitlines():
+        for key, name in (
+            ("drain_rate_tokens_per_s", "rankwise_drain_rate_tokens_per_second"),
+            ("request_cost_s", "rankwise_request_cost_seconds"),
+        ):
+            if line.startswith(f'{name}{{model="{model}"}} '):
+                value = float(line.split()[-1])
+                view[key] = None if value != value else round(value, 4)  # NaN: not measured
+    return view
+
+
 async def burst(url: str, titles: list[str], n: int, docs_each: int = 5) -> dict:
+    before = admission_view(url)
     rng = random.Random(2)
     bodies = [
         {"query": rng.choice(titles), "documents": rng.sample(titles, docs_each)} for _ in range(n)
@@ -339,6 +355,8 @@ async def burst(url: str, titles: list[str], n: int, docs_each: int = 5) -> dict
     return {
         "requests": n,
         "documents_each": docs_each,
+        "admission_before": before,
+        "admission_after": admission_view(url),
         "codes": codes,
         "share_429": round(len(rejected) / n, 3),
         "drain_s": round(ok_end, 2),
@@ -519,7 +537,8 @@ def write(results: dict) -> None:
         f"429: p50 {b['p50_429_ms']} ms, p99 {b['p99_429_ms']} ms (a 200: p50 "
         f"{b['p50_200_ms']} ms); as seen by the burst's own 600-connection client. A probe "
         f"in its own process, one rerank at a time on a fresh connection during the burst: "
-        f"{b['probe']}.",
+        f"{b['probe']}. Admission's view before the burst (from /metrics): "
+        f"{b.get('admission_before')}; after: {b.get('admission_after')}.",
         "",
         f"## (c) soak: {c['clients']} clients × {c['seconds']} s, embeddings/rerank/search",
         "",

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -428,12 +429,26 @@ def test_openapi_health_ready_metrics(http):
         assert name in metrics, name
 
 
-def test_readiness_probe_is_a_full_batch_that_prices_nothing(embedder, reranker):
+def test_readiness_probe_is_a_full_batch_that_prices_nothing(embedder, reranker, monkeypatch):
     """The probe's batch is what admission first measures: a full batch of texts at the
     model's length (a one-pair probe set a cold server's drain rate and batch budget from
-    8 tokens), kept out of the mean cost that prices a burst's unread places."""
+    8 tokens), kept out of the mean cost that prices a burst's unread places. Every row
+    reaches the model, even for a reranker that has seen the probe before (one repeated,
+    cached pair measured a drain rate of 228,000 tokens/s for a model that drains ~4,000)."""
     from rankwise.server.batcher import FIRST_BATCH_TOKENS
 
+    reranker.score_pairs([("readiness probe", "warm")])  # the fixture may be fresh
+    scored = []
+    infer = reranker._infer
+    monkeypatch.setattr(
+        reranker, "_infer", lambda enc, *a: scored.append(len(enc)) or infer(enc, *a)
+    )
+    for _ in range(2):  # the second server meets a reranker that scored the probe already
+        scored.clear()
+        with running_server(settings(), Components(embedder=embedder, reranker=reranker)):
+            pass
+        n = FIRST_BATCH_TOKENS // reranker.max_length
+        assert scored == [n, n]  # the warm-up call, then the measured batch, all rows scored
     with running_server(settings(), Components(embedder=embedder, reranker=reranker)) as srv:
         state = srv.app.state.rankwise
         for b, model in ((state.embed_batcher, embedder), (state.rerank_batcher, reranker)):
@@ -442,6 +457,11 @@ def test_readiness_probe_is_a_full_batch_that_prices_nothing(embedder, reranker)
             n = FIRST_BATCH_TOKENS // model.max_length
             assert batches[0][0] == n * model.max_length, b.name
             assert b._job_tokens is None and b.drain_rate is not None
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        for name in ("embed", "rerank"):
+            line = f'rankwise_drain_rate_tokens_per_second{{model="{name}"}} '
+            rate = float(next(x for x in metrics.splitlines() if x.startswith(line)).split()[-1])
+            assert rate == getattr(state, f"{name}_batcher").drain_rate > 0
 
 
 def test_a_started_server_prices_requests_before_its_first_client(embedder, reranker):
@@ -453,9 +473,17 @@ def test_a_started_server_prices_requests_before_its_first_client(embedder, rera
 
     app = create_app(settings(api_keys=["k1"]), Components(embedder=embedder, reranker=reranker))
     with BackgroundServer(app, warm_up=True) as srv:
-        assert srv.wait_ready(120) and srv.warmed.wait(60)
-        assert srv.warmed_up == 2 * WARM_UP_REQUESTS  # every one answered 200
         state = app.state.rankwise
+        # /ready (a load balancer's signal) turns 200 only once the warm-up is done: a burst
+        # sent on the first 200 met one cold request's cost as every request's
+        deadline = time.monotonic() + 120
+        while (r := httpx.get(f"{srv.url}/ready")).status_code != 200:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.01)
+        assert srv.warmed.is_set() and not state.warming.is_set()
+        for b in (state.embed_batcher, state.rerank_batcher):
+            assert len(b._request_costs) == WARM_UP_REQUESTS, b.name
+        assert srv.warmed_up == 2 * WARM_UP_REQUESTS  # every one answered 200
         for b in (state.embed_batcher, state.rerank_batcher):
             assert len(b._request_costs) == WARM_UP_REQUESTS, b.name
             assert b.request_cost > 0, b.name

@@ -106,6 +106,13 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.drain_rate = Gauge(
+            "rankwise_drain_rate_tokens_per_second",
+            "Measured tokens per second of the model worker's busy time (NaN before any "
+            "batch); the other part of every 429's Retry-After.",
+            ["model"],
+            registry=r,
+        )
         self.rejected = Counter(
             "rankwise_rejected",
             "Requests rejected because a queue was full.",
@@ -118,11 +125,18 @@ class Metrics:
             self.registry.register(_CacheCollector(cache))
 
     def watch_queue(
-        self, model: str, depth: Callable[[], int], cost: Callable[[], float | None]
+        self,
+        model: str,
+        depth: Callable[[], int],
+        cost: Callable[[], float | None],
+        rate: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.queue_depth.labels(model).set_function(depth)
         self.request_cost.labels(model).set_function(
             lambda: float("nan") if (c := cost()) is None else c
+        )
+        self.drain_rate.labels(model).set_function(
+            lambda: float("nan") if (v := rate()) is None else v
         )
 
     def observe_batch(

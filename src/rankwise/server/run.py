@@ -48,6 +48,7 @@ def serve_app(app: FastAPI, host: str, port: int, *, log_level: str = "info", **
         **options,
     )
     server = uvicorn.Server(config)
+    app.state.rankwise.warming.set()  # /ready waits for the warm-up
     threading.Thread(
         target=_warm_up_when_started, args=(server, loopback_url(host, port), app), daemon=True
     ).start()
@@ -96,12 +97,22 @@ def warm_up_http(url: str, app: FastAPI, n: int = WARM_UP_REQUESTS) -> int:
     put it at a tenth of a full batch's, and a cold burst's Retry-After at 45 s for a 5.8 s
     drain. Each carries its
     own text (no cache answers it) and counts in the metrics like any request. A failure is
-    logged, never raised: the server serves with or without them."""
+    logged, never raised: the server serves with or without them. ``/ready`` answers 503
+    until they are done (``ServerState.warming``): a burst sent on its first 200 had met
+    the first, cold request's cost (0.55 s) as every request's, and got Retry-After 148 s
+    for a 14.9 s drain."""
+    state = app.state.rankwise
+    try:
+        return _warm_up(url, state, n)
+    finally:
+        state.warming.clear()  # /ready turns 200, with or without a warm-up
+
+
+def _warm_up(url: str, state, n: int) -> int:
     import secrets
 
     import httpx
 
-    state = app.state.rankwise
     if not state.wait_ready():
         return 0
     keys = state.settings.api_keys
@@ -169,6 +180,8 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> BackgroundServer:
+        if self.warm_up:
+            self.app.state.rankwise.warming.set()  # /ready waits for the warm-up
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

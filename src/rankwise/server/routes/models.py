@@ -145,6 +145,7 @@ async def weaviate_live() -> Response:
 
 @weaviate.get("/.well-known/ready", status_code=204, summary="Weaviate readiness probe")
 async def weaviate_ready(state: ServerState = Depends(get_state)) -> Response:
+    state.check_serving()
     state.require_reranker()
     return Response(status_code=204)
 

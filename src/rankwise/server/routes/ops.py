@@ -27,7 +27,7 @@ async def health() -> dict[str, str]:
 async def ready(state: ServerState = Depends(get_state)) -> dict[str, Any]:
     """Unauthenticated, so it shows model names and the index backend, never paths."""
     try:
-        state.check_ready()
+        state.check_serving()
     except RankwiseError as e:
         raise type(e)(public_name(str(e))) from None
     return {"status": "ready", **state.describe(public=True)}
