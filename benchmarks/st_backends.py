@@ -64,7 +64,10 @@ def _preset(isa: str) -> str:
 
 
 def onnx_int8_file(isa: str) -> str:
-    return f"onnx/model_qint8_{_preset(isa)}.onnx"
+    """The file ``export_dynamic_quantized_onnx_model`` writes: named by the preset's weight
+    type, ``qint8`` for the AVX-512 presets and ``quint8`` (unsigned) for AVX2's."""
+    weights = "quint8" if _preset(isa) == "avx2" else "qint8"
+    return f"onnx/model_{weights}_{_preset(isa)}.onnx"
 
 
 def _load(path: str, folder: Path, kind: str, threads: int, max_length: int | None):

@@ -14,6 +14,8 @@ from scipy.stats import spearmanr
 from test_onnx import train_tiny_reranker
 from tiny_models import TOKENIZER_CORPUS
 
+import rankwise.models.device as rw_device
+import rankwise.models.onnx as rw_onnx
 import rankwise.models.openvino as rw_ov
 from rankwise.config import load_settings
 from rankwise.errors import ConfigError, ModelLoadError
@@ -88,6 +90,11 @@ def test_batches_and_threads_give_the_same_scores(tiny_reranker_dir):
         np.testing.assert_allclose(got, single.score(QUERIES[i % len(QUERIES)], DOCS), atol=1e-5)
 
 
+def _cpu_has_vnni() -> bool:
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+
+
 @pytest.mark.parametrize("mode", ["int8", "int8-full", "int8-weights", "bf16"])
 def test_low_precision_keeps_per_query_ranking(trained_reranker_dir, mode):
     fp32 = Reranker(str(trained_reranker_dir))
@@ -102,8 +109,13 @@ def test_low_precision_keeps_per_query_ranking(trained_reranker_dir, mode):
     # bf16 keeps 8 mantissa bits: near-tied scores of this 128-wide model swap ranks (on
     # MiniLM, rerank_speed_peers.md: Spearman 0.9994). Static int8 runs its float ops in
     # bf16 where the CPU has it and inherits that: on an AMX Xeon one query fell to 0.92,
-    # 1.0 with f32 float ops. Paths whose float ops stay f32 keep 0.95.
-    bound = 0.9 if rw_ov.float_precision(mode) == "bf16" else 0.95
+    # 1.0 with f32 float ops. On a CPU without VNNI (AVX2 EPYC) static int8 with f32 float
+    # ops gave one query 0.918 too: int8 dot products there go through 16-bit
+    # intermediates that can saturate (oneDNN's documented int8 caveat for such CPUs; the
+    # MiniLM benchmark: Spearman min 0.959 vs 0.970 on AVX-512). Else 0.95.
+    static_int8 = mode in ("int8", "int8-full")
+    loose = rw_ov.float_precision(mode) == "bf16" or (static_int8 and not _cpu_has_vnni())
+    bound = 0.9 if loose else 0.95
     assert min(rhos) >= bound, (rw_ov.float_precision(mode), rhos)
     assert low.version != fp32.version
 
@@ -208,7 +220,10 @@ def test_settings_reach_the_backend(tiny_reranker_dir, monkeypatch):
 
 
 def test_auto_backend_picks_openvino_and_falls_back(tiny_reranker_dir, tmp_path, monkeypatch):
+    """Where OpenVINO comes first (CPUs with native bf16, pinned here), a model its
+    converter cannot handle falls through to ONNX Runtime, at ONNX's own auto precision."""
     monkeypatch.delenv("RANKWISE_AUTO_BACKEND", raising=False)
+    monkeypatch.setattr(rw_device, "native_bf16", lambda: True)
     auto = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")), backend="auto")
     assert auto.backend == "openvino" and "fastest CPU backend" in auto.backend_reason
     explicit = Reranker(str(tmp_path / "a"), backend="openvino", quantize=auto.quantize)
@@ -219,13 +234,33 @@ def test_auto_backend_picks_openvino_and_falls_back(tiny_reranker_dir, tmp_path,
 
     monkeypatch.setattr(rw_ov, "_convert", broken)
     fallback = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "b")), backend="auto")
-    assert fallback.backend == "onnx" and fallback.quantize is None, fallback.backend_reason
+    assert (fallback.backend, fallback.quantize) == ("onnx", rw_onnx.AUTO_QUANTIZE)
     assert (auto.batch_overhead, fallback.batch_overhead) == (32.0, 8.0)  # each backend's own
     assert "openvino failed" in fallback.backend_reason and "aten::weird" in fallback.backend_reason
-    fp32 = Reranker(str(tmp_path / "a"), backend="openvino")
-    np.testing.assert_allclose(fallback.score("q", DOCS), fp32.score("q", DOCS), atol=1e-4)
+    same = Reranker(str(tmp_path / "b"), backend="onnx", quantize=rw_onnx.AUTO_QUANTIZE)
+    np.testing.assert_allclose(fallback.score("q", DOCS), same.score("q", DOCS), atol=1e-6)
     monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: straight to onnx
     assert Reranker(str(tmp_path / "b"), backend="auto", quantize="int8").backend == "onnx"
+
+
+def test_auto_backend_on_a_cpu_without_bf16_falls_back_to_openvino_fp32(
+    tiny_reranker_dir, tmp_path, monkeypatch
+):
+    """Where ONNX Runtime comes first (no native bf16, pinned here), an export failure falls
+    through to OpenVINO at its precision for such a CPU (fp32: its static int8 was slower)."""
+    monkeypatch.delenv("RANKWISE_AUTO_BACKEND", raising=False)
+    monkeypatch.setattr(rw_device, "native_bf16", lambda: False)
+    monkeypatch.setattr(rw_ov, "native_bf16", lambda: False)
+    auto = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")), backend="auto")
+    assert (auto.backend, auto.quantize) == ("onnx", "int8-full"), auto.backend_reason
+
+    def broken(*args, **kwargs):  # fault injection: an export that fails
+        raise RuntimeError("Exporting the operator 'aten::weird' is not supported")
+
+    monkeypatch.setattr(rw_onnx, "_export", broken)
+    fallback = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "b")), backend="auto")
+    assert (fallback.backend, fallback.quantize) == ("openvino", None), fallback.backend_reason
+    assert "onnx failed" in fallback.backend_reason and "aten::weird" in fallback.backend_reason
 
 
 def test_static_int8_runs_its_float_ops_in_bf16_where_the_cpu_has_it(
@@ -269,19 +304,36 @@ def test_widths_padded_to_a_multiple_keep_the_scores(tiny_reranker_dir, monkeypa
     assert widths and all(w % 16 == 0 for w in widths), widths
 
 
+def test_auto_tries_the_backend_measured_fastest_for_the_cpu_first(monkeypatch):
+    """OpenVINO first where the CPU has native bf16, ONNX Runtime first elsewhere (AVX2: its
+    int8 42.9 pairs/s against OpenVINO's 26.2 fp32 / 19.4 int8); torch last, fp32 only."""
+    monkeypatch.setattr(rw_device, "native_bf16", lambda: True)
+    assert rw_device.auto_cpu_backends(None) == ["openvino", "onnx", "torch"]
+    assert rw_device.auto_cpu_backends("int8-full") == ["openvino", "onnx"]
+    monkeypatch.setattr(rw_device, "native_bf16", lambda: False)
+    assert rw_device.auto_cpu_backends(None) == ["onnx", "openvino", "torch"]
+    assert rw_device.auto_cpu_backends("bf16") == ["openvino"]  # ONNX has no bf16 path here
+    monkeypatch.undo()
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert rw_device.native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
 def test_reranker_default_is_auto_with_the_cpu_precision(
     tiny_reranker_dir, tiny_embedder_dir, tmp_path, monkeypatch, capfd
 ):
     monkeypatch.delenv("RANKWISE_AUTO_BACKEND", raising=False)
     rr = Reranker(str(_copy(tiny_reranker_dir, tmp_path / "a")))  # no backend, no quantize
     assert capfd.readouterr().out == ""  # NNCF's progress bars kept off stdout (CLI --json)
-    want = rw_ov.AUTO_QUANTIZE_BF16_CPU if rw_ov.native_bf16() else rw_ov.AUTO_QUANTIZE_OTHER_CPU
-    assert (rr.backend, rr.quantize) == ("openvino", want), rr.backend_reason
-    assert "natively" in rr.backend_reason or "no native bf16" in rr.backend_reason
+    if rw_device.native_bf16():  # AVX-512 BF16 / AMX: OpenVINO's static int8, bf16 float ops
+        want, why = ("openvino", rw_ov.AUTO_QUANTIZE_BF16_CPU), "natively"
+    else:  # AVX2: ONNX Runtime's dynamic int8 (OpenVINO's int8 was slower than its fp32)
+        want, why = ("onnx", rw_onnx.AUTO_QUANTIZE), "the fastest ONNX path"
+    assert (rr.backend, rr.quantize) == want, rr.backend_reason
+    assert why in rr.backend_reason
     explicit = Reranker(str(tmp_path / "a"), backend="openvino")  # explicit: fp32 stays fp32
     assert explicit.quantize is None and explicit.backend_reason == "given"
     settings = load_settings(reranker=str(tmp_path / "a"))
-    assert settings.backend is None and Reranker.from_settings(settings).backend == "openvino"
+    assert settings.backend is None and Reranker.from_settings(settings).backend == want[0]
     assert Embedder.from_settings(load_settings(embedder=str(tiny_embedder_dir))).backend == "torch"
     monkeypatch.setenv("RANKWISE_AUTO_BACKEND", "torch")
     pinned = Reranker(str(tmp_path / "a"))

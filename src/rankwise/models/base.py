@@ -155,7 +155,7 @@ class BaseModel:
             raise ConfigError(f"Unknown backend '{backend}'. Use one of: {', '.join(BACKENDS)}.")
         # "auto": torch on accelerators; on a CPU the fastest backend installed that converts
         # this model (openvino, onnx, torch), the choice and its reason in ``backend_reason``;
-        # with quantize=None it also picks the precision (openvino.auto_quantize)
+        # with quantize=None it also picks the precision (openvino / onnx .auto_quantize)
         candidates, self.backend_reason = [backend], "given"
         self._auto_precision = False
         if backend == "auto":
@@ -273,8 +273,11 @@ class BaseModel:
         requested = self.quantize
         for i, backend in enumerate(candidates):
             self.backend = backend
-            if self._auto_precision and backend == "openvino":  # the precision for this CPU
-                from rankwise.models.openvino import auto_quantize
+            if self._auto_precision and backend != "torch":  # the precision for this CPU
+                if backend == "openvino":
+                    from rankwise.models.openvino import auto_quantize
+                else:
+                    from rankwise.models.onnx import auto_quantize
 
                 self.quantize, why = auto_quantize()
                 self.backend_reason += f"; {why}"

@@ -21,7 +21,8 @@ Pipeline (each stage cached on disk like the ONNX backend's, keyed by a hash of 
 Batch widths are padded to a multiple of :data:`PAD_MULTIPLE` tokens (fewer distinct shapes for
 OpenVINO's dynamic-shape kernels). ``backend="auto"`` with no ``quantize`` runs
 :func:`auto_quantize`: static ``int8-full`` on CPUs with native bf16 (its float ops in bf16),
-fp32 elsewhere (not measured on such a CPU: see benchmarks/results/rerank_speed_peers.md).
+fp32 elsewhere (on an AVX2 EPYC without VNNI its static int8 was slower than fp32, 19.4 vs
+26.2 pairs/s; ``auto`` prefers ONNX Runtime there: benchmarks/results/rerank_speed_avx2.md).
 
 Calibration data for static int8: the JSONL/text file named by ``$RANKWISE_CALIBRATION`` (one
 ``{"query": ..., "document": ...}`` or ``{"text": ...}`` object, or one plain text, per line),
