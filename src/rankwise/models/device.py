@@ -102,10 +102,13 @@ def auto_cpu_backends(quantize: str | None) -> list[str]:
     only). Measured in benchmarks/results/rerank_speed_peers*.md. OpenVINO needs ``nncf``
     for int8."""
     int8 = quantize in ("int8", "int8-full", "int8-weights")
-    openvino = _importable("openvino") and (not int8 or _importable("nncf"))
-    onnx = quantize in (None, "int8", "int8-full") and _importable("onnxruntime")
-    order = ["openvino", "onnx"] if native_bf16() else ["onnx", "openvino"]
-    order = [b for b in order if {"openvino": openvino, "onnx": onnx}[b]]
+    runs = {
+        "openvino": _importable("openvino") and (not int8 or _importable("nncf")),
+        "onnx": quantize in (None, "int8", "int8-full") and _importable("onnxruntime"),
+    }
+    order = [
+        b for b in (("openvino", "onnx") if native_bf16() else ("onnx", "openvino")) if runs[b]
+    ]
     if quantize is None:
         order.append("torch")
     return order

@@ -14,7 +14,7 @@ versions, so the second load only opens a session):
    below); ``quantize="int8-full"`` quantises every matmul.
 
 ``backend="auto"`` with no ``quantize`` runs :func:`auto_quantize` (``int8-full``: on an AVX2
-EPYC without VNNI 1.43x the fp32 session at Spearman 0.99 with it, 2.63x sentence-transformers'
+EPYC without VNNI 1.43x the fp32 session at Spearman 0.99 with it, 2.32x sentence-transformers'
 fastest path; on AVX-512 1.66x fp32).
 
 Models over ~2 GB (e.g. bge-m3 in fp32) are written with external data next to the graph.

@@ -156,6 +156,13 @@ def _embed_fn(model: Embedder):
 
 
 # ----------------------------------------------------------------------------- state
+def _probe_items(tag: str, n: int, length: int, embed: bool) -> list[tuple[str, str]]:
+    """``n`` distinct probe rows of about ``length`` tokens (cut at the model's length):
+    (text, "document") for an embedder, (query, text) for a reranker."""
+    texts = [f"{tag} {i} " + " ".join(["rankwise readiness probe"] * length) for i in range(n)]
+    return [(t, "document") for t in texts] if embed else [("readiness probe", t) for t in texts]
+
+
 class ServerState:
     """Everything the routes use; one per app (``app.state.rankwise``)."""
 
@@ -331,20 +338,9 @@ class ServerState:
             shape = (n, model.dim) if embed else (n,)
             uncached = getattr(model, "score_cache_disabled", nullcontext)
             with uncached():  # no traffic yet: nothing else sees the cache swapped out
-                for tag in ("warm-up", "probe"):
-                    texts = [
-                        f"{tag} {i} " + " ".join(["rankwise readiness probe"] * length)
-                        for i in range(n)
-                    ]  # cut at the model's length, each row its own text
-                    items = (
-                        [(t, "document") for t in texts]
-                        if embed
-                        else [("readiness probe", t) for t in texts]
-                    )
-                    if tag == "warm-up":
-                        batcher.fn(items)
-                    else:
-                        out = batcher.run_sync(items, n * length, typical=False)
+                batcher.fn(_probe_items("warm-up", n, length, embed))
+                items = _probe_items("probe", n, length, embed)
+                out = batcher.run_sync(items, n * length, typical=False)
             if out.shape != shape or not np.isfinite(out).all():
                 raise ModelLoadError(
                     f"{batcher.name} probe returned {out.shape} / non-finite values"
