@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rankwise.catalog import Catalog
+from rankwise.errors import ConfigError
 from rankwise.models import Embedder, Reranker
 from rankwise.recipe import (
     PIPELINE_FILE,
@@ -253,8 +255,23 @@ def test_gate_keeps_out_a_reranker_that_contradicts_the_judgments(tmp_path, mini
         decision, gate = gate_reranker(s, queries, qrels, top_k=10, top_n=5,
                                        show_progress=False, log=lambda m: None)  # fmt: skip
         assert not decision.promoted and not gate.promoted
-        assert gate.candidate < gate.current - 0.2
+        # on its own it loses badly; no interpolation with recall rescues it either
+        assert decision.scores["weights"]["1"] < decision.scores["first_stage"] - 0.2
+        assert all(v <= decision.scores["first_stage"] for v in decision.scores["weights"].values())
         assert "not promoted" in decision.reason and "worse" in decision.reason
+        # the weight orders the candidates: 0 keeps recall's order, 1 is the reranker's own
+        hits = s.recall(queries["q0"], top_k=10)
+        logits = s.rerank_logits(queries["q0"], hits)
+        ids = lambda w: [r.id for r in s.rerank_results(hits, logits, top_n=10, weight=w)]  # noqa: E731
+        assert ids(0.0) == [h.id for h in hits]
+        assert ids(1.0) == [hits[i].id for i in np.argsort(-logits, kind="stable")]
+        assert ids(1.0)[0] != "d0" and ids(0.0)[0] == "d0"
+        kept = RerankDecision("m", rr.version, True, "promoted at 0", weight=0.0)
+        s.pipeline = Pipeline(RecallRecipe("hybrid"), rerank=(kept,))
+        served = s.search(queries["q0"], top_k=10, top_n=10)
+        assert served.reranked and [r.id for r in served.results] == ids(0.0)
+        with pytest.raises(ConfigError, match="weight"):
+            RerankDecision("m", "v", True, "bad", weight=1.5)
         s.pipeline = s.pipeline.with_rerank(decision)
         resp = s.search(queries["q0"])
         assert not resp.reranked and resp.skipped_reason == NOT_PROMOTED

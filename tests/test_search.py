@@ -36,6 +36,23 @@ def test_rrf_ties_keep_first_seen_and_weights_shift_the_order():
     assert [h.id for h in fused] == ["y", "x"]
 
 
+def test_interpolation_weighs_standardised_scores_whatever_their_scale():
+    from rankwise.ranking import interpolate
+
+    logits = np.array([2.0, 0.0, 1.0, -1.0])  # reranker: a > c > b > d
+    recall = np.array([10.0, 30.0, 20.0, 40.0])  # recall (e.g. BM25): d > b > c > a
+    order = lambda key: list(np.argsort(-key, kind="stable"))  # noqa: E731
+    assert order(interpolate(logits, recall, 1.0)) == [0, 2, 1, 3]
+    assert order(interpolate(logits, recall, 0.0)) == [3, 1, 2, 0]
+    half = interpolate(logits, recall, 0.5)
+    # z(logits) = [1.34, -0.45, 0.45, -1.34], z(recall) = [-1.34, 0.45, -0.45, 1.34]: all tie
+    assert np.allclose(half, 0.0)
+    # a recall score 1,000x larger moves nothing: each list is standardised per query
+    assert np.allclose(interpolate(logits, recall * 1000, 0.3), interpolate(logits, recall, 0.3))
+    # a constant list carries no order and adds nothing
+    assert order(interpolate(logits, np.ones(4), 0.5)) == order(logits)
+
+
 def test_weighted_fusion_normalises_each_list():
     dense = _hits(["a", "b"], [0.9, 0.1])  # a → 1.0, b → 0.0
     lexical = _hits(["b", "c"], [30.0, 10.0])  # b → 1.0, c → 0.0

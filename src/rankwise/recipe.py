@@ -95,13 +95,21 @@ LEXICAL = RecallRecipe("lexical")
 
 @dataclass(frozen=True)
 class RerankDecision:
-    """Whether a reranker (by model version) was promoted for this catalog, and why."""
+    """Whether a reranker (by model version) was promoted for this catalog, and why.
+
+    ``weight``: the reranker's share of the final order, interpolated with the recall
+    score (:func:`rankwise.ranking.interpolate`); 1 = the reranker's own order."""
 
     model: str
     version: str
     promoted: bool
     reason: str
     scores: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.weight) <= 1.0:
+            raise ConfigError(f"rerank weight must be in [0, 1], got {self.weight!r}")
 
 
 @dataclass(frozen=True)

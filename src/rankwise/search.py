@@ -20,7 +20,9 @@ Calibrated pipeline: when no mode is given (``mode=None``, the default), the Sea
 the :class:`~rankwise.recipe.Pipeline` chosen for this catalog by ``rankwise tune fusion``
 (stored beside the index): the query's language picks a recall recipe (mode, fusion, RRF
 ``k``, weights, depth), and a reranker recorded there as not promoted is skipped with
-``skipped_reason="reranker not promoted for this catalog"``. Without a stored pipeline, or
+``skipped_reason="reranker not promoted for this catalog"``; one promoted with a weight
+below 1 orders the Top-K by its logit interpolated with the recall score
+(:func:`rankwise.ranking.interpolate`). Without a stored pipeline, or
 with an explicit ``mode``, the constructor's ``mode``/``fusion``/``rrf_k``/``weights`` apply
 (``hybrid`` RRF with k=60 by default).
 """
@@ -41,7 +43,7 @@ from rankwise.catalog import Catalog
 from rankwise.config import DEFAULT_TOP_K, DEFAULT_TOP_N
 from rankwise.errors import InvalidRequest
 from rankwise.fusion import fuse, native_hybrid, rrf_fuse, weighted_fuse  # noqa: F401 - re-exported
-from rankwise.ranking import rank_order, sigmoid
+from rankwise.ranking import cut_order, interpolate, sigmoid
 from rankwise.recipe import MODES, Mode, Pipeline, RecallRecipe, find_pipeline
 from rankwise.responses import (  # noqa: F401 - SearchResponse/Cache re-exported
     Cache,
@@ -223,16 +225,40 @@ class Searcher:
         *,
         top_n: int | None = None,
         threshold: float | None = None,
+        weight: float = 1.0,
     ) -> list[SearchResult]:
-        """Score ``hits`` with the cross-encoder; keep relevance ≥ threshold; Top-N."""
+        """Score ``hits`` with the cross-encoder; keep relevance ≥ threshold; Top-N.
+
+        ``weight`` < 1 orders by the reranker interpolated with the recall score (the
+        promoted weight of this reranker, :class:`~rankwise.recipe.RerankDecision`);
+        ``relevance`` and the threshold stay the reranker's own."""
+        return self.rerank_results(
+            hits, self.rerank_logits(query, hits), top_n=top_n, threshold=threshold, weight=weight
+        )
+
+    def rerank_logits(self, query: str, hits: Sequence[Hit]) -> np.ndarray:
+        """The cross-encoder's raw logit for each of ``hits`` (in their order)."""
         if self.reranker is None:
             raise InvalidRequest("no reranker is configured; search with rerank=False")
-        n = top_n or self.top_n
-        thr = self.threshold if threshold is None else threshold
-        logits = rerank_logits(
+        return rerank_logits(
             self.reranker, query, [h.record for h in hits], template=self.template,
             chunking=self.chunking, max_chars=self.rerank_max_chars,
         )  # fmt: skip
+
+    def rerank_results(
+        self,
+        hits: Sequence[Hit],
+        logits: np.ndarray,
+        *,
+        top_n: int | None = None,
+        threshold: float | None = None,
+        weight: float = 1.0,
+    ) -> list[SearchResult]:
+        """``hits`` ranked by their ``logits`` (interpolated with recall by ``weight``)."""
+        n = top_n or self.top_n
+        thr = self.threshold if threshold is None else threshold
+        key = interpolate(logits, [h.score for h in hits], weight)
+        order = cut_order(np.argsort(-key, kind="stable"), logits, threshold=thr, top_n=n)
         rel = sigmoid(logits)
         out = [
             SearchResult(
@@ -244,7 +270,7 @@ class Searcher:
                 relevance=float(rel[i]),
                 record=dict(hits[i].record),
             )
-            for rank, i in enumerate(rank_order(logits, threshold=thr, top_n=n), 1)
+            for rank, i in enumerate(order, 1)
         ]
         return out
 
@@ -313,7 +339,8 @@ class Searcher:
         keep = blend_depth(self.blend, top_k, top_n)
         if do_rerank and skipped is None:
             t = time.perf_counter()
-            results = self.rerank(query, hits, top_n=keep, threshold=threshold)
+            weight = decision.weight if decision is not None else 1.0
+            results = self.rerank(query, hits, top_n=keep, threshold=threshold, weight=weight)
             timings["rerank"] = time.perf_counter() - t
         else:
             results = recall_results(hits[:keep])

@@ -12,7 +12,7 @@ cross-encoder out of kuake_qtr's pipeline, where it took hybrid from 0.627 to 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,16 @@ def routed_recalls(
         yield searcher.recall(texts[i], recipe=routes[i], top_k=top_k, query_vector=vectors.get(i))
 
 
+#: The reranker's shares of the final order the gate tries (1: the reranker alone; below
+#: 1: interpolated with the recall score, :func:`rankwise.ranking.interpolate`).
+RERANK_WEIGHTS = (1.0, 0.7, 0.5, 0.3, 0.2)
+
+
+def rank_run(ids: Sequence[str], top_n: int) -> dict[str, float]:
+    """A ranked list as rank-derived scores (ties in fused scores keep the fused order)."""
+    return {d: float(top_n - r) for r, d in enumerate(ids[:top_n])}
+
+
 def pipeline_runs(
     searcher: Any,
     queries: Mapping[str, str],
@@ -115,23 +125,29 @@ def pipeline_runs(
     rerank: bool,
     top_k: int,
     top_n: int,
+    weights: Sequence[float] = (1.0,),
     show_progress: bool = True,
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Runs of ``searcher``'s routed first stage and of the same candidates reranked.
+) -> tuple[dict[str, dict[str, float]], dict[float, dict[str, dict[str, float]]]]:
+    """Runs of ``searcher``'s routed first stage and, per ``weights``, of the same
+    candidates reranked (each candidate scored once).
 
-    The second run is empty unless ``rerank``; both hold the Top-``top_n`` a user sees, as
-    rank-derived scores (ties in fused scores keep the fused order).
+    The reranked runs are empty unless ``rerank``; all hold the Top-``top_n`` a user sees.
     """
     first: dict[str, dict[str, float]] = {}
-    second: dict[str, dict[str, float]] = {}
+    second: dict[float, dict[str, dict[str, float]]] = {w: {} for w in weights}
     qids = sorted(queries)
     recalls = routed_recalls(searcher, [queries[q] for q in qids], top_k, desc="gate",
                              show_progress=show_progress)  # fmt: skip
     for q, hits in zip(qids, recalls, strict=True):
-        first[q] = {h.id: float(top_n - r) for r, h in enumerate(hits[:top_n])}
-        if rerank:
-            results = searcher.rerank(queries[q], hits, top_n=top_n)
-            second[q] = {r.id: float(top_n - i) for i, r in enumerate(results)}
+        first[q] = rank_run([h.id for h in hits], top_n)
+        if rerank and hits:
+            logits = searcher.rerank_logits(queries[q], hits)
+            for w in weights:
+                results = searcher.rerank_results(hits, logits, top_n=top_n, weight=w)
+                second[w][q] = rank_run([r.id for r in results], top_n)
+        elif rerank:
+            for w in weights:
+                second[w][q] = {}
     return first, second
 
 
@@ -144,26 +160,57 @@ def gate_reranker(
     top_k: int = DEFAULT_TOP_K,
     top_n: int = DEFAULT_TOP_N,
     threshold: int = 1,
+    weights: Sequence[float] = RERANK_WEIGHTS,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[RerankDecision, GateResult]:
-    """Does ``searcher.reranker`` improve its calibrated first stage on dev ``queries``?
+    """Does ``searcher.reranker`` improve its calibrated first stage on dev ``queries``, on
+    its own or interpolated with the recall score (``weights``)?
 
-    The reranker sees the first stage's real Top-``top_k`` candidates, as in serving.
+    The reranker sees the first stage's real Top-``top_k`` candidates, as in serving. The
+    weight is picked on one half of the queries (a stable hash) and the paired test runs on
+    the other half, as recall calibration does (``tune/fusion.py``), so the pick does not
+    flatter its own test; with too few queries for two halves, both use all of them. The
+    decision records the weight; ``scores["weights"]`` every weight's mean on all queries.
     """
+    from rankwise.tune.data import stable_fraction
+    from rankwise.tune.fusion import MIN_CONFIRM_QUERIES
+
     rr = searcher.reranker
+    weights = tuple(dict.fromkeys(float(w) for w in weights)) or (1.0,)
     first, second = pipeline_runs(
-        searcher, queries, rerank=True, top_k=top_k, top_n=top_n, show_progress=show_progress
-    )
-    sub = {q: qrels[q] for q in sorted(queries)}
+        searcher, queries, rerank=True, top_k=top_k, top_n=top_n, weights=weights,
+        show_progress=show_progress,
+    )  # fmt: skip
+    qids = sorted(queries)
+    sub = {q: qrels[q] for q in qids}
     metric = f"ndcg@{min(10, top_n)}"
-    res = paired_gate(
-        f"reranker {rr.model_id}",
-        run_values(first, sub, metric, threshold),
-        run_values(second, sub, metric, threshold),
-        alpha=alpha,
-        metric=metric,
+    base = run_values(first, sub, metric, threshold)
+    per_w = {w: run_values(second[w], sub, metric, threshold) for w in weights}
+    held = np.array([stable_fraction("rerank-confirm:" + q) < 0.5 for q in qids], dtype=bool)
+    split = min(held.sum(), (~held).sum()) >= MIN_CONFIRM_QUERIES and len(weights) > 1
+    pick = ~held if split else np.ones(len(qids), dtype=bool)
+    test = held if split else pick
+    best = max(weights, key=lambda w: float(per_w[w][pick].mean()))  # ties: the first listed
+    label = f"reranker {rr.model_id}" + ("" if best >= 1.0 else f" (weight {best:g} with recall)")
+    res = paired_gate(label, base[test], per_w[best][test], alpha=alpha, metric=metric)
+    where = (
+        f"weight picked on {int(pick.sum())} queries, tested on {int(test.sum())} others"
+        if split
+        else f"picked and tested on the same {len(qids)} queries"
     )
+    if best < 1.0 and 1.0 in per_w:  # say what the reranker does on its own too
+        alone, cur = float(per_w[1.0][test].mean()), float(base[test].mean())
+        verdict = "worse" if alone < cur else "no better" if alone == cur else "better"
+        where += f"; the reranker alone is {verdict}: {cur:.4f} -> {alone:.4f}"
+    res = replace(res, reason=f"{res.reason}; {where}")
     log(f"[gate] {res.reason}")
-    decision = RerankDecision(rr.model_id, rr.version, res.promoted, res.reason, res.to_dict())
+    scores = {
+        **res.to_dict(),
+        "weight": best,
+        "weights": {f"{w:g}": float(v.mean()) for w, v in per_w.items()},
+        "first_stage": float(base.mean()),
+    }
+    decision = RerankDecision(rr.model_id, rr.version, res.promoted, res.reason, scores,
+                              weight=best)  # fmt: skip
     return decision, res
