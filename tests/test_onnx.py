@@ -105,6 +105,20 @@ def test_onnx_fp32_matches_torch(tiny_reranker_dir, tiny_embedder_dir):
     assert onnx_rr.device == "cpu"
 
 
+def test_spinning_is_off_only_when_asked_and_scores_do_not_change(tiny_reranker_dir, monkeypatch):
+    from rankwise.models.onnx import session_options
+
+    key = "session.intra_op.allow_spinning"
+    monkeypatch.delenv("RANKWISE_ONNX_SPIN", raising=False)
+    with pytest.raises(RuntimeError):  # no entry: ORT's default, spinning
+        session_options(1).get_session_config_entry(key)
+    spinning = Reranker(str(tiny_reranker_dir), backend="onnx").score("apple phone", DOCS)
+    monkeypatch.setenv("RANKWISE_ONNX_SPIN", "0")
+    assert session_options(1).get_session_config_entry(key) == "0"
+    quiet = Reranker(str(tiny_reranker_dir), backend="onnx").score("apple phone", DOCS)
+    np.testing.assert_allclose(quiet, spinning, atol=1e-6)
+
+
 def test_token_budget_batches_equal_one_by_one(tiny_reranker_dir):
     budgeted = Reranker(str(tiny_reranker_dir), backend="onnx", batch_size=64, token_budget=48)
     single = Reranker(str(tiny_reranker_dir), backend="onnx", batch_size=1)

@@ -264,11 +264,22 @@ def onnx_model_file(
 
 def session_options(threads: int | None = None):
     """ORT options for this machine: intra-op threads = ``threads``, else ``$RANKWISE_ONNX_THREADS``
-    (e.g. a container's CPU quota), else the physical cores; full graph optimisation."""
+    (e.g. a container's CPU quota), else the physical cores; full graph optimisation.
+
+    ``$RANKWISE_ONNX_SPIN=0`` turns ORT's spin-waiting of idle intra-op threads off.
+    Spinning makes one model's back-to-back calls faster (a single reranker on 2 cores:
+    3.31x ``CrossEncoder.predict`` with it, 2.84x without, ``rerank_speed.py``), but where
+    several sessions share the cores, as in a server running the embedder and the reranker
+    at once, the spinning threads of one steal the cores of the other: a 32-client soak
+    served 4.40 req/s with spinning and 5.02 without, with every p99 lower
+    (``serve_pressure.py``, ``results/serve_pressure_c_s11soak_{free,nospin}.json``).
+    ``rankwise serve`` sets it to 0 unless it is set."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = cpu_threads(threads)
+    if os.environ.get("RANKWISE_ONNX_SPIN", "").strip() == "0":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -32,6 +33,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     from rankwise.server.app import create_app
 
     prepare_heap()  # arena cap, pinned mmap threshold (heap.py)
+    # the embedder's and the reranker's ONNX sessions share the cores: no spin-waiting
+    os.environ.setdefault("RANKWISE_ONNX_SPIN", "0")  # (models/onnx.py: session_options)
     serve_app(create_app(settings), settings.host, settings.port, log_level=log_level)
 
 
