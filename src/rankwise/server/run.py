@@ -32,10 +32,17 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     """
     from rankwise.server.app import create_app
 
-    prepare_heap()  # arena cap, pinned mmap threshold (heap.py)
-    # the embedder's and the reranker's ONNX sessions share the cores: no spin-waiting
-    os.environ.setdefault("RANKWISE_ONNX_SPIN", "0")  # (models/onnx.py: session_options)
+    prepare_process()
     serve_app(create_app(settings), settings.host, settings.port, log_level=log_level)
+
+
+def prepare_process() -> None:
+    """What a serving process sets before it loads models or starts threads: the native
+    heap (arena cap, pinned mmap threshold: heap.py) and no ONNX Runtime spin-waiting, as
+    the embedder's and the reranker's sessions share the cores (models/onnx.py:
+    session_options). Each is skipped where its environment variable is already set."""
+    prepare_heap()
+    os.environ.setdefault("RANKWISE_ONNX_SPIN", "0")
 
 
 def serve_app(app: FastAPI, host: str, port: int, *, log_level: str = "info", **options) -> None:

@@ -36,6 +36,7 @@ from rankwise.errors import DataError
 from rankwise.evaluate.significance import randomization_test
 from rankwise.recipe import Pipeline, RecallRecipe, covers, detect_language
 from rankwise.tune.data import stable_fraction
+from rankwise.tune.gate import MIN_CONFIRM_QUERIES, pick_and_test  # noqa: F401 - re-exported
 from rankwise.tune.recipe_scores import Lists, RecipeScorer
 
 
@@ -132,10 +133,6 @@ def collect_lists(
     return out
 
 
-#: Fewer held-out queries than this and the test runs on the queries that made the choice.
-MIN_CONFIRM_QUERIES = 10
-
-
 def choose(
     group: str,
     per_recipe: Mapping[RecallRecipe, np.ndarray],
@@ -149,11 +146,7 @@ def choose(
     others and the paired test runs on these only. ``scores`` are means over all queries.
     """
     n = len(next(iter(per_recipe.values())))
-    held = confirm if confirm is not None and confirm.sum() >= MIN_CONFIRM_QUERIES else None
-    if held is not None and (~held).sum() < MIN_CONFIRM_QUERIES:
-        held = None
-    pick = ~held if held is not None else np.ones(n, dtype=bool)
-    test = held if held is not None else pick
+    pick, test, where = pick_and_test(confirm, n)
     means = {r: float(per_recipe[r][pick].mean()) for r in allowed}
     scores = {r.label(): float(per_recipe[r].mean()) for r in allowed}
     best = max(allowed, key=lambda r: means[r])  # max() keeps the first of ties: singles
@@ -164,11 +157,6 @@ def choose(
                            f"{best.label()} is the best recipe")  # fmt: skip
     delta = float(per_recipe[best][test].mean() - per_recipe[single][test].mean())
     p = randomization_test(per_recipe[best][test], per_recipe[single][test], n_resamples=2000)
-    where = (
-        f"picked on {int(pick.sum())} queries, tested on {int(test.sum())} others"
-        if held is not None
-        else f"picked and tested on the same {n} queries"
-    )
     if p < alpha and delta > 0:
         reason = (
             f"{best.label()} beats {single.label()} by {delta:+.4f} (p={p:.3g} < {alpha}; {where})"

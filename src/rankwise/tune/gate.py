@@ -108,6 +108,31 @@ def routed_recalls(
         yield searcher.recall(texts[i], recipe=routes[i], top_k=top_k, query_vector=vectors.get(i))
 
 
+#: Fewest queries on each side of a pick/test split (else both use all queries).
+MIN_CONFIRM_QUERIES = 10
+
+
+def pick_and_test(
+    confirm: np.ndarray | None, n: int, what: str = "picked"
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Masks of the queries a choice is made on and of those its paired test runs on.
+
+    ``confirm`` (bool per query) marks the held-out ones; with fewer than
+    :data:`MIN_CONFIRM_QUERIES` on either side (or none given) both masks are all ``n``
+    queries. Also returns a phrase saying which it was (``what``: the choice's verb)."""
+    held = confirm if confirm is not None and confirm.sum() >= MIN_CONFIRM_QUERIES else None
+    if held is not None and (~held).sum() < MIN_CONFIRM_QUERIES:
+        held = None
+    if held is None:
+        every = np.ones(n, dtype=bool)
+        return every, every, f"{what} and tested on the same {n} queries"
+    return (
+        ~held,
+        held,
+        f"{what} on {int((~held).sum())} queries, tested on {int(held.sum())} others",
+    )
+
+
 #: The reranker's shares of the final order the gate tries (1: the reranker alone; below
 #: 1: interpolated with the recall score, :func:`rankwise.ranking.interpolate`).
 RERANK_WEIGHTS = (1.0, 0.7, 0.5, 0.3, 0.2)
@@ -174,7 +199,6 @@ def gate_reranker(
     decision records the weight; ``scores["weights"]`` every weight's mean on all queries.
     """
     from rankwise.tune.data import stable_fraction
-    from rankwise.tune.fusion import MIN_CONFIRM_QUERIES
 
     rr = searcher.reranker
     weights = tuple(dict.fromkeys(float(w) for w in weights)) or (1.0,)
@@ -188,17 +212,12 @@ def gate_reranker(
     base = run_values(first, sub, metric, threshold)
     per_w = {w: run_values(second[w], sub, metric, threshold) for w in weights}
     held = np.array([stable_fraction("rerank-confirm:" + q) < 0.5 for q in qids], dtype=bool)
-    split = min(held.sum(), (~held).sum()) >= MIN_CONFIRM_QUERIES and len(weights) > 1
-    pick = ~held if split else np.ones(len(qids), dtype=bool)
-    test = held if split else pick
+    pick, test, where = pick_and_test(
+        held if len(weights) > 1 else None, len(qids), "weight picked"
+    )
     best = max(weights, key=lambda w: float(per_w[w][pick].mean()))  # ties: the first listed
     label = f"reranker {rr.model_id}" + ("" if best >= 1.0 else f" (weight {best:g} with recall)")
     res = paired_gate(label, base[test], per_w[best][test], alpha=alpha, metric=metric)
-    where = (
-        f"weight picked on {int(pick.sum())} queries, tested on {int(test.sum())} others"
-        if split
-        else f"picked and tested on the same {len(qids)} queries"
-    )
     if best < 1.0 and 1.0 in per_w:  # say what the reranker does on its own too
         alone, cur = float(per_w[1.0][test].mean()), float(base[test].mean())
         verdict = "worse" if alone < cur else "no better" if alone == cur else "better"
