@@ -110,10 +110,19 @@ def test_cascade_stages_run_in_order_at_their_depths(searcher, catalog, m3):
     recalled = searcher.recall(query, mode="hybrid", top_k=30)
     qv = m3.encode_multi([query], "query", ("colbert",)).colbert[0]
     ref = maxsim(qv, catalog.side.colbert([h.id for h in recalled]))
-    kept = {recalled[i].id for i in np.argsort(-ref, kind="stable")[:10]}
+    # The tiny random model's MaxSim sums are threaded float sums, so two products
+    # whose scores differ by less than float noise may swap at the cut: "kept" is
+    # every product whose reference score reaches the 10th best, less that noise.
+    tol = 2e-3
+    ref_by_id = {h.id: float(s) for h, s in zip(recalled, ref)}
+    tenth = np.sort(ref)[::-1][9]
+    kept = {i for i, s in ref_by_id.items() if s >= tenth - tol}
     assert {r.id for r in resp.results} <= kept
     colbert_only = searcher.search(query, cascade="hybrid:30,colbert:10")
-    assert {r.id for r in colbert_only.results} == kept and not colbert_only.reranked
+    got = {r.id for r in colbert_only.results}
+    assert len(got) == 10 and got <= kept and not colbert_only.reranked
+    # and nothing clearly better than what it kept was dropped
+    assert all(ref_by_id[i] <= min(ref_by_id[g] for g in got) + tol for i in set(ref_by_id) - got)
     scores = [r.colbert_score for r in colbert_only.results]
     assert scores == sorted(scores, reverse=True)
     np.testing.assert_allclose(sorted(scores, reverse=True), np.sort(ref)[::-1][:10], atol=2e-3)
