@@ -11,7 +11,8 @@ ever new (batch, length) shapes:
 
 Each row is one setting: ``pad_multiple`` (the token step of a batch's width: rankwise's
 default is 16 for torch on the CPU (``models/runners.py``) and OpenVINO rerankers; 1 pads to
-the longest row) or a cache capacity. Each configuration runs in its own process: the model alone, ``--calls`` calls of 1-64
+the longest row), ``row_buckets`` (rows padded to 1, 2, 4, 8, then multiples of 8: the
+default with those runners; 0 computes exactly the rows given) or a cache capacity. Each configuration runs in its own process: the model alone, ``--calls`` calls of 1-64
 random Home Depot titles (1-4 titles each, so lengths vary), score caches off; RSS growth
 after the first call (and every 100 calls: a plateau or not) and wall seconds. Writes ``benchmarks/results/native_cache_rss.{json,md}``.
 
@@ -40,6 +41,8 @@ CONFIGS = [
     ("reranker", {"RW_PAD_MULTIPLE": "1"}),
     ("reranker", {}),
     ("reranker", {"RW_OV_RUNTIME_CACHE": "64"}),
+    ("embedder", {"RW_ROW_BUCKETS": "0"}),
+    ("reranker", {"RW_ROW_BUCKETS": "0"}),
 ]
 
 CHILD = r"""
@@ -74,6 +77,8 @@ else:
     run = lambda q, docs: model.score(q, docs)
 if os.environ.get("RW_PAD_MULTIPLE"):
     model.runner.pad_multiple = int(os.environ["RW_PAD_MULTIPLE"])
+if os.environ.get("RW_ROW_BUCKETS"):
+    model.runner.row_buckets = os.environ["RW_ROW_BUCKETS"] == "1"
 titles = [json.loads(l)["title"] for l in open({data!r})][:5000]
 rng = random.Random(0)
 proc = psutil.Process()
@@ -96,11 +101,16 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", default="/tmp/rankwise-native-cache")
+    ap.add_argument(
+        "--configs", help="comma-separated indices into CONFIGS (default all); writes *_TAG"
+    )
+    ap.add_argument("--tag", default="", help="suffix of the output files (a partial run)")
     args = ap.parse_args()
+    configs = [CONFIGS[int(i)] for i in args.configs.split(",")] if args.configs else CONFIGS
     Path(args.work).mkdir(parents=True, exist_ok=True)
     code = CHILD.format(src=str(ROOT / "src"), bench=str(ROOT / "benchmarks"), data=str(DATA))
     rows = []
-    for kind, env in CONFIGS:
+    for kind, env in configs:
         runs = []
         for _ in range(args.repeats):
             out = subprocess.run(
@@ -117,7 +127,7 @@ def main() -> int:
         "rows": rows,
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / "native_cache_rss.json").write_text(json.dumps(result, indent=2))
+    (OUT / f"native_cache_rss{args.tag}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# Native kernel caches and RSS growth (issue 13 (c) lead)",
         "",
@@ -130,7 +140,9 @@ def main() -> int:
     for r in rows:
         env = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "defaults"
         env = env.replace("RW_OV_RUNTIME_CACHE", "CPU_RUNTIME_CACHE_CAPACITY")
-        env = env.replace("RW_PAD_MULTIPLE", "pad_multiple")
+        env = env.replace("RW_PAD_MULTIPLE", "pad_multiple").replace(
+            "RW_ROW_BUCKETS", "row_buckets"
+        )
         lines.append(
             f"| {r['model']} | {r['runs'][0]['backend']} | {env} | "
             + ", ".join(f"{x['growth_mb']:.1f}" for x in r["runs"])
@@ -140,7 +152,7 @@ def main() -> int:
             + ", ".join(f"{v:.0f}" for v in r["runs"][0]["trace_mb_per_100_calls"])
             + " |"
         )
-    (OUT / "native_cache_rss.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"native_cache_rss{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -111,33 +111,62 @@ class _WidthRecorder:
     def __init__(self, runner):
         self.runner, self.input_names = runner, runner.input_names
         self.pad_multiple = runner.pad_multiple
+        self.row_buckets = getattr(runner, "row_buckets", False)
         self.widths: list[int] = []
+        self.rows: list[int] = []
 
     def __call__(self, feed):
+        self.rows.append(feed["input_ids"].shape[0])
         self.widths.append(feed["input_ids"].shape[1])
         return self.runner(feed)
 
 
 def test_torch_cpu_widths_step_by_16_and_keep_the_vectors(tiny_embedder_dir, tiny_reranker_dir):
     """On the CPU each new (rows, width) shape costs torch's kernels a cached primitive (RSS
-    that grew for as long as new shapes came); widths in steps of 16 bound the shapes and
-    change no output beyond float noise."""
+    that grew for as long as new shapes came); widths in steps of 16 and rows in buckets
+    bound the shapes and change no output beyond float noise."""
     from rankwise.models.runners import CPU_PAD_MULTIPLE
 
+    docs = DOCS + [f"cordless drill kit {i} " * (i % 5 + 1) for i in range(14)]  # 23 texts
     for model, run in (
-        (Embedder(str(tiny_embedder_dir), device="cpu"), lambda m: m.encode_documents(DOCS)),
+        (Embedder(str(tiny_embedder_dir), device="cpu"), lambda m: m.encode_documents(docs)),
         (Reranker(str(tiny_reranker_dir), device="cpu", backend="torch", score_cache_size=0),
-         lambda m: m.score("running shoes", DOCS)),
+         lambda m: m.score("running shoes", docs)),
     ):  # fmt: skip
-        assert model.runner.pad_multiple == CPU_PAD_MULTIPLE == 16
+        assert model.runner.pad_multiple == CPU_PAD_MULTIPLE == 16 and model.runner.row_buckets
         recorder = _WidthRecorder(model.runner)
         model.runner = recorder
         padded = run(model)
         widths = recorder.widths
         assert widths and all(w % 16 == 0 for w in widths), widths
+        allowed = {1, 2, 4, 8, 16, 24, 32, model.batch_size}
+        assert set(recorder.rows) <= allowed, recorder.rows
+        assert sum(recorder.rows) >= len(docs)
         model.runner = recorder.runner
-        model.runner.pad_multiple = 1
+        model.runner.pad_multiple, model.runner.row_buckets = 1, False
+        exact = _WidthRecorder(model.runner)
+        model.runner = exact
         np.testing.assert_allclose(padded, run(model), atol=1e-5)
+        assert sum(exact.rows) == len(docs)  # no padded rows without the buckets
+        model.runner = exact.runner
+
+
+def test_row_buckets_and_the_cuts_that_count_padded_rows():
+    from rankwise.models.batching import bucket_rows
+
+    assert [bucket_rows(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 31)] == [
+        1, 2, 4, 4, 8, 8, 16, 16, 24, 32
+    ]  # fmt: skip
+    assert bucket_rows(17, cap=20) == 20 and bucket_rows(30, cap=20) == 30  # never below rows
+    # 11 items of equal length: exact rows take one batch of 11; with buckets, 11 would be
+    # computed as 16, so the cheapest cuts are 8 + 2 + 1 (or another split of bucket sizes)
+    exact = token_budget_batches([32] * 11, max_batch_size=32, batch_overhead=8)
+    assert [len(b) for b in exact] == [11]
+    bucketed = token_budget_batches(
+        [32] * 11, max_batch_size=32, batch_overhead=8, row_buckets=True
+    )
+    assert sum(len(b) for b in bucketed) == 11
+    assert all(len(b) == bucket_rows(len(b)) for b in bucketed), [len(b) for b in bucketed]
 
 
 def test_bge_zh_instruction_applies_to_queries_only(tiny_embedder_dir, tmp_path):

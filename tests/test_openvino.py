@@ -281,27 +281,36 @@ def test_static_int8_runs_its_float_ops_in_bf16_where_the_cpu_has_it(
         Reranker(str(tiny_reranker_dir), backend="openvino", quantize="int8-full")
 
 
-def test_widths_padded_to_a_multiple_keep_the_scores(tiny_reranker_dir, monkeypatch):
+def test_widths_and_rows_padded_to_steps_keep_the_scores(tiny_reranker_dir, monkeypatch):
+    """Widths in steps of 16 and rows in buckets (fewer shapes for the runtime cache) change
+    no score; the padded rows never come back."""
+    from rankwise.models.batching import bucket_rows
+
+    docs = DOCS + [f"cordless drill kit {i} " * (i % 4 + 1) for i in range(18)]  # 27 texts
     monkeypatch.setattr(rw_ov, "PAD_MULTIPLE", 1)  # widths = the longest row
-    plain = Reranker(str(tiny_reranker_dir), backend="openvino", batch_size=4)
+    plain = Reranker(str(tiny_reranker_dir), backend="openvino", batch_size=16, score_cache_size=0)
+    plain.runner.row_buckets = False
     monkeypatch.setattr(rw_ov, "PAD_MULTIPLE", 16)
-    padded = Reranker(str(tiny_reranker_dir), backend="openvino", batch_size=4)
-    widths: list[int] = []
+    padded = Reranker(str(tiny_reranker_dir), backend="openvino", batch_size=16)
+    assert padded.runner.row_buckets
+    shapes: dict[str, list[tuple[int, int]]] = {"plain": [], "padded": []}
 
     class Recorder:  # observes the real runner's inputs; its outputs pass through untouched
-        def __init__(self, runner):
-            self.runner, self.input_names = runner, runner.input_names
-            self.pad_multiple = runner.pad_multiple
+        def __init__(self, runner, log):
+            self.runner, self.input_names, self.log = runner, runner.input_names, log
+            self.pad_multiple, self.row_buckets = runner.pad_multiple, runner.row_buckets
 
         def __call__(self, inputs):
-            widths.append(inputs["input_ids"].shape[1])
+            self.log.append(inputs["input_ids"].shape)
             return self.runner(inputs)
 
-    padded.runner = Recorder(padded.runner)
-    np.testing.assert_allclose(
-        padded.score("running shoes", DOCS), plain.score("running shoes", DOCS), atol=1e-5
-    )
-    assert widths and all(w % 16 == 0 for w in widths), widths
+    padded.runner = Recorder(padded.runner, shapes["padded"])
+    plain.runner = Recorder(plain.runner, shapes["plain"])
+    got = padded.score("running shoes", docs)
+    np.testing.assert_allclose(got, plain.score("running shoes", docs), atol=1e-5)
+    assert got.shape == (len(docs),)
+    assert all(w % 16 == 0 and r == bucket_rows(r) for r, w in shapes["padded"]), shapes
+    assert sum(r for r, _ in shapes["plain"]) == len(docs)  # exact rows: nothing padded
 
 
 def test_auto_tries_the_backend_measured_fastest_for_the_cpu_first(monkeypatch):

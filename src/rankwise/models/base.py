@@ -12,7 +12,7 @@ import numpy as np
 
 from rankwise.errors import ConfigError, InvalidRequest, ModelLoadError
 from rankwise.models.backoff import OomBackoff
-from rankwise.models.batching import token_budget_batches
+from rankwise.models.batching import bucket_rows, token_budget_batches
 from rankwise.models.device import auto_backends, resolve_device
 from rankwise.models.loading import ResolvedModel, offline_mode, resolve_model, short_hash
 from rankwise.models.probe import probe_or, probe_wanted
@@ -77,11 +77,17 @@ def check_encode_args(texts: Sequence[str], input_type: str) -> list[str]:
 
 
 def pad_batch(
-    items: Sequence[Encoded], input_names: Sequence[str], pad_id: int, multiple: int = 1
+    items: Sequence[Encoded],
+    input_names: Sequence[str],
+    pad_id: int,
+    multiple: int = 1,
+    rows: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Right-pad ``items`` into int64 arrays (batch, longest rounded up to ``multiple``) named
-    as the runner expects."""
+    as the runner expects. ``rows`` above ``len(items)`` appends copies of the last item
+    (real inputs, so no all-masked row reaches the model); callers drop their outputs."""
     width = -(-max(len(ids) for ids, _ in items) // multiple) * multiple
+    items = list(items) + [items[-1]] * max(0, (rows or 0) - len(items))
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
     types = np.zeros((len(items), width), dtype=np.int64)
@@ -362,21 +368,29 @@ class BaseModel:
         out = np.zeros(shape, dtype=np.float32)
         if not encoded:
             return out
-        # a runner may want widths in steps (OpenVINO: fewer shapes for its dynamic kernels)
+        # a runner may want widths in steps and rows in buckets (OpenVINO, torch on the CPU:
+        # fewer input shapes for kernels cached per shape; see batching.bucket_rows)
         step = getattr(self.runner, "pad_multiple", 1)
+        row_buckets = getattr(self.runner, "row_buckets", False) and self.batch_overhead is not None
         batches = token_budget_batches(
             [-(-len(ids) // step) * step for ids, _ in encoded],
             max_batch_size=self.batch_size,
             token_budget=self.token_budget,
             batch_overhead=self.batch_overhead,
+            row_buckets=row_buckets,
         )
         from tqdm.auto import tqdm
 
         def run_rows(rows: np.ndarray) -> np.ndarray:
+            padded = bucket_rows(len(rows), self.batch_size) if row_buckets else None
             feed = pad_batch(
-                [encoded[i] for i in rows], self.runner.input_names, self.tokens.pad_id, step
+                [encoded[i] for i in rows],
+                self.runner.input_names,
+                self.tokens.pad_id,
+                step,
+                padded,
             )
-            return self.runner(feed)
+            return self.runner(feed)[: len(rows)]
 
         with tqdm(
             total=len(encoded), disable=not show_progress, unit="text", desc=self.kind

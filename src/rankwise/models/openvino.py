@@ -364,6 +364,8 @@ class OpenVinoRunner:
         self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
         # measured for reranking (pairs of ~170 tokens); short embedder texts keep exact widths
         self.pad_multiple = PAD_MULTIPLE if kind == "reranker" else 1
+        # and rows in buckets (batching.bucket_rows): its runtime cache keeps every shape met
+        self.row_buckets = kind == "reranker"
         self._local = threading.local()
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

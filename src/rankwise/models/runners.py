@@ -125,6 +125,8 @@ class TorchRunner:
         # 600, and by 78 MB, flat after 100 calls, with widths in steps of 16
         # (benchmarks/native_cache_rss.py). A GPU keeps exact widths.
         self.pad_multiple = CPU_PAD_MULTIPLE if device == "cpu" else 1
+        # rows in buckets too (batching.bucket_rows): oneDNN caches a primitive per shape
+        self.row_buckets = device == "cpu"
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         import torch
