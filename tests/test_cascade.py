@@ -114,7 +114,7 @@ def test_cascade_stages_run_in_order_at_their_depths(searcher, catalog, m3):
     # whose scores differ by less than float noise may swap at the cut: "kept" is
     # every product whose reference score reaches the 10th best, less that noise.
     tol = 2e-3
-    ref_by_id = {h.id: float(s) for h, s in zip(recalled, ref)}
+    ref_by_id = {h.id: float(s) for h, s in zip(recalled, ref, strict=True)}
     tenth = np.sort(ref)[::-1][9]
     kept = {i for i, s in ref_by_id.items() if s >= tenth - tol}
     assert {r.id for r in resp.results} <= kept
