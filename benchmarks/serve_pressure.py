@@ -15,8 +15,10 @@ the MiniLM embedder and a small catalog of Home Depot titles. Phases:
     fast 429s arrive, at the burst's own client and at a probe in its own process.
 (c) soak: ``--clients`` clients for ``--soak`` seconds (default 600 s × 32, the issue's
     ask) of mixed embeddings / rerank / search; zero 5xx; server RSS sampled every 5 s,
-    growth after the first minute and over the second half; the child runs tracemalloc
-    and reports the top allocation growth between the end of minute one and the end.
+    growth after the first minute and over the second half, and resident MB by kind of
+    mapping (glibc heap, anonymous, file) after minute one and at the end. With
+    ``--tracemalloc`` the child also reports the top Python allocation growth between
+    those two points (a diagnosis: the tracing adds RSS of its own).
 (d) with ``--infinity-venv``: the same embeddings + rerank soak (``--peer-soak`` s) against
     rankwise, then against infinity serving the same folders (``pressure_peer.py``);
     requests/s and p99 as ratios. The venv: ``python3.11 -m venv /work/venvs/infinity &&
@@ -121,10 +123,12 @@ def child(args: argparse.Namespace) -> None:
                 )
             )
 
-    # started after loading (tracing every import and weight made loading take minutes);
-    # 4 frames: enough to see which module grows
-    tracemalloc.start(4)
-    threading.Thread(target=snapshots, daemon=True).start()
+    if args.tracemalloc:
+        # started after loading (tracing every import and weight made loading take
+        # minutes); 4 frames: enough to see which module grows. Off by default: its own
+        # bookkeeping (a trace per live block, not in its totals) grows RSS as the caches fill
+        tracemalloc.start(4)
+        threading.Thread(target=snapshots, daemon=True).start()
     from rankwise.server.run import serve_app
 
     serve_app(app, "127.0.0.1", args.port, log_level="warning", backlog=2048)  # as `rankwise serve`
@@ -136,7 +140,7 @@ def start_child(args: argparse.Namespace, workdir: Path, reranker_dir: Path) -> 
         sys.executable, __file__, "--child", "--port", str(port), "--workdir", str(workdir),
         "--reranker-dir", str(reranker_dir), "--max-length", str(args.max_length),
         "--catalog", str(args.catalog), "--batch-tokens", str(args.batch_tokens),
-        "--embed-backend", args.embed_backend,
+        "--embed-backend", args.embed_backend, *(["--tracemalloc"] if args.tracemalloc else []),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -167,6 +171,27 @@ def stop(proc: subprocess.Popen) -> None:
 def rss_mb(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """Resident MB by kind of mapping (``/proc/PID/smaps``): glibc's main heap, anonymous
+    mappings (other arenas, large mallocs, native allocators), files (weights, libraries).
+    Where growth lives says whose memory it is."""
+    parts = {"heap": 0.0, "anon": 0.0, "file": 0.0, "other": 0.0}
+    kind = "other"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head[0]):
+            name = head[5] if len(head) > 5 else ""
+            kind = (
+                "heap" if name == "[heap]"
+                else "anon" if not name
+                else "file" if name.startswith("/")
+                else "other"
+            )  # fmt: skip
+        elif head and head[0] == "Rss:":
+            parts[kind] += int(head[1]) / 1024
+    return {k: round(v, 1) for k, v in parts.items()}
 
 
 def batch_totals(url: str) -> tuple[float, float]:
@@ -426,10 +451,16 @@ async def soak(
             body["model"] = models[kind]
         return kind, paths[kind], body
 
+    parts: dict[str, dict[str, float]] = {}  # by kind of mapping, after minute one and at the end
+
     async def sampler() -> None:
         while time.perf_counter() - start < seconds:
             if pid is not None:
-                rss.append((round(time.perf_counter() - start, 1), round(rss_mb(pid), 1)))
+                t = time.perf_counter() - start
+                rss.append((round(t, 1), round(rss_mb(pid), 1)))
+                if t >= 60 and "minute_one" not in parts:
+                    parts["minute_one"] = rss_parts_mb(pid)
+                parts["end"] = rss_parts_mb(pid)
             await asyncio.sleep(5)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -471,10 +502,20 @@ async def soak(
         "rss_growth_after_first_minute_pct": growth,
         "rss_growth_second_half_pct": growth_half,
         "rss_max_mb": max((m for _, m in rss), default=None),
+        "rss_parts_mb": parts,
     }
 
 
 # ----------------------------------------------------------------------------- report
+def _parts_line(parts: dict) -> str:
+    if "minute_one" not in parts:
+        return ""
+    growth = ", ".join(
+        f"{k} {parts['minute_one'][k]} → {v}" for k, v in parts["end"].items() if k != "other"
+    )
+    return f"Resident MB by kind of mapping, after minute one → at the end: {growth}."
+
+
 def _side_by_side_lines(d: dict | str | None) -> list[str]:
     if not isinstance(d, dict) or "rankwise" not in d:
         return [json.dumps(d)]
@@ -546,14 +587,20 @@ def write(results: dict) -> None:
         f"p50 ms {c['p50_ms']}; p99 ms {c['p99_ms']}. RSS growth after the first minute: "
         f"**{c['rss_growth_after_first_minute_pct']} %**, over the second half: "
         f"{c['rss_growth_second_half_pct']} %, max {c['rss_max_mb']} MB (samples every 5 s "
-        "in the JSON).",
+        f"in the JSON). {_parts_line(c.get('rss_parts_mb') or {})}",
         "",
-        "tracemalloc, top growth from the end of minute one to the end (KiB):",
-        "",
-        *[
-            f"- {t['where']}: {t.get('growth_kb')}" if "where" in t else f"- traced: {t}"
-            for t in results.get("tracemalloc") or []
-        ],
+        *(
+            [
+                "tracemalloc, top growth from the end of minute one to the end (KiB):",
+                "",
+                *[
+                    f"- {t['where']}: {t.get('growth_kb')}" if "where" in t else f"- traced: {t}"
+                    for t in results["tracemalloc"]
+                ],
+            ]
+            if results.get("tracemalloc")
+            else ["(tracemalloc off: `--tracemalloc` reports the Python side's growth.)"]
+        ),
         "",
         "## (d) infinity side by side",
         "",
@@ -591,6 +638,12 @@ def main() -> None:
     p.add_argument(
         "--tag", default="", help="suffix of a partial run's file (keeps earlier runs' files)"
     )
+    p.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace Python allocations in the server and report the top growth in (c) "
+        "(a diagnosis: the tracing itself adds RSS, so the growth figure is then not serve's)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -619,6 +672,7 @@ def main() -> None:
             def mark(phase: str) -> None:
                 load = round(os.getloadavg()[0], 2)
                 results["marks"].append((phase, round(rss_mb(proc.pid), 1), load))
+                results.setdefault("rss_parts_mb", {})[phase] = rss_parts_mb(proc.pid)
 
             mark("loaded")
             if "a" in args.phases:
