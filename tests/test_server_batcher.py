@@ -117,9 +117,32 @@ def test_small_job_gets_the_very_next_call_to_itself_not_a_full_batch():
     assert next(c for c in rec.calls if "s1" in c) == ["s1", "s2"]
 
 
+def test_the_call_after_new_jobs_is_half_a_budget_so_the_next_small_request_waits_less():
+    """Interactive clients send their next request as soon as one is answered, so it waits
+    for the older job's call that started meanwhile: that call gets half the budget. With
+    no new jobs around the big job runs full calls."""
+    rec = Recorder(delay=0.01)
+    b = Batcher("t", rec, max_tokens=1024, max_batch_ms=0, max_wait_ms=0).start()
+    try:
+        big = b.submit([f"big{i}" for i in range(400)], [64] * 400)  # 16 items a full call
+        while len(rec.calls) < 3:
+            time.sleep(0.005)
+        for k in range(5):  # one client, one request after another
+            b.run_sync([f"s{k}"], 1)
+        assert big.result(20).shape == (400,)
+    finally:
+        b.stop()
+    pairs = list(zip(rec.calls, rec.calls[1:], strict=False))
+    after_small = [len(c) for p, c in pairs if p[0].startswith("s") and c[0].startswith("big")]
+    others = [len(c) for p, c in pairs if p[0].startswith("big") and c[0].startswith("big")]
+    assert len(after_small) == 5 and all(n == 8 for n in after_small), rec.calls
+    assert others and max(others) == 16  # full calls where no new job came before
+
+
 def test_a_stream_of_small_jobs_cannot_starve_a_big_one():
     """Aging: a call of new jobs only is never followed by another while the big job waits,
-    so the big job gets at least every other call, each with the full budget."""
+    so the big job gets at least every other call (half the budget after a call of new
+    jobs, the full budget otherwise)."""
     rec = Recorder(delay=0.005)
     b = Batcher("t", rec, max_tokens=4, max_wait_ms=0).start()
     stop = threading.Event()
