@@ -216,6 +216,32 @@ def test_held_out_confirmation_stops_a_lucky_recipe(tmp_path):
     assert won.chosen == real, won.reason
 
 
+def test_cross_fitting_scores_each_half_with_the_other_halfs_pick():
+    """Picked among weights that are only noise around the first stage, the luckiest one
+    wins on the queries that picked it; cross-fitted, each query is scored at the weight
+    picked without it, so the winner's curse is gone and a real gain still shows, on all
+    queries rather than half of them."""
+    from rankwise.evaluate.significance import randomization_test
+    from rankwise.tune.gate import cross_fitted
+
+    rng = np.random.default_rng(2)
+    n = 400
+    base = rng.uniform(0, 1, n)
+    held = np.arange(n) % 2 == 1
+    noise = {k: base + rng.normal(0.0, 0.15, n) for k in range(60)}
+    best_in_sample = max(v.mean() for v in noise.values())
+    assert best_in_sample > base.mean() + 0.01  # selection bias, without cross-fitting
+    values, on_a, on_b = cross_fitted(noise, held)
+    np.testing.assert_array_equal(values[held], noise[on_a][held])  # other half's pick
+    np.testing.assert_array_equal(values[~held], noise[on_b][~held])
+    assert on_a == max(noise, key=lambda k: noise[k][~held].mean())
+    assert randomization_test(values, base, n_resamples=2000) > 0.05
+    real = {**noise, "real": base + 0.03 + rng.normal(0.0, 0.05, n)}
+    values, on_a, on_b = cross_fitted(real, held)
+    assert on_a == on_b == "real"
+    assert randomization_test(values, base, n_resamples=2000) < 0.05
+
+
 def test_uncalibrated_search_routes_uncovered_languages_to_lexical(tmp_path, minilm_dir):
     emb = Embedder(str(minilm_dir))
     docs = {"a": "红富士苹果 新鲜水果", "b": "苹果手机 iPhone 15", "c": "fresh red apples fruit"}

@@ -133,6 +133,24 @@ def pick_and_test(
     )
 
 
+def cross_fitted(
+    per_choice: Mapping[Any, np.ndarray], held: np.ndarray
+) -> tuple[np.ndarray, Any, Any]:
+    """Each query's value under the choice picked on the *other* half (cross-fitting).
+
+    ``per_choice`` maps each choice to its per-query values; ``held`` (bool per query)
+    splits the queries in two. The choice with the best mean on the unheld half scores the
+    held queries and the other way round, so no query's value comes from a choice it
+    helped make, and every query counts in the test: about twice the queries of testing
+    on one half only. Ties go to the first choice listed. Returns (values, choice picked
+    on the unheld half, choice picked on the held half).
+    """
+    choices = list(per_choice)
+    on_a = max(choices, key=lambda c: float(per_choice[c][~held].mean()))
+    on_b = max(choices, key=lambda c: float(per_choice[c][held].mean()))
+    return np.where(held, per_choice[on_a], per_choice[on_b]), on_a, on_b
+
+
 #: The reranker's shares of the final order the gate tries (1: the reranker alone; below
 #: 1: interpolated with the recall score, :func:`rankwise.ranking.interpolate`).
 RERANK_WEIGHTS = (1.0, 0.7, 0.5, 0.3, 0.2)
@@ -193,9 +211,12 @@ def gate_reranker(
     its own or interpolated with the recall score (``weights``)?
 
     The reranker sees the first stage's real Top-``top_k`` candidates, as in serving. The
-    weight is picked on one half of the queries (a stable hash) and the paired test runs on
-    the other half, as recall calibration does (``tune/fusion.py``), so the pick does not
-    flatter its own test; with too few queries for two halves, both use all of them. The
+    queries are split in two halves (a stable hash) and the test is cross-fitted
+    (:func:`cross_fitted`): each half is scored at the weight picked on the other, and the
+    paired test runs on all queries, so the pick does not flatter its own test. Testing on
+    one half only (the first version) left 205 of 388 Home Depot dev queries to the test:
+    +0.014 nDCG@10 at p=0.11. The weight served is the one best on all queries. With too
+    few queries for two halves, the weight is picked and tested on all of them. The
     decision records the weight; ``scores["weights"]`` every weight's mean on all queries.
     """
     from rankwise.tune.data import stable_fraction
@@ -212,14 +233,22 @@ def gate_reranker(
     base = run_values(first, sub, metric, threshold)
     per_w = {w: run_values(second[w], sub, metric, threshold) for w in weights}
     held = np.array([stable_fraction("rerank-confirm:" + q) < 0.5 for q in qids], dtype=bool)
-    pick, test, where = pick_and_test(
-        held if len(weights) > 1 else None, len(qids), "weight picked"
-    )
-    best = max(weights, key=lambda w: float(per_w[w][pick].mean()))  # ties: the first listed
+    best = max(weights, key=lambda w: float(per_w[w].mean()))  # ties: the first listed
     label = f"reranker {rr.model_id}" + ("" if best >= 1.0 else f" (weight {best:g} with recall)")
-    res = paired_gate(label, base[test], per_w[best][test], alpha=alpha, metric=metric)
+    halves = min(held.sum(), (~held).sum()) >= MIN_CONFIRM_QUERIES
+    if len(weights) > 1 and halves:
+        cand, on_a, on_b = cross_fitted(per_w, held)
+        where = (
+            f"cross-fitted: weight {on_a:g} picked on {int((~held).sum())} queries scored the "
+            f"{int(held.sum())} others, {on_b:g} picked on those scored the first; weight "
+            f"{best:g} picked on all {len(qids)}"
+        )
+    else:
+        cand = per_w[best]
+        where = f"weight picked and tested on the same {len(qids)} queries"
+    res = paired_gate(label, base, cand, alpha=alpha, metric=metric)
     if best < 1.0 and 1.0 in per_w:  # say what the reranker does on its own too
-        alone, cur = float(per_w[1.0][test].mean()), float(base[test].mean())
+        alone, cur = float(per_w[1.0].mean()), float(base.mean())
         verdict = "worse" if alone < cur else "no better" if alone == cur else "better"
         where += f"; the reranker alone is {verdict}: {cur:.4f} -> {alone:.4f}"
     res = replace(res, reason=f"{res.reason}; {where}")
