@@ -112,6 +112,14 @@ def routed_recalls(
 MIN_CONFIRM_QUERIES = 10
 
 
+def confirm_split(confirm: np.ndarray | None) -> np.ndarray | None:
+    """``confirm`` (bool per query: the held-out ones) when both sides have at least
+    :data:`MIN_CONFIRM_QUERIES` queries, else None: too few for a split."""
+    if confirm is None or min(confirm.sum(), (~confirm).sum()) < MIN_CONFIRM_QUERIES:
+        return None
+    return confirm
+
+
 def pick_and_test(
     confirm: np.ndarray | None, n: int, what: str = "picked"
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -120,9 +128,7 @@ def pick_and_test(
     ``confirm`` (bool per query) marks the held-out ones; with fewer than
     :data:`MIN_CONFIRM_QUERIES` on either side (or none given) both masks are all ``n``
     queries. Also returns a phrase saying which it was (``what``: the choice's verb)."""
-    held = confirm if confirm is not None and confirm.sum() >= MIN_CONFIRM_QUERIES else None
-    if held is not None and (~held).sum() < MIN_CONFIRM_QUERIES:
-        held = None
+    held = confirm_split(confirm)
     if held is None:
         every = np.ones(n, dtype=bool)
         return every, every, f"{what} and tested on the same {n} queries"
@@ -235,8 +241,7 @@ def gate_reranker(
     held = np.array([stable_fraction("rerank-confirm:" + q) < 0.5 for q in qids], dtype=bool)
     best = max(weights, key=lambda w: float(per_w[w].mean()))  # ties: the first listed
     label = f"reranker {rr.model_id}" + ("" if best >= 1.0 else f" (weight {best:g} with recall)")
-    halves = min(held.sum(), (~held).sum()) >= MIN_CONFIRM_QUERIES
-    if len(weights) > 1 and halves:
+    if len(weights) > 1 and confirm_split(held) is not None:
         cand, on_a, on_b = cross_fitted(per_w, held)
         where = (
             f"cross-fitted: weight {on_a:g} picked on {int((~held).sum())} queries scored the "
