@@ -1,5 +1,5 @@
-"""A tiny bge-m3-shaped model built on the fly: a random XLM-R encoder, a tokenizer trained here
-with XLM-R's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3), and random ``colbert_linear.pt`` /
+"""A tiny bge-m3-shaped model built on the fly: a random XLM-R encoder, a fixed-vocabulary WordPiece
+tokenizer with XLM-R's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3), and random ``colbert_linear.pt`` /
 ``sparse_linear.pt`` heads saved as FlagEmbedding saves them (``torch.nn.Linear`` state dicts).
 
 Random weights: outputs carry no meaning, so tests check shapes and agreement with a plain-torch
@@ -10,21 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiny_models import TOKENIZER_CORPUS
+from tiny_models import fixed_wordpiece
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
 
 def build_m3_tokenizer(out: Path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        TOKENIZER_CORPUS * 5, trainers.WordPieceTrainer(vocab_size=500, special_tokens=SPECIALS)
-    )
+    tok = fixed_wordpiece(SPECIALS, "<unk>")  # fixed ids: a trained vocabulary varies by process
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",

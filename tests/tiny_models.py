@@ -49,13 +49,14 @@ def build_tokenizer(out: Path):
     return fast
 
 
-def build_word_tokenizer(out: Path):
-    """A WordPiece tokenizer whose vocabulary is fixed, not trained: the specials, every word of
-    TOKENIZER_CORPUS and its characters (plain and ``##``), each sorted. Same ids in every process:
-    ``WordPieceTrainer`` breaks ties between equally frequent merges by hash-map order, so the
-    trained vocabulary (and a model trained on it) changes from one process to the next."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertTokenizerFast
+def fixed_wordpiece(specials: list[str], unk: str):
+    """A WordPiece tokenizer whose vocabulary is fixed, not trained: ``specials``, every word of
+    TOKENIZER_CORPUS and its characters (plain and ``##``), each sorted; BERT normalisation and
+    pre-tokenisation. Same ids in every process: ``WordPieceTrainer`` breaks ties between equally
+    frequent merges by hash-map order, so a trained vocabulary (and a random model's outputs on
+    it) changes from one process to the next (it once left a test query with no token whose
+    random sparse weight was positive)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     norm = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
     pre = pre_tokenizers.BertPreTokenizer()
@@ -63,10 +64,19 @@ def build_word_tokenizer(out: Path):
         {w for t in TOKENIZER_CORPUS for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))}
     )
     chars = sorted({c for w in words for c in w})
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    tokens = [*specials, *chars, *(f"##{c}" for c in chars)]
     tokens += [w for w in words if w not in set(tokens)]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token=unk))
     tok.normalizer, tok.pre_tokenizer = norm, pre
+    return tok
+
+
+def build_word_tokenizer(out: Path):
+    """BERT-style tokenizer over :func:`fixed_wordpiece`'s vocabulary (same ids in every process)."""
+    from tokenizers import processors
+    from transformers import BertTokenizerFast
+
+    tok = fixed_wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "[UNK]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
