@@ -1,4 +1,5 @@
-"""Build tiny, real transformer models on the fly (random weights, a tokenizer trained here).
+"""Build tiny, real transformer models on the fly (random weights, a WordPiece tokenizer whose
+vocabulary is built here from a small product corpus).
 
 They are real models run by the real code paths: nothing about their output is faked.
 Random weights mean scores carry no meaning, so tests built on them check mechanics
@@ -28,25 +29,10 @@ TOKENIZER_CORPUS = [
 
 
 def build_tokenizer(out: Path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    )
-    tok.train_from_iterator(TOKENIZER_CORPUS * 5, trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
-    fast.save_pretrained(out)
-    return fast
+    """The tiny BERT models' tokenizer: :func:`build_word_tokenizer` (a vocabulary fixed from
+    TOKENIZER_CORPUS, the same ids in every process, so a random model built on it gives the
+    same outputs in every run)."""
+    return build_word_tokenizer(out)
 
 
 def fixed_wordpiece(specials: list[str], unk: str):
