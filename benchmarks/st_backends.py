@@ -46,8 +46,13 @@ def available(path: str) -> str | None:
 
 def peer_copy(model: Path, kind: str) -> Path:
     """A copy of the model folder for the peer's exports (keeps rankwise's own ``onnx/`` cache
-    and the peers' files apart). ``kind``: reranker or embedder."""
-    out = model.parent / f"{model.name}-st-{kind}"
+    and the peers' files apart). ``kind``: reranker or embedder. One copy per
+    sentence-transformers major version: each venv saves its own ``modules.json`` (6.x names
+    modules ``sentence_transformers.base.modules...``, which 5.x cannot import)."""
+    import sentence_transformers
+
+    major = sentence_transformers.__version__.split(".")[0]
+    out = model.parent / f"{model.name}-st{major}-{kind}"
     if not (out / "config.json").is_file():
         shutil.copytree(
             model,
