@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
-from tiny_models import TOKENIZER_CORPUS, build_word_tokenizer
+from tiny_models import TOKENIZER_CORPUS, build_tokenizer
 
 import rankwise.models.onnx as rw_onnx
 from rankwise.models import Embedder, Reranker
@@ -38,7 +38,7 @@ def train_tiny_reranker(out: Path, steps: int = 600) -> Path:
     # hidden 128 rather than tiny_models' 32: with 32-term dot products int8 rounding noise is as
     # large as what a few hundred steps teach, and the test would measure noise, not rankings.
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_word_tokenizer(out)  # the same model in every process: its tests cannot flake
+    tok = build_tokenizer(out)  # the same model in every process: its tests cannot flake
     torch.manual_seed(3)
     config = BertConfig(
         vocab_size=len(tok),

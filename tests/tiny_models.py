@@ -28,13 +28,6 @@ TOKENIZER_CORPUS = [
 ]
 
 
-def build_tokenizer(out: Path):
-    """The tiny BERT models' tokenizer: :func:`build_word_tokenizer` (a vocabulary fixed from
-    TOKENIZER_CORPUS, the same ids in every process, so a random model built on it gives the
-    same outputs in every run)."""
-    return build_word_tokenizer(out)
-
-
 def fixed_wordpiece(specials: list[str], unk: str):
     """A WordPiece tokenizer whose vocabulary is fixed, not trained: ``specials``, every word of
     TOKENIZER_CORPUS and its characters (plain and ``##``), each sorted; BERT normalisation and
@@ -51,14 +44,16 @@ def fixed_wordpiece(specials: list[str], unk: str):
     )
     chars = sorted({c for w in words for c in w})
     tokens = [*specials, *chars, *(f"##{c}" for c in chars)]
-    tokens += [w for w in words if w not in set(tokens)]
+    seen = set(tokens)
+    tokens += [w for w in words if w not in seen]
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token=unk))
     tok.normalizer, tok.pre_tokenizer = norm, pre
     return tok
 
 
-def build_word_tokenizer(out: Path):
-    """BERT-style tokenizer over :func:`fixed_wordpiece`'s vocabulary (same ids in every process)."""
+def build_tokenizer(out: Path):
+    """The tiny BERT models' tokenizer, over :func:`fixed_wordpiece`'s vocabulary (the same ids
+    in every process, so a random model built on it gives the same outputs in every run)."""
     from tokenizers import processors
     from transformers import BertTokenizerFast
 
