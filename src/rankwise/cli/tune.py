@@ -300,8 +300,8 @@ def tune_fusion_command(
         typer.Option(
             min=0.0,
             max=0.9,
-            help="Share of the queries held out from picking the recipe, to test it on "
-            "(0: pick and test on the same queries).",
+            help="Share of the queries in the second half of the cross-fitted test: each "
+            "half's pick scores the other (0: pick and test on the same queries).",
         ),
     ] = 0.5,
     out: Annotated[

@@ -8,11 +8,12 @@ made per query language (script), so Chinese queries may be served lexically whi
 ones are fused, and a language the embedder does not cover never goes to dense recall.
 
 **A fused recipe must earn its place.** The best recipe is kept only if it beats the best
-single list (lexical or dense) on the same queries by a paired randomisation test
-(``alpha``, default 0.05); otherwise that single list is the choice. The test runs on queries
-the choice did not see: the best of ~120 recipes is picked on one half of the judged queries
-(by a stable hash) and confirmed on the other half (``confirm_fraction``), so the winner's
-luck on the queries that picked it (selection bias) cannot pass the gate. So on data where fusion
+single list (lexical or dense) by a paired randomisation test (``alpha``, default 0.05);
+otherwise that single list is the choice. The test is cross-fitted, so the winner's luck on
+the queries that picked it (selection bias over ~120 recipes) cannot pass the gate: the
+judged queries are split in two halves by a stable hash (``confirm_fraction``), "the best of
+all recipes" and "the better single list" are picked on each half and score the other, and
+the paired test runs on all queries. The recipe served is the best on all queries. So on data where fusion
 does not help, calibration falls back to the better part instead of averaging in the worse
 one: the default RRF of a weak dense model and BM25 lost to BM25 alone on both sets here
 (homedepot 0.348 vs 0.372, kuake_qtr 0.615 vs 0.759 nDCG@10, ``benchmarks/results/relevance.md``).
@@ -36,7 +37,11 @@ from rankwise.errors import DataError
 from rankwise.evaluate.significance import randomization_test
 from rankwise.recipe import Pipeline, RecallRecipe, covers, detect_language
 from rankwise.tune.data import stable_fraction
-from rankwise.tune.gate import MIN_CONFIRM_QUERIES, pick_and_test  # noqa: F401 - re-exported
+from rankwise.tune.gate import (  # noqa: F401 - MIN_CONFIRM_QUERIES re-exported
+    MIN_CONFIRM_QUERIES,
+    confirm_split,
+    cross_fitted,
+)
 from rankwise.tune.recipe_scores import Lists, RecipeScorer
 
 
@@ -51,7 +56,7 @@ class FusionConfig:
         rrf_ks: RRF constants tried.
         dense_weights: dense list's weight tried (lexical gets ``1 - w``).
         alpha: a fused recipe must beat the best single list at this p-value.
-        confirm_fraction: share of the queries held out from the choice to run that test on
+        confirm_fraction: share of the queries in the second half of the cross-fitted test
             (0: pick and test on the same queries, which favours fused recipes by chance).
         max_queries: at most this many judged queries (picked by a stable hash).
         min_language_queries: a language gets its own recipe from this many queries up.
@@ -140,26 +145,41 @@ def choose(
     alpha: float,
     confirm: np.ndarray | None = None,
 ) -> GroupChoice:
-    """Best recipe of ``allowed``; a fused one only if it beats the best single list.
+    """Best recipe of ``allowed`` on all queries; a fused one only if fusing earns it.
 
-    ``confirm`` (bool per query) marks held-out queries: the recipes are ranked on the
-    others and the paired test runs on these only. ``scores`` are means over all queries.
+    ``confirm`` (bool per query) splits the queries in two halves and the paired test is
+    cross-fitted (:func:`~rankwise.tune.gate.cross_fitted`): "pick the best of all recipes"
+    against "pick the better single list", each half scored by the picks made on the other,
+    so no query's value comes from a choice it helped make and all queries count in the
+    test. With fewer than :data:`MIN_CONFIRM_QUERIES` on either side (or none given), the
+    recipes are picked and tested on the same queries. ``scores`` are means over all queries.
     """
     n = len(next(iter(per_recipe.values())))
-    pick, test, where = pick_and_test(confirm, n)
-    means = {r: float(per_recipe[r][pick].mean()) for r in allowed}
-    scores = {r.label(): float(per_recipe[r].mean()) for r in allowed}
+    means = {r: float(per_recipe[r].mean()) for r in allowed}
+    scores = {r.label(): v for r, v in means.items()}
     best = max(allowed, key=lambda r: means[r])  # max() keeps the first of ties: singles
     singles = [r for r in allowed if r.mode != "hybrid"]
     single = max(singles, key=lambda r: means[r])
     if best.mode != "hybrid":
         return GroupChoice(group, n, best, scores, best.label(), single.label(), None,
                            f"{best.label()} is the best recipe")  # fmt: skip
-    delta = float(per_recipe[best][test].mean() - per_recipe[single][test].mean())
-    p = randomization_test(per_recipe[best][test], per_recipe[single][test], n_resamples=2000)
+    held = confirm_split(confirm)
+    if held is None:
+        cand, base = per_recipe[best], per_recipe[single]
+        where = f"picked and tested on the same {n} queries"
+    else:
+        cand, on_a, on_b = cross_fitted({r: per_recipe[r] for r in allowed}, held)
+        base, _, _ = cross_fitted({r: per_recipe[r] for r in singles}, held)
+        where = (
+            f"cross-fitted over {int((~held).sum())} + {int(held.sum())} queries: "
+            f"{on_a.label()} picked on the first half scored the second, "
+            f"{on_b.label()} the other way round"
+        )
+    delta = float(cand.mean() - base.mean())
+    p = randomization_test(cand, base, n_resamples=2000)
     if p < alpha and delta > 0:
         reason = (
-            f"{best.label()} beats {single.label()} by {delta:+.4f} (p={p:.3g} < {alpha}; {where})"
+            f"{best.label()} beats {single.label()}: {delta:+.4f} (p={p:.3g} < {alpha}; {where})"
         )
         return GroupChoice(group, n, best, scores, best.label(), single.label(), p, reason)
     reason = (

@@ -120,25 +120,6 @@ def confirm_split(confirm: np.ndarray | None) -> np.ndarray | None:
     return confirm
 
 
-def pick_and_test(
-    confirm: np.ndarray | None, n: int, what: str = "picked"
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Masks of the queries a choice is made on and of those its paired test runs on.
-
-    ``confirm`` (bool per query) marks the held-out ones; with fewer than
-    :data:`MIN_CONFIRM_QUERIES` on either side (or none given) both masks are all ``n``
-    queries. Also returns a phrase saying which it was (``what``: the choice's verb)."""
-    held = confirm_split(confirm)
-    if held is None:
-        every = np.ones(n, dtype=bool)
-        return every, every, f"{what} and tested on the same {n} queries"
-    return (
-        ~held,
-        held,
-        f"{what} on {int((~held).sum())} queries, tested on {int(held.sum())} others",
-    )
-
-
 def cross_fitted(
     per_choice: Mapping[Any, np.ndarray], held: np.ndarray
 ) -> tuple[np.ndarray, Any, Any]:
